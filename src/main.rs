@@ -1,0 +1,2 @@
+//! The `miram` command line (filled by its issue).
+fn main() {}
