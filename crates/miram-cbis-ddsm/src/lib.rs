@@ -6,10 +6,13 @@
 //! 10.7937/K9/TCIA.2016.7O02S9CY; Lee et al. 2017); `design/cbis-ddsm.md` describes it.
 #![warn(missing_docs)]
 
+pub mod crop;
 pub mod error;
 pub mod records;
+pub mod synth;
 
 pub use error::{DdsmError, Result};
 pub use records::{
     AbnormalityType, CaseRecord, OfficialSplit, Pathology, RecordSource, Side, View, MASS_MARGINS,
 };
+pub mod dicom;

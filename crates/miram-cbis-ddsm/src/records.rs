@@ -370,9 +370,7 @@ impl CaseRecord {
 
 /// The first `/`- or `\`-separated component of a CSV path, `None` when empty.
 fn first_component(path: &str) -> Option<&str> {
-    path.trim()
-        .split(['/', '\\'])
-        .find(|c| !c.is_empty())
+    path.trim().split(['/', '\\']).find(|c| !c.is_empty())
 }
 
 #[cfg(test)]

@@ -1,0 +1,1034 @@
+//! DICOM images through dicom-rs: headers, stored values exactly as pydicom's `pixel_array`
+//! returns them, 16-bit grayscale images for cropping, and a writer of CBIS-DDSM-like files.
+//!
+//! Reading mirrors pydicom 3's decoder (`pydicom/pixels/decoders/base.py`): native data is
+//! checked against the length the header needs (a short file is an error, as pydicom's
+//! `ValueError`), unused high bits are dropped and signed values sign-extended from
+//! `BitsStored` (`_correct_unused_bits`), and JPEG 2000 codestreams whose signedness disagrees
+//! with `PixelRepresentation` are corrected (`_apply_sign_correction`). Sizes declared by the
+//! header are checked against [`DecodeLimits`] before anything is decoded, and every decoder
+//! call is guarded so that a corrupt file gives an error naming it, never a panic.
+//!
+//! CBIS-DDSM images are 16-bit MONOCHROME2 (some MONOCHROME1) grayscale; [`read_gray`] gives
+//! them as `u16` with MONOCHROME1 inverted, which is what lesion cropping needs.
+
+use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use dicom_core::header::HasLength;
+use dicom_core::value::DicomValueType;
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::transfer_syntax::{Endianness, TransferSyntaxIndex};
+use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{DdsmError, Result};
+
+/// Bounds on what a header may declare before anything is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecodeLimits {
+    /// The largest number of samples (rows x columns x frames x samples per pixel).
+    pub max_pixels: u64,
+    /// The largest number of frames.
+    pub max_frames: u32,
+}
+
+impl Default for DecodeLimits {
+    /// 2^28 samples (a 16384 x 16384 image; CBIS-DDSM's largest are about 7000 x 5500) and
+    /// 4096 frames.
+    fn default() -> Self {
+        DecodeLimits {
+            max_pixels: 1 << 28,
+            max_frames: 4096,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Limits for single mammograms: 2^27 samples (11585 x 11585) and one frame.
+    pub fn mammogram() -> Self {
+        DecodeLimits {
+            max_pixels: 1 << 27,
+            max_frames: 1,
+        }
+    }
+
+    /// Checks a header against the limits: [`DdsmError::TooLarge`] if it declares more.
+    pub fn check(&self, path: &Path, header: &DicomHeader) -> Result<()> {
+        let (rows, columns, frames, samples) = (
+            u64::from(header.rows),
+            u64::from(header.columns),
+            u64::from(header.frames),
+            u64::from(header.samples_per_pixel),
+        );
+        let too_large = |limit| DdsmError::TooLarge {
+            path: path.to_path_buf(),
+            rows,
+            columns,
+            frames,
+            samples,
+            limit,
+        };
+        if header.frames > self.max_frames {
+            return Err(too_large(u64::from(self.max_frames)));
+        }
+        let total = rows
+            .checked_mul(columns)
+            .and_then(|x| x.checked_mul(frames))
+            .and_then(|x| x.checked_mul(samples));
+        match total {
+            Some(t) if t <= self.max_pixels => Ok(()),
+            _ => Err(too_large(self.max_pixels)),
+        }
+    }
+}
+
+/// The header fields of a DICOM image that this crate uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DicomHeader {
+    /// Rows (0028,0010).
+    pub rows: u32,
+    /// Columns (0028,0011).
+    pub columns: u32,
+    /// Number of Frames (0028,0008); 1 when absent.
+    pub frames: u32,
+    /// Samples per Pixel (0028,0002); 1 when absent.
+    pub samples_per_pixel: u16,
+    /// Bits Allocated (0028,0100).
+    pub bits_allocated: u16,
+    /// Bits Stored (0028,0101); Bits Allocated when absent.
+    pub bits_stored: u16,
+    /// High Bit (0028,0102); Bits Stored - 1 when absent.
+    pub high_bit: u16,
+    /// Pixel Representation (0028,0103): 0 unsigned, 1 two's complement.
+    pub pixel_representation: u16,
+    /// Planar Configuration (0028,0006): 0 interleaved, 1 by plane; 0 when absent.
+    pub planar_configuration: u16,
+    /// Photometric Interpretation (0028,0004), e.g. `MONOCHROME2`.
+    pub photometric_interpretation: String,
+    /// The transfer syntax of the data set (from the file meta group).
+    pub transfer_syntax_uid: String,
+    /// Study Instance UID (0020,000D); empty when absent.
+    pub study_instance_uid: String,
+    /// Series Instance UID (0020,000E); empty when absent.
+    pub series_instance_uid: String,
+    /// SOP Instance UID (0008,0018); empty when absent.
+    pub sop_instance_uid: String,
+    /// Series Description (0008,103E).
+    pub series_description: Option<String>,
+    /// Patient ID (0010,0020); in CBIS-DDSM the case folder name.
+    pub patient_id: Option<String>,
+    /// Modality (0008,0060).
+    pub modality: Option<String>,
+}
+
+impl DicomHeader {
+    /// The number of stored samples the header declares (rows x columns x frames x samples).
+    pub fn sample_count(&self) -> u64 {
+        u64::from(self.rows)
+            * u64::from(self.columns)
+            * u64::from(self.frames)
+            * u64::from(self.samples_per_pixel)
+    }
+
+    /// The shape of the stored values as pydicom's `pixel_array` gives it: `[rows, columns]`,
+    /// `[frames, rows, columns]`, `[rows, columns, samples]` or
+    /// `[frames, rows, columns, samples]`.
+    pub fn shape(&self) -> Vec<usize> {
+        let mut shape = Vec::with_capacity(4);
+        if self.frames > 1 {
+            shape.push(self.frames as usize);
+        }
+        shape.push(self.rows as usize);
+        shape.push(self.columns as usize);
+        if self.samples_per_pixel > 1 {
+            shape.push(self.samples_per_pixel as usize);
+        }
+        shape
+    }
+}
+
+/// Stored pixel values before any rescale or VOI transform, as pydicom's `pixel_array`.
+///
+/// # Shapes
+/// `values` is row-major in [`StoredPixels::shape`]: `[rows, columns]` for one frame of one
+/// sample, `[frames, rows, columns]`, `[rows, columns, samples]` or
+/// `[frames, rows, columns, samples]` (samples interleaved whatever the planar configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPixels {
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub columns: u32,
+    /// Frames.
+    pub frames: u32,
+    /// Samples per pixel.
+    pub samples_per_pixel: u16,
+    /// The values, sign-extended when the data are signed.
+    pub values: Vec<i32>,
+}
+
+impl StoredPixels {
+    /// The shape of `values`, as pydicom gives it.
+    pub fn shape(&self) -> Vec<usize> {
+        let mut shape = Vec::with_capacity(4);
+        if self.frames > 1 {
+            shape.push(self.frames as usize);
+        }
+        shape.push(self.rows as usize);
+        shape.push(self.columns as usize);
+        if self.samples_per_pixel > 1 {
+            shape.push(self.samples_per_pixel as usize);
+        }
+        shape
+    }
+}
+
+/// A grayscale image as lesion cropping uses it.
+///
+/// # Shapes
+/// `pixels` is row-major `[height, width]`. Values run from 0 (black) to `max_value` (white):
+/// MONOCHROME1 data are already inverted and signed data shifted to unsigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrayImage {
+    /// Width (columns).
+    pub width: u32,
+    /// Height (rows).
+    pub height: u32,
+    /// The pixels, row-major.
+    pub pixels: Vec<u16>,
+    /// The white level: 2^bits_stored - 1 for DICOM, 255 for 8-bit JPEG.
+    pub max_value: u16,
+}
+
+impl GrayImage {
+    /// The pixel at column `x`, row `y`, or `None` outside the image.
+    pub fn get(&self, x: u32, y: u32) -> Option<u16> {
+        if x < self.width && y < self.height {
+            self.pixels
+                .get(y as usize * self.width as usize + x as usize)
+                .copied()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the image is binary: at most two distinct values (an ROI mask).
+    pub fn is_binary(&self) -> bool {
+        let mut first: Option<u16> = None;
+        let mut second: Option<u16> = None;
+        for &v in &self.pixels {
+            match (first, second) {
+                (None, _) => first = Some(v),
+                (Some(a), _) if a == v => {}
+                (Some(_), None) => second = Some(v),
+                (Some(_), Some(b)) if b == v => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether the image is nearly binary: at least `1 - outlier_fraction` of the pixels lie
+    /// within `tolerance` of the image's minimum or maximum. For lossy copies (JPEG) of ROI
+    /// masks, whose edges carry compression noise.
+    pub fn is_nearly_binary(&self, tolerance: u16, outlier_fraction: f64) -> bool {
+        let (Some(&lo), Some(&hi)) = (self.pixels.iter().min(), self.pixels.iter().max()) else {
+            return true;
+        };
+        let outliers = self
+            .pixels
+            .iter()
+            .filter(|&&v| v > lo.saturating_add(tolerance) && v < hi.saturating_sub(tolerance))
+            .count();
+        (outliers as f64) <= outlier_fraction * self.pixels.len() as f64
+    }
+}
+
+/// UIDs and identifying fields of a file written by [`write_gray_u16`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DicomUids {
+    /// Study Instance UID.
+    pub study_instance_uid: String,
+    /// Series Instance UID.
+    pub series_instance_uid: String,
+    /// SOP Instance UID.
+    pub sop_instance_uid: String,
+    /// Patient ID (CBIS-DDSM puts the case folder name here, e.g.
+    /// `Mass-Training_P_00001_LEFT_CC`).
+    pub patient_id: String,
+    /// Series Description (`full mammogram images`, `cropped images`, `ROI mask images`).
+    pub series_description: String,
+    /// Study Date as `YYYYMMDD`; empty to leave it out.
+    pub study_date: String,
+    /// Series Number.
+    pub series_number: u32,
+    /// Instance Number.
+    pub instance_number: u32,
+}
+
+/// The SOP class of CBIS-DDSM files: Secondary Capture Image Storage.
+pub const SECONDARY_CAPTURE_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
+
+fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            Err(DdsmError::dicom(
+                path,
+                format!("the {what} failed on malformed data: {msg}"),
+            ))
+        }
+    }
+}
+
+fn open_object(path: &Path, until_pixel_data: bool) -> Result<DefaultDicomObject> {
+    // Report a missing or unreadable file as an I/O error naming it, not as a parse error.
+    std::fs::metadata(path).map_err(|e| DdsmError::io(path, e))?;
+    guarded(path, "DICOM parser", || {
+        let mut options = OpenFileOptions::new();
+        if until_pixel_data {
+            options = options.read_until(tags::PIXEL_DATA);
+        }
+        options
+            .open_file(path)
+            .map_err(|e| DdsmError::dicom(path, error_chain(&e)))
+    })
+}
+
+/// The message of an error and of its sources, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+fn trim_value(s: &str) -> String {
+    s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string()
+}
+
+fn opt_str(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let elem = obj.element_opt(tag).ok().flatten()?;
+    let s = elem.to_str().ok()?;
+    let s = trim_value(&s);
+    (!s.is_empty()).then_some(s)
+}
+
+fn opt_uint(path: &Path, obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<Option<u32>> {
+    let Some(elem) = obj.element_opt(tag).ok().flatten() else {
+        return Ok(None);
+    };
+    if elem.is_empty() {
+        return Ok(None);
+    }
+    // Numbers may be binary (US) or text (IS, e.g. Number of Frames).
+    if let Ok(v) = elem.to_int::<i64>() {
+        return u32::try_from(v)
+            .map(Some)
+            .map_err(|_| DdsmError::dicom(path, format!("{name} is {v}, not a count")));
+    }
+    let text = elem.to_str().map(|s| trim_value(&s)).unwrap_or_default();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse::<u32>()
+        .map(Some)
+        .map_err(|_| DdsmError::dicom(path, format!("{name} is {text:?}, not a count")))
+}
+
+fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
+    let transfer_syntax_uid = trim_value(obj.meta().transfer_syntax());
+    let required = |tag, name: &str| -> Result<u32> {
+        opt_uint(path, obj, tag, name)?
+            .ok_or_else(|| DdsmError::dicom(path, format!("missing {name}")))
+    };
+    let small = |v: u32, name: &str| -> Result<u16> {
+        u16::try_from(v).map_err(|_| DdsmError::dicom(path, format!("{name} is {v}")))
+    };
+    let rows = required(tags::ROWS, "Rows")?;
+    let columns = required(tags::COLUMNS, "Columns")?;
+    let bits_allocated = small(
+        required(tags::BITS_ALLOCATED, "Bits Allocated")?,
+        "Bits Allocated",
+    )?;
+    let bits_stored = match opt_uint(path, obj, tags::BITS_STORED, "Bits Stored")? {
+        Some(v) => small(v, "Bits Stored")?,
+        None => bits_allocated,
+    };
+    let high_bit = match opt_uint(path, obj, tags::HIGH_BIT, "High Bit")? {
+        Some(v) => small(v, "High Bit")?,
+        None => bits_stored.saturating_sub(1),
+    };
+    let frames = opt_uint(path, obj, tags::NUMBER_OF_FRAMES, "Number of Frames")?
+        .filter(|&f| f > 0)
+        .unwrap_or(1);
+    let samples_per_pixel = match opt_uint(path, obj, tags::SAMPLES_PER_PIXEL, "Samples per Pixel")?
+    {
+        Some(v) => small(v, "Samples per Pixel")?,
+        None => 1,
+    };
+    let pixel_representation = match opt_uint(
+        path,
+        obj,
+        tags::PIXEL_REPRESENTATION,
+        "Pixel Representation",
+    )? {
+        Some(v) => small(v, "Pixel Representation")?,
+        None => 0,
+    };
+    let planar_configuration = match opt_uint(
+        path,
+        obj,
+        tags::PLANAR_CONFIGURATION,
+        "Planar Configuration",
+    )? {
+        Some(v) => small(v, "Planar Configuration")?,
+        None => 0,
+    };
+    Ok(DicomHeader {
+        rows,
+        columns,
+        frames,
+        samples_per_pixel,
+        bits_allocated,
+        bits_stored,
+        high_bit,
+        pixel_representation,
+        planar_configuration,
+        photometric_interpretation: opt_str(obj, tags::PHOTOMETRIC_INTERPRETATION)
+            .unwrap_or_default(),
+        transfer_syntax_uid,
+        study_instance_uid: opt_str(obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+        series_instance_uid: opt_str(obj, tags::SERIES_INSTANCE_UID).unwrap_or_default(),
+        sop_instance_uid: opt_str(obj, tags::SOP_INSTANCE_UID).unwrap_or_default(),
+        series_description: opt_str(obj, tags::SERIES_DESCRIPTION),
+        patient_id: opt_str(obj, tags::PATIENT_ID),
+        modality: opt_str(obj, tags::MODALITY),
+    })
+}
+
+/// Reads the header of a DICOM file without reading its pixel data.
+pub fn read_header(path: &Path) -> Result<DicomHeader> {
+    let obj = open_object(path, true)?;
+    header_from(path, &obj)
+}
+
+/// How decoded samples must be corrected to match pydicom.
+#[derive(Debug, Clone, Copy)]
+enum Correction {
+    /// Interpret the allocated width as signed or unsigned, nothing else.
+    None,
+    /// Keep the low `bits` bits, sign-extend if the data are signed.
+    LowBits(u16),
+}
+
+/// Decoded samples as little-endian bytes of `bits_allocated` width (or packed bits).
+struct Samples<'a> {
+    bytes: Cow<'a, [u8]>,
+    bits_allocated: u16,
+    signed: bool,
+    correction: Correction,
+    count: usize,
+    /// For native multi-sample data stored plane by plane.
+    planar: bool,
+}
+
+impl Samples<'_> {
+    /// The raw sample `i` (in storage order), corrected as pydicom does.
+    #[inline]
+    fn get(&self, i: usize) -> i32 {
+        let b = &self.bytes;
+        let (raw, width): (u32, u16) = match self.bits_allocated {
+            1 => (u32::from((b[i / 8] >> (i % 8)) & 1), 1),
+            8 => (u32::from(b[i]), 8),
+            16 => (u32::from(u16::from_le_bytes([b[2 * i], b[2 * i + 1]])), 16),
+            _ => (
+                u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]),
+                32,
+            ),
+        };
+        let bits = match self.correction {
+            Correction::LowBits(bits) if bits < width && bits > 0 => bits,
+            _ => width,
+        };
+        let shift = 32 - u32::from(bits);
+        if self.signed {
+            ((raw << shift) as i32) >> shift
+        } else if bits == 32 {
+            raw as i32
+        } else {
+            (raw & ((1u32 << bits) - 1)) as i32
+        }
+    }
+}
+
+/// JPEG 2000 transfer syntaxes (Part 1, Part 2 and High-Throughput).
+const JPEG2000_UIDS: [&str; 7] = [
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
+
+/// Signedness and precision of the first component of a JPEG 2000 codestream (SIZ marker).
+fn j2k_signedness(data: &[u8]) -> Option<(bool, u16)> {
+    let pos = data
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    // SOC, SIZ marker, Lsiz, Rsiz, 8 x 4 bytes of sizes, Csiz, then Ssiz of component 0.
+    let ssiz = *data.get(pos + 4 + 2 + 2 + 32 + 2)?;
+    Some((ssiz & 0x80 != 0, u16::from(ssiz & 0x7F) + 1))
+}
+
+/// The bytes of native pixel data, little endian at the width of `bits_allocated`.
+fn native_le_bytes<'a>(
+    prim: &'a PrimitiveValue,
+    bits_allocated: u16,
+    big_endian: bool,
+) -> std::result::Result<Cow<'a, [u8]>, String> {
+    let swap = |bytes: &[u8], width: usize| -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for chunk in out.chunks_exact_mut(width) {
+            chunk.reverse();
+        }
+        out
+    };
+    match prim {
+        PrimitiveValue::U8(_) => {
+            let bytes = prim.to_bytes();
+            match (big_endian, bits_allocated) {
+                (true, 16) => Ok(Cow::Owned(swap(&bytes, 2))),
+                (true, 32) => Ok(Cow::Owned(swap(&bytes, 4))),
+                _ => Ok(bytes),
+            }
+        }
+        PrimitiveValue::U16(words) => {
+            if big_endian && bits_allocated == 32 {
+                // Words were read big endian; the high word comes first.
+                let mut out = Vec::with_capacity(words.len() * 2);
+                for pair in words.chunks(2) {
+                    let hi = u32::from(pair[0]);
+                    let lo = pair.get(1).map_or(0, |&w| u32::from(w));
+                    out.extend_from_slice(&((hi << 16) | lo).to_le_bytes());
+                }
+                Ok(Cow::Owned(out))
+            } else {
+                Ok(le_of(prim))
+            }
+        }
+        PrimitiveValue::I16(_)
+        | PrimitiveValue::U32(_)
+        | PrimitiveValue::I32(_)
+        | PrimitiveValue::U64(_)
+        | PrimitiveValue::I64(_) => Ok(le_of(prim)),
+        other => Err(format!(
+            "pixel data held as {:?} values",
+            other.value_type()
+        )),
+    }
+}
+
+/// The little-endian bytes of a binary primitive value.
+fn le_of(prim: &PrimitiveValue) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        prim.to_bytes()
+    } else {
+        let mut out = Vec::new();
+        match prim {
+            PrimitiveValue::U16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PrimitiveValue::I16(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PrimitiveValue::U32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PrimitiveValue::I32(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PrimitiveValue::U64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            PrimitiveValue::I64(v) => v.iter().for_each(|x| out.extend(x.to_le_bytes())),
+            _ => return prim.to_bytes(),
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// Decodes the pixel data of `obj` into corrected samples, after checking the limits.
+fn decode_samples<'a>(
+    path: &Path,
+    obj: &'a DefaultDicomObject,
+    header: &DicomHeader,
+    limits: &DecodeLimits,
+) -> Result<Samples<'a>> {
+    limits.check(path, header)?;
+    let ba = header.bits_allocated;
+    if !matches!(ba, 1 | 8 | 16 | 32) {
+        return Err(DdsmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("Bits Allocated {ba}"),
+        });
+    }
+    if header.bits_stored == 0 || header.bits_stored > ba {
+        return Err(DdsmError::dicom(
+            path,
+            format!(
+                "Bits Stored {} with Bits Allocated {ba}",
+                header.bits_stored
+            ),
+        ));
+    }
+    let count = usize::try_from(header.sample_count())
+        .map_err(|_| DdsmError::dicom(path, "sample count does not fit in memory"))?;
+    let needed = (count as u64 * u64::from(ba)).div_ceil(8);
+    let signed = header.pixel_representation == 1;
+    let ts_uid = header.transfer_syntax_uid.as_str();
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| DdsmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("transfer syntax {ts_uid}"),
+        })?;
+    let pixel = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .ok_or_else(|| DdsmError::dicom(path, "no Pixel Data element"))?;
+    match pixel.value() {
+        Value::Primitive(prim) => {
+            let big_endian = ts.endianness() == Endianness::Big;
+            let subsampled = header.photometric_interpretation == "YBR_FULL_422"
+                && header.samples_per_pixel == 3
+                && ba == 8;
+            // Two luminance samples share one pair of chrominance samples.
+            let needed = if subsampled { needed / 3 * 2 } else { needed };
+            let bytes =
+                native_le_bytes(prim, ba, big_endian).map_err(|what| DdsmError::Unsupported {
+                    path: path.to_path_buf(),
+                    what,
+                })?;
+            if (bytes.len() as u64) < needed {
+                return Err(DdsmError::Truncated {
+                    path: path.to_path_buf(),
+                    expected: needed,
+                    found: bytes.len() as u64,
+                });
+            }
+            let bytes = if subsampled {
+                Cow::Owned(upsample_ybr_422(&bytes[..needed as usize]))
+            } else {
+                bytes
+            };
+            Ok(Samples {
+                bytes,
+                bits_allocated: ba,
+                signed,
+                correction: Correction::LowBits(header.bits_stored),
+                count,
+                planar: !subsampled
+                    && header.samples_per_pixel > 1
+                    && header.planar_configuration == 1,
+            })
+        }
+        Value::PixelSequence(seq) => {
+            if !ts.can_decode_all() {
+                return Err(DdsmError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!("transfer syntax {ts_uid} ({})", ts.name()),
+                });
+            }
+            if ba == 1 || ba == 32 {
+                return Err(DdsmError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!("Bits Allocated {ba} in encapsulated pixel data"),
+                });
+            }
+            let j2k = JPEG2000_UIDS.contains(&ts_uid);
+            let correction = if j2k {
+                let first = seq.fragments().first().map(|f| f.as_slice()).unwrap_or(&[]);
+                match j2k_signedness(first) {
+                    Some((j2k_signed, precision))
+                        if j2k_signed != signed
+                            && header.photometric_interpretation.starts_with("MONOCHROME") =>
+                    {
+                        Correction::LowBits(precision)
+                    }
+                    _ => Correction::None,
+                }
+            } else {
+                Correction::LowBits(header.bits_stored)
+            };
+            let data = guarded(path, "pixel data decoder", || {
+                use dicom_pixeldata::PixelDecoder;
+                obj.decode_pixel_data()
+                    .map(|d| d.into_data())
+                    .map_err(|e| DdsmError::dicom(path, error_chain(&e)))
+            })?;
+            if (data.len() as u64) < needed {
+                return Err(DdsmError::dicom(
+                    path,
+                    format!(
+                        "decoded pixel data has {} bytes, the header needs {needed}",
+                        data.len()
+                    ),
+                ));
+            }
+            Ok(Samples {
+                bytes: Cow::Owned(data),
+                bits_allocated: ba,
+                signed,
+                correction,
+                count,
+                planar: false,
+            })
+        }
+        Value::Sequence(_) => Err(DdsmError::dicom(path, "Pixel Data is a sequence")),
+    }
+}
+
+/// Expands native YBR_FULL_422 data (`Y1 Y2 Cb Cr` per pair of pixels) to one `Y Cb Cr`
+/// triple per pixel, as pydicom does before its colour conversion.
+fn upsample_ybr_422(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 * 3);
+    for q in data.chunks_exact(4) {
+        out.extend_from_slice(&[q[0], q[2], q[3], q[1], q[2], q[3]]);
+    }
+    out
+}
+
+/// The YBR_FULL to RGB conversion of pydicom (`convert_color_space`), for 8-bit data.
+fn ybr_full_to_rgb(values: &mut [i32]) {
+    for px in values.chunks_exact_mut(3) {
+        let (y, cb, cr) = (px[0] as f32, px[1] as f32 - 128.0, px[2] as f32 - 128.0);
+        let r = y + 1.402 * cr;
+        let g = y + (-0.114 * 1.772 / 0.587) * cb + (-0.299 * 1.402 / 0.587) * cr;
+        let b = y + 1.772 * cb;
+        for (dst, v) in px.iter_mut().zip([r, g, b]) {
+            *dst = (v + 0.5).floor().clamp(0.0, 255.0) as i32;
+        }
+    }
+}
+
+/// Reads a DICOM file's stored values, exactly as pydicom's `pixel_array` returns them
+/// (before rescale or VOI; YBR_FULL 8-bit data converted to RGB as pydicom does).
+///
+/// # Shapes
+/// See [`StoredPixels`]: `values.len()` is rows x columns x frames x samples.
+pub fn read_stored(path: &Path, limits: &DecodeLimits) -> Result<(DicomHeader, StoredPixels)> {
+    let obj = open_object(path, false)?;
+    let header = header_from(path, &obj)?;
+    let samples = decode_samples(path, &obj, &header, limits)?;
+    let spp = header.samples_per_pixel as usize;
+    let mut values: Vec<i32> = if samples.planar {
+        let plane = header.rows as usize * header.columns as usize;
+        let frame_len = plane * spp;
+        let mut out = Vec::with_capacity(samples.count);
+        for f in 0..header.frames as usize {
+            for p in 0..plane {
+                for s in 0..spp {
+                    out.push(samples.get(f * frame_len + s * plane + p));
+                }
+            }
+        }
+        out
+    } else {
+        (0..samples.count).map(|i| samples.get(i)).collect()
+    };
+    let pi = header.photometric_interpretation.as_str();
+    let converted_by_codec = matches!(
+        obj.element_opt(tags::PIXEL_DATA)
+            .ok()
+            .flatten()
+            .map(|e| e.value()),
+        Some(Value::PixelSequence(_))
+    );
+    if spp == 3
+        && header.bits_allocated == 8
+        && (pi == "YBR_FULL" || pi == "YBR_FULL_422")
+        && !converted_by_codec
+    {
+        ybr_full_to_rgb(&mut values);
+    }
+    let stored = StoredPixels {
+        rows: header.rows,
+        columns: header.columns,
+        frames: header.frames,
+        samples_per_pixel: header.samples_per_pixel,
+        values,
+    };
+    Ok((header, stored))
+}
+
+/// Reads a single-frame grayscale DICOM image as `u16`: MONOCHROME1 inverted
+/// (`max_value - v`), signed data shifted by 2^(bits_stored - 1), `max_value` =
+/// 2^bits_stored - 1.
+///
+/// # Shapes
+/// The result is `[height, width]` = `[rows, columns]`.
+pub fn read_gray(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
+    let obj = open_object(path, false)?;
+    let header = header_from(path, &obj)?;
+    gray_from(path, &obj, &header, limits)
+}
+
+fn gray_from(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    header: &DicomHeader,
+    limits: &DecodeLimits,
+) -> Result<GrayImage> {
+    limits.check(path, header)?;
+    let unsupported = |what: String| DdsmError::Unsupported {
+        path: path.to_path_buf(),
+        what,
+    };
+    if header.samples_per_pixel != 1 {
+        return Err(unsupported(format!(
+            "{} samples per pixel for a grayscale image",
+            header.samples_per_pixel
+        )));
+    }
+    if header.frames != 1 {
+        return Err(unsupported(format!(
+            "{} frames for a single grayscale image",
+            header.frames
+        )));
+    }
+    let pi = header.photometric_interpretation.as_str();
+    let invert = match pi {
+        "MONOCHROME1" => true,
+        "MONOCHROME2" => false,
+        other => return Err(unsupported(format!("photometric interpretation {other:?}"))),
+    };
+    if header.bits_stored > 16 {
+        return Err(unsupported(format!(
+            "Bits Stored {} for a 16-bit grayscale image",
+            header.bits_stored
+        )));
+    }
+    let samples = decode_samples(path, obj, header, limits)?;
+    let bits = u32::from(header.bits_stored.max(1));
+    let max = ((1u32 << bits) - 1) as i32;
+    let offset = if header.pixel_representation == 1 {
+        1i32 << (bits - 1)
+    } else {
+        0
+    };
+    let pixels: Vec<u16> = match (samples.bits_allocated, samples.correction, samples.signed) {
+        // The common CBIS-DDSM case, without per-sample branching.
+        (16, Correction::LowBits(16), false) => samples
+            .bytes
+            .chunks_exact(2)
+            .take(samples.count)
+            .map(|c| {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                if invert {
+                    u16::MAX - v
+                } else {
+                    v
+                }
+            })
+            .collect(),
+        _ => (0..samples.count)
+            .map(|i| {
+                let v = (samples.get(i) + offset).clamp(0, max);
+                (if invert { max - v } else { v }) as u16
+            })
+            .collect(),
+    };
+    Ok(GrayImage {
+        width: header.columns,
+        height: header.rows,
+        pixels,
+        max_value: max as u16,
+    })
+}
+
+/// What `miram inspect --json` prints for a DICOM file: the keys of the fixtures'
+/// `expected.json` (`shared/fixtures/dicom`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectReport {
+    /// The transfer syntax UID.
+    pub transfer_syntax_uid: String,
+    /// Rows.
+    pub rows: u32,
+    /// Columns.
+    pub columns: u32,
+    /// Frames.
+    pub frames: u32,
+    /// Samples per pixel.
+    pub samples_per_pixel: u16,
+    /// Bits allocated.
+    pub bits_allocated: u16,
+    /// Bits stored.
+    pub bits_stored: u16,
+    /// Pixel representation.
+    pub pixel_representation: u16,
+    /// Photometric interpretation.
+    pub photometric_interpretation: String,
+    /// The shape of the stored values.
+    pub shape: Vec<usize>,
+    /// The smallest stored value.
+    pub min: i64,
+    /// The largest stored value.
+    pub max: i64,
+    /// The sum of the stored values.
+    pub sum: i64,
+    /// SHA-256 (hex) of the stored values as little-endian `i32`.
+    pub sha256_i32le: String,
+    /// The first eight stored values.
+    pub first_values: Vec<i64>,
+}
+
+/// SHA-256 (lower-case hex) of values as little-endian `i32`, as the fixtures record it.
+pub fn sha256_i32le(values: &[i32]) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in values.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        hasher.update(&bytes);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Decodes a file and summarises its header and stored values.
+pub fn inspect(path: &Path, limits: &DecodeLimits) -> Result<InspectReport> {
+    let (h, px) = read_stored(path, limits)?;
+    let values = &px.values;
+    Ok(InspectReport {
+        shape: px.shape(),
+        min: values.iter().min().map_or(0, |&v| i64::from(v)),
+        max: values.iter().max().map_or(0, |&v| i64::from(v)),
+        sum: values.iter().map(|&v| i64::from(v)).sum(),
+        sha256_i32le: sha256_i32le(values),
+        first_values: values.iter().take(8).map(|&v| i64::from(v)).collect(),
+        transfer_syntax_uid: h.transfer_syntax_uid,
+        rows: h.rows,
+        columns: h.columns,
+        frames: h.frames,
+        samples_per_pixel: h.samples_per_pixel,
+        bits_allocated: h.bits_allocated,
+        bits_stored: h.bits_stored,
+        pixel_representation: h.pixel_representation,
+        photometric_interpretation: h.photometric_interpretation,
+    })
+}
+
+/// Writes a 16-bit MONOCHROME2 image as a DICOM Part-10 file (explicit VR little endian,
+/// Bits Allocated/Stored 16, High Bit 15, unsigned, one sample per pixel, Modality MG,
+/// Secondary Capture SOP class as CBIS-DDSM's files), with the given UIDs. Parent folders
+/// are created.
+///
+/// # Shapes
+/// `img.pixels` must hold `img.height x img.width` values, row-major.
+pub fn write_gray_u16(path: &Path, img: &GrayImage, ids: &DicomUids) -> Result<()> {
+    let expected = img.width as usize * img.height as usize;
+    if img.pixels.len() != expected || img.width == 0 || img.height == 0 {
+        return Err(DdsmError::Invalid {
+            what: "image".into(),
+            message: format!(
+                "{} pixels for {} x {} (width x height)",
+                img.pixels.len(),
+                img.width,
+                img.height
+            ),
+        });
+    }
+    let (rows, columns) = match (u16::try_from(img.height), u16::try_from(img.width)) {
+        (Ok(r), Ok(c)) => (r, c),
+        _ => {
+            return Err(DdsmError::Invalid {
+                what: "image".into(),
+                message: format!(
+                    "{} x {} does not fit DICOM's 16-bit Rows/Columns",
+                    img.width, img.height
+                ),
+            })
+        }
+    };
+    for (name, uid) in [
+        ("study", &ids.study_instance_uid),
+        ("series", &ids.series_instance_uid),
+        ("SOP instance", &ids.sop_instance_uid),
+    ] {
+        let valid = !uid.is_empty()
+            && uid.len() <= 64
+            && uid.chars().all(|c| c.is_ascii_digit() || c == '.');
+        if !valid {
+            return Err(DdsmError::Invalid {
+                what: format!("{name} UID"),
+                message: format!("{uid:?} is not a DICOM UID"),
+            });
+        }
+    }
+    let mut obj = InMemDicomObject::new_empty();
+    let mut put_str = |tag: Tag, vr: VR, value: &str| {
+        obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    };
+    put_str(tags::SOP_CLASS_UID, VR::UI, SECONDARY_CAPTURE_SOP_CLASS);
+    put_str(tags::SOP_INSTANCE_UID, VR::UI, &ids.sop_instance_uid);
+    if !ids.study_date.is_empty() {
+        put_str(tags::STUDY_DATE, VR::DA, &ids.study_date);
+    }
+    put_str(tags::MODALITY, VR::CS, "MG");
+    put_str(tags::SERIES_DESCRIPTION, VR::LO, &ids.series_description);
+    put_str(tags::PATIENT_NAME, VR::PN, &ids.patient_id);
+    put_str(tags::PATIENT_ID, VR::LO, &ids.patient_id);
+    put_str(tags::STUDY_INSTANCE_UID, VR::UI, &ids.study_instance_uid);
+    put_str(tags::SERIES_INSTANCE_UID, VR::UI, &ids.series_instance_uid);
+    put_str(tags::SERIES_NUMBER, VR::IS, &ids.series_number.to_string());
+    put_str(
+        tags::INSTANCE_NUMBER,
+        VR::IS,
+        &ids.instance_number.to_string(),
+    );
+    put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
+    let mut put_us = |tag: Tag, value: u16| {
+        obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+    };
+    put_us(tags::SAMPLES_PER_PIXEL, 1);
+    put_us(tags::ROWS, rows);
+    put_us(tags::COLUMNS, columns);
+    put_us(tags::BITS_ALLOCATED, 16);
+    put_us(tags::BITS_STORED, 16);
+    put_us(tags::HIGH_BIT, 15);
+    put_us(tags::PIXEL_REPRESENTATION, 0);
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(img.pixels.iter().copied().collect()),
+    ));
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
+        .media_storage_sop_class_uid(SECONDARY_CAPTURE_SOP_CLASS)
+        .media_storage_sop_instance_uid(ids.sop_instance_uid.as_str());
+    let file = obj
+        .with_meta(meta)
+        .map_err(|e| DdsmError::dicom(path, error_chain(&e)))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DdsmError::io(parent, e))?;
+    }
+    // `write_all` adds the 128-byte preamble, "DICM" and the meta group (Part 10).
+    let out = std::fs::File::create(path).map_err(|e| DdsmError::io(path, e))?;
+    file.write_all(out)
+        .map_err(|e| DdsmError::dicom(path, error_chain(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! DICOM decoding against pydicom: every file of `$MIRAM_DICOM_FIXTURES` (default
+//! `shared/fixtures/dicom`, made by `shared/reference/gen_dicom_fixtures.py` with pydicom 3)
+//! must give the header fields, shape, min, max, sum, first values and SHA-256 of the stored
+//! values that pydicom's `pixel_array` gave; an `error` entry must give an error. Bad input
+//! (truncated files, absurd sizes) must give errors naming the file, never a panic or a huge
+//! allocation.
+#![allow(unsafe_code)] // The counting allocator below; nothing else.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use miram_cbis_ddsm::dicom::{
+    inspect, read_gray, read_header, read_stored, write_gray_u16, DecodeLimits, DicomUids,
+    GrayImage,
+};
+use miram_cbis_ddsm::DdsmError;
+use serde_json::Value;
+
+/// A global allocator that records the largest single request while tracking is on.
+struct Counting;
+
+static TRACKING: AtomicBool = AtomicBool::new(false);
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        }
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if TRACKING.load(Ordering::Relaxed) {
+            LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        }
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn fixture_dir() -> PathBuf {
+    std::env::var_os("MIRAM_DICOM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/fixtures/dicom"
+            ))
+        })
+}
+
+fn expected() -> (PathBuf, serde_json::Map<String, Value>) {
+    let dir = fixture_dir();
+    let text = std::fs::read_to_string(dir.join("expected.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("expected.json").display()));
+    let json: Value = serde_json::from_str(&text).expect("expected.json is JSON");
+    assert_eq!(json["format"], "miram-dicom-fixture-v1");
+    let files = json["files"].as_object().expect("files").clone();
+    assert!(!files.is_empty(), "no fixture files listed");
+    (dir, files)
+}
+
+const HEADER_KEYS: [&str; 9] = [
+    "transfer_syntax_uid",
+    "rows",
+    "columns",
+    "frames",
+    "samples_per_pixel",
+    "bits_allocated",
+    "bits_stored",
+    "pixel_representation",
+    "photometric_interpretation",
+];
+
+/// Checks one fixture entry; returns the mismatches found.
+fn check(path: &Path, want: &serde_json::Map<String, Value>) -> Vec<String> {
+    let name = path.display();
+    let mut problems = Vec::new();
+    // The header alone (without pixel data) gives the same fields.
+    match read_header(path) {
+        Ok(h) => {
+            let got = serde_json::to_value(&h).expect("header serialises");
+            for key in HEADER_KEYS {
+                if got[key] != want[key] {
+                    problems.push(format!(
+                        "{name}: header {key}: {} != {}",
+                        got[key], want[key]
+                    ));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("{name}: read_header failed: {e}")),
+    }
+    let result = inspect(path, &DecodeLimits::default());
+    if want.contains_key("error") {
+        match result {
+            Ok(_) => problems.push(format!("{name}: decoded, pydicom raised {}", want["error"])),
+            Err(e) => {
+                if !e.to_string().contains(&*path.to_string_lossy()) {
+                    problems.push(format!("{name}: error does not name the file: {e}"));
+                }
+            }
+        }
+        return problems;
+    }
+    match result {
+        Ok(report) => {
+            let got = serde_json::to_value(&report).expect("report serialises");
+            for (key, value) in want {
+                if got.get(key) != Some(value) {
+                    problems.push(format!(
+                        "{name}: {key}: got {:?}, pydicom {value}",
+                        got.get(key)
+                    ));
+                }
+            }
+            for key in got.as_object().expect("object").keys() {
+                if !want.contains_key(key) {
+                    problems.push(format!("{name}: key {key} missing from expected.json"));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("{name}: decoding failed: {e}")),
+    }
+    problems
+}
+
+#[test]
+fn every_fixture_matches_pydicom() {
+    let (dir, files) = expected();
+    let mut problems = Vec::new();
+    for (file, want) in &files {
+        let want = want.as_object().expect("entry is an object");
+        problems.extend(check(&dir.join(file), want));
+    }
+    assert!(
+        problems.is_empty(),
+        "{} mismatches:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn gray_images_follow_the_stored_values() {
+    // read_gray on every single-frame grayscale fixture of at most 16 bits: signed data shifted
+    // by 2^(bits_stored-1), MONOCHROME1 inverted, against read_stored.
+    let (dir, files) = expected();
+    let mut checked = 0;
+    for (file, want) in &files {
+        let path = dir.join(file);
+        if want.get("error").is_some()
+            || want["frames"] != 1
+            || want["samples_per_pixel"] != 1
+            || want["bits_stored"].as_u64().unwrap_or(99) > 16
+            || !want["photometric_interpretation"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("MONOCHROME"))
+        {
+            continue;
+        }
+        let Ok((h, stored)) = read_stored(&path, &DecodeLimits::default()) else {
+            continue; // reported by every_fixture_matches_pydicom
+        };
+        let img = read_gray(&path, &DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("read_gray({}) failed: {e}", path.display()));
+        let max = (1i64 << h.bits_stored) - 1;
+        assert_eq!(i64::from(img.max_value), max, "{}", path.display());
+        assert_eq!((img.width, img.height), (h.columns, h.rows));
+        let offset = if h.pixel_representation == 1 {
+            1i64 << (h.bits_stored - 1)
+        } else {
+            0
+        };
+        for (i, (&g, &s)) in img.pixels.iter().zip(&stored.values).enumerate() {
+            let v = (i64::from(s) + offset).clamp(0, max);
+            let v = if h.photometric_interpretation == "MONOCHROME1" {
+                max - v
+            } else {
+                v
+            };
+            assert_eq!(i64::from(g), v, "{} pixel {i}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no grayscale fixture was checked");
+}
+
+/// Writes a small valid file, then patches its header fields to the given values.
+fn write_with_header(path: &Path, rows: u16, columns: u16, frames: Option<&str>) {
+    let img = GrayImage {
+        width: 4,
+        height: 3,
+        pixels: (0..12).collect(),
+        max_value: u16::MAX,
+    };
+    let ids = DicomUids {
+        study_instance_uid: "1.2.3".into(),
+        series_instance_uid: "1.2.3.4".into(),
+        sop_instance_uid: "1.2.3.4.5".into(),
+        patient_id: "Mass-Training_P_00001_LEFT_CC".into(),
+        series_description: "full mammogram images".into(),
+        ..DicomUids::default()
+    };
+    write_gray_u16(path, &img, &ids).expect("write");
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(path).expect("reopen");
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(rows),
+    ));
+    obj.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(columns),
+    ));
+    if let Some(f) = frames {
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            PrimitiveValue::from(f),
+        ));
+    }
+    obj.write_to_file(path).expect("rewrite");
+}
+
+#[test]
+fn absurd_sizes_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("huge.dcm", 65535u16, 65535u16, None),
+        ("frames.dcm", 512, 512, Some("2000000000")),
+    ];
+    for (name, rows, columns, frames) in cases {
+        let path = dir.path().join(name);
+        write_with_header(&path, rows, columns, frames);
+        LARGEST.store(0, Ordering::SeqCst);
+        TRACKING.store(true, Ordering::SeqCst);
+        let stored = read_stored(&path, &DecodeLimits::default());
+        let gray = read_gray(&path, &DecodeLimits::default());
+        TRACKING.store(false, Ordering::SeqCst);
+        let largest = LARGEST.load(Ordering::SeqCst);
+        for result in [stored.map(|_| ()), gray.map(|_| ())] {
+            match result {
+                Err(DdsmError::TooLarge { path: p, .. }) => assert_eq!(p, path),
+                other => panic!("{name}: expected TooLarge, got {other:?}"),
+            }
+        }
+        assert!(
+            largest < 1 << 20,
+            "{name}: an allocation of {largest} bytes was made"
+        );
+    }
+    // Within the limits but with far less pixel data than declared: a truncation error.
+    let path = dir.path().join("short.dcm");
+    write_with_header(&path, 300, 200, None);
+    match read_stored(&path, &DecodeLimits::default()) {
+        Err(DdsmError::Truncated {
+            expected, found, ..
+        }) => {
+            assert_eq!((expected, found), (300 * 200 * 2, 24));
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_copies_give_errors_not_panics() {
+    let (dir, files) = expected();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut truncations = 0;
+    for file in files.keys() {
+        let bytes = std::fs::read(dir.join(file)).expect("fixture readable");
+        let n = bytes.len();
+        let mut cuts = vec![
+            0,
+            1,
+            64,
+            128,
+            131,
+            132,
+            200,
+            n / 4,
+            n / 2,
+            3 * n / 4,
+            n - 2,
+            n - 1,
+        ];
+        // A few pseudo-random cuts, fixed by the file size.
+        let mut x = n as u64 | 1;
+        for _ in 0..6 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            cuts.push((x % n as u64) as usize);
+        }
+        for cut in cuts.into_iter().filter(|&c| c < n) {
+            let path = tmp.path().join(format!("{file}.cut{cut}"));
+            std::fs::write(&path, &bytes[..cut]).expect("write");
+            let outcome = std::panic::catch_unwind(|| {
+                let limits = DecodeLimits::default();
+                let a = read_stored(&path, &limits).map(|_| ());
+                let b = read_gray(&path, &limits).map(|_| ());
+                let c = read_header(&path).map(|_| ());
+                [a, b, c]
+            });
+            let results = outcome.unwrap_or_else(|_| panic!("{} panicked", path.display()));
+            for r in results {
+                if let Err(e) = r {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&*path.to_string_lossy()),
+                        "error does not name the file: {msg}"
+                    );
+                }
+            }
+            truncations += 1;
+        }
+    }
+    assert!(truncations > 50);
+}
+
+#[test]
+fn written_files_read_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a/b/1-1.dcm");
+    let (w, h) = (37u32, 23u32);
+    let pixels: Vec<u16> = (0..w * h).map(|i| (i * 2711 % 65536) as u16).collect();
+    let img = GrayImage {
+        width: w,
+        height: h,
+        pixels,
+        max_value: u16::MAX,
+    };
+    let ids = DicomUids {
+        study_instance_uid: "1.3.6.1.4.1.9590.100.1.2.1".into(),
+        series_instance_uid: "1.3.6.1.4.1.9590.100.1.2.2".into(),
+        sop_instance_uid: "1.3.6.1.4.1.9590.100.1.2.3".into(),
+        patient_id: "Calc-Test_P_00038_LEFT_CC_1".into(),
+        series_description: "ROI mask images".into(),
+        study_date: "20160720".into(),
+        series_number: 1,
+        instance_number: 2,
+    };
+    write_gray_u16(&path, &img, &ids).expect("write");
+    let back = read_gray(&path, &DecodeLimits::default()).expect("read");
+    assert_eq!(back, img);
+    let head = read_header(&path).expect("header");
+    assert_eq!(head.study_instance_uid, ids.study_instance_uid);
+    assert_eq!(head.series_instance_uid, ids.series_instance_uid);
+    assert_eq!(head.sop_instance_uid, ids.sop_instance_uid);
+    assert_eq!(head.series_description.as_deref(), Some("ROI mask images"));
+    assert_eq!(
+        head.patient_id.as_deref(),
+        Some("Calc-Test_P_00038_LEFT_CC_1")
+    );
+    assert_eq!(head.modality.as_deref(), Some("MG"));
+    assert_eq!(head.transfer_syntax_uid, "1.2.840.10008.1.2.1");
+    assert_eq!(
+        (head.bits_allocated, head.bits_stored, head.high_bit),
+        (16, 16, 15)
+    );
+    assert_eq!(head.photometric_interpretation, "MONOCHROME2");
+    // Bad arguments are errors.
+    let bad = GrayImage {
+        width: 3,
+        height: 3,
+        pixels: vec![0; 8],
+        max_value: 1,
+    };
+    assert!(write_gray_u16(&dir.path().join("bad.dcm"), &bad, &ids).is_err());
+    let bad_uid = DicomUids {
+        study_instance_uid: "not a uid".into(),
+        ..ids
+    };
+    assert!(write_gray_u16(&dir.path().join("bad2.dcm"), &img, &bad_uid).is_err());
+}
+
+#[test]
+fn missing_and_non_dicom_files_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.dcm");
+    assert!(matches!(
+        read_gray(&missing, &DecodeLimits::default()),
+        Err(DdsmError::Io { .. })
+    ));
+    let text = dir.path().join("text.dcm");
+    std::fs::write(&text, b"this is not DICOM at all, just some text bytes").expect("write");
+    let err = read_stored(&text, &DecodeLimits::default()).expect_err("not DICOM");
+    assert!(err.to_string().contains("text.dcm"), "{err}");
+}
