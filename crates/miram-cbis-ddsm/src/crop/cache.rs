@@ -1,0 +1,669 @@
+//! The crop cache: every lesion crop (and background patch) of a dataset decoded once and
+//! kept in one compact file, so that an epoch never decodes a full mammogram again.
+//!
+//! One file per (dataset, crop settings): `crops-<key>.bin`, where the key hashes the crop
+//! and background settings and the identity of every source file (path, size, modification
+//! time). A changed setting or file gives another key, hence a rebuild. The file holds the
+//! 16-bit crops back to back (little endian) followed by a JSON footer describing them:
+//!
+//! ```text
+//! "MIRAMCC1" | 8 reserved bytes | crop 0 | crop 0 hires | crop 1 | ... | footer JSON | footer length (u64 LE) | "MIRAMCC1"
+//! ```
+//!
+//! It is written to a temporary name and renamed, so a reader never sees a partial file, and
+//! memory-mapped (memmap2) or read into memory when opened. Building runs over full images in
+//! parallel (rayon) in chunks written in order, so memory stays bounded and the file is the
+//! same whatever the thread count. A source that cannot be decoded is listed in
+//! [`CropCache::skipped`] with the error, never a panic.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fast_image_resize as fir;
+use miram_rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    crop_square, lesion_crop, normalize, sample_background, BBox, BackgroundConfig, CropConfig,
+    Normalization, SquareBox,
+};
+use crate::dicom::{DecodeLimits, GrayImage};
+use crate::error::{DdsmError, Result};
+
+const MAGIC: &[u8; 8] = b"MIRAMCC1";
+const FORMAT: &str = "miram-crop-cache-v1";
+
+/// One lesion to crop: a full image and its ROI mask.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CropJob {
+    /// The full mammogram (DICOM, or JPEG in the Kaggle layout).
+    pub full_image: PathBuf,
+    /// The ROI mask of the lesion.
+    pub roi_mask: PathBuf,
+}
+
+/// How an opened cache keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheAccess {
+    /// Memory-mapped: the operating system pages crops in as they are read.
+    Mmap,
+    /// Read into memory at once.
+    InMemory,
+}
+
+/// How a crop cache is built and opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheConfig {
+    /// The crops.
+    pub crop: CropConfig,
+    /// Background patches for pre-training (none when `None`).
+    pub background: Option<BackgroundConfig>,
+    /// The folder of the cache files.
+    pub dir: PathBuf,
+    /// How the data is held once opened.
+    pub access: CacheAccess,
+    /// Bounds on decoded images.
+    pub limits: DecodeLimits,
+    /// Seed of the background positions.
+    pub seed: u64,
+}
+
+impl CacheConfig {
+    /// The authors' crops, no background patches, memory-mapped, in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            crop: CropConfig::paper(),
+            background: None,
+            dir: dir.into(),
+            access: CacheAccess::Mmap,
+            limits: DecodeLimits::mammogram(),
+            seed: 0,
+        }
+    }
+
+    /// The same configuration with other crops.
+    pub fn with_crop(mut self, crop: CropConfig) -> Self {
+        self.crop = crop;
+        self
+    }
+
+    /// The same configuration with background patches.
+    pub fn with_background(mut self, background: BackgroundConfig) -> Self {
+        self.background = Some(background);
+        self
+    }
+}
+
+/// What a cache entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheEntryKind {
+    /// The crop of job `job`.
+    Lesion {
+        /// Index into the jobs the cache was built from.
+        job: usize,
+    },
+    /// A background patch of source image `image` (index into [`CropCache::images`]).
+    Background {
+        /// The source image.
+        image: usize,
+    },
+}
+
+/// One crop in the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Lesion or background.
+    pub kind: CacheEntryKind,
+    /// Index of the full image in [`CropCache::images`].
+    pub image: usize,
+    /// The ROI bounding box (lesions only), full-image coordinates.
+    pub bbox: Option<BBox>,
+    /// The square that was cropped, full-image coordinates.
+    pub square: SquareBox,
+    /// White level of the source image.
+    pub max_value: u16,
+    /// Byte offset of the crop in the file.
+    pub offset: u64,
+}
+
+/// A source that could not be cropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheSkipped {
+    /// The job (lesion), or `None` when a whole image failed for its background patches.
+    pub job: Option<usize>,
+    /// The file at fault.
+    pub path: PathBuf,
+    /// Why.
+    pub message: String,
+}
+
+/// Progress of a cache build: full images processed out of all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CropProgress {
+    /// Full images done.
+    pub done: usize,
+    /// All full images.
+    pub total: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Footer {
+    format: String,
+    key: String,
+    crop: CropConfig,
+    background: Option<BackgroundConfig>,
+    seed: u64,
+    size: u32,
+    hires_size: Option<u32>,
+    images: Vec<PathBuf>,
+    entries: Vec<CacheEntry>,
+    lesion_entry: Vec<Option<usize>>,
+    skipped: Vec<CacheSkipped>,
+    data_end: u64,
+}
+
+#[derive(Debug)]
+enum Data {
+    Mapped(memmap2::Mmap),
+    Memory(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Mapped(m) => m,
+            Data::Memory(v) => v,
+        }
+    }
+}
+
+/// A built crop cache, opened for reading.
+#[derive(Debug)]
+pub struct CropCache {
+    path: PathBuf,
+    footer: Footer,
+    data: Data,
+}
+
+/// FNV-1a, 64 bits: a stable hash for cache keys (not for security).
+fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+fn file_identity(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}|{}|{}", path.display(), m.len(), mtime)
+        }
+        Err(_) => format!("{}|missing", path.display()),
+    }
+}
+
+/// The cache key of `jobs` under `cfg`: 16 hex digits.
+pub fn cache_key(jobs: &[CropJob], cfg: &CacheConfig) -> String {
+    let settings = serde_json::json!({
+        "format": FORMAT,
+        "crop": cfg.crop,
+        "background": cfg.background,
+        "seed": cfg.seed,
+        "limits": cfg.limits,
+    });
+    let mut h = fnv1a(settings.to_string().as_bytes(), 0xCBF2_9CE4_8422_2325);
+    let mut seen: HashMap<&Path, String> = HashMap::new();
+    for j in jobs {
+        for p in [&j.full_image, &j.roi_mask] {
+            let id = seen.entry(p.as_path()).or_insert_with(|| file_identity(p));
+            h = fnv1a(id.as_bytes(), h);
+            h = fnv1a(b"\n", h);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Decodes an image of the dataset (DICOM, or JPEG in the Kaggle layout).
+fn read_source(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
+    crate::dicom::read_gray(path, limits)
+}
+
+/// The crops of one full image.
+struct GroupResult {
+    image: usize,
+    lesions: Vec<(
+        usize,
+        std::result::Result<(BBox, SquareBox, Vec<u16>, Option<Vec<u16>>), CacheSkipped>,
+    )>,
+    backgrounds: Vec<(SquareBox, Vec<u16>, Option<Vec<u16>>)>,
+    max_value: u16,
+    image_error: Option<CacheSkipped>,
+}
+
+fn process_group(
+    image: usize,
+    path: &Path,
+    jobs: &[(usize, &CropJob)],
+    cfg: &CacheConfig,
+    resizer: &mut fir::Resizer,
+) -> GroupResult {
+    let skip = |job: Option<usize>, p: &Path, e: &DdsmError| CacheSkipped {
+        job,
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    };
+    let full = match read_source(path, &cfg.limits) {
+        Ok(f) => f,
+        Err(e) => {
+            return GroupResult {
+                image,
+                lesions: jobs
+                    .iter()
+                    .map(|&(j, _)| (j, Err(skip(Some(j), path, &e))))
+                    .collect(),
+                backgrounds: Vec::new(),
+                max_value: 0,
+                image_error: Some(skip(None, path, &e)),
+            }
+        }
+    };
+    let mut lesions = Vec::with_capacity(jobs.len());
+    let mut boxes = Vec::new();
+    for &(j, job) in jobs {
+        let r = read_source(&job.roi_mask, &cfg.limits)
+            .and_then(|mask| lesion_crop(&full, &mask, &cfg.crop, resizer))
+            .map(|c| {
+                boxes.push(c.bbox);
+                (c.bbox, c.square, c.image, c.hires)
+            })
+            .map_err(|e| skip(Some(j), &job.roi_mask, &e));
+        lesions.push((j, r));
+    }
+    let mut backgrounds = Vec::new();
+    if let Some(bg) = &cfg.background {
+        let mut rng = Rng::keyed(cfg.seed, &[image as u64]);
+        for square in sample_background(&full, &boxes, bg, &mut rng) {
+            if let Ok((lo, hi)) = crop_square(
+                &full,
+                &square,
+                cfg.crop.size,
+                cfg.crop.hires_size(),
+                cfg.crop.filter,
+                resizer,
+            ) {
+                backgrounds.push((square, lo, hi));
+            }
+        }
+    }
+    GroupResult {
+        image,
+        lesions,
+        backgrounds,
+        max_value: full.max_value,
+        image_error: None,
+    }
+}
+
+fn write_u16s(out: &mut impl Write, v: &[u16], path: &Path) -> Result<()> {
+    let mut bytes = Vec::with_capacity(v.len() * 2);
+    for x in v {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    out.write_all(&bytes).map_err(|e| DdsmError::io(path, e))
+}
+
+impl CropCache {
+    /// The cache file for `jobs` under `cfg`.
+    pub fn path_for(jobs: &[CropJob], cfg: &CacheConfig) -> PathBuf {
+        cfg.dir.join(format!("crops-{}.bin", cache_key(jobs, cfg)))
+    }
+
+    /// Opens the cache of `jobs` if it exists and matches, else builds it.
+    pub fn open_or_build(
+        jobs: &[CropJob],
+        cfg: &CacheConfig,
+        progress: &(dyn Fn(CropProgress) + Sync),
+    ) -> Result<Self> {
+        let key = cache_key(jobs, cfg);
+        let path = cfg.dir.join(format!("crops-{key}.bin"));
+        if path.exists() {
+            if let Ok(c) = Self::open(&path, cfg.access) {
+                if c.footer.key == key && c.footer.lesion_entry.len() == jobs.len() {
+                    return Ok(c);
+                }
+            }
+        }
+        Self::build(jobs, cfg, progress)
+    }
+
+    /// Builds the cache of `jobs` (overwriting a previous one with the same key) and opens it.
+    pub fn build(
+        jobs: &[CropJob],
+        cfg: &CacheConfig,
+        progress: &(dyn Fn(CropProgress) + Sync),
+    ) -> Result<Self> {
+        cfg.crop.validate()?;
+        let key = cache_key(jobs, cfg);
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| DdsmError::io(&cfg.dir, e))?;
+        let path = cfg.dir.join(format!("crops-{key}.bin"));
+        let tmp = cfg
+            .dir
+            .join(format!("crops-{key}.bin.tmp{}", std::process::id()));
+        // Group the jobs by full image, in order of first appearance.
+        let mut images: Vec<PathBuf> = Vec::new();
+        let mut by_image: HashMap<&Path, usize> = HashMap::new();
+        let mut groups: Vec<Vec<(usize, &CropJob)>> = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            let g = *by_image.entry(job.full_image.as_path()).or_insert_with(|| {
+                images.push(job.full_image.clone());
+                groups.push(Vec::new());
+                images.len() - 1
+            });
+            groups[g].push((j, job));
+        }
+        let file = std::fs::File::create(&tmp).map_err(|e| DdsmError::io(&tmp, e))?;
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(MAGIC).map_err(|e| DdsmError::io(&tmp, e))?;
+        out.write_all(&[0u8; 8])
+            .map_err(|e| DdsmError::io(&tmp, e))?;
+        let mut offset = 16u64;
+        let size = cfg.crop.size;
+        let hires = cfg.crop.hires_size();
+        let entry_bytes = 2 * (size as u64).pow(2) + hires.map_or(0, |h| 2 * (h as u64).pow(2));
+        let mut entries = Vec::new();
+        let mut lesion_entry = vec![None; jobs.len()];
+        let mut skipped = Vec::new();
+        let total = groups.len();
+        let done = AtomicUsize::new(0);
+        let chunk = (rayon::current_num_threads() * 4).max(4);
+        let result = (|| -> Result<()> {
+            for (c, chunk_groups) in groups.chunks(chunk).enumerate() {
+                let results: Vec<GroupResult> = chunk_groups
+                    .par_iter()
+                    .enumerate()
+                    .map_init(fir::Resizer::new, |resizer, (k, g)| {
+                        let image = c * chunk + k;
+                        let r = process_group(image, &images[image], g, cfg, resizer);
+                        let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+                        progress(CropProgress { done: d, total });
+                        r
+                    })
+                    .collect();
+                for g in results {
+                    if let Some(e) = g.image_error {
+                        skipped.push(e);
+                    }
+                    for (j, r) in g.lesions {
+                        match r {
+                            Ok((bbox, square, lo, hi)) => {
+                                write_u16s(&mut out, &lo, &tmp)?;
+                                if let Some(hi) = &hi {
+                                    write_u16s(&mut out, hi, &tmp)?;
+                                }
+                                lesion_entry[j] = Some(entries.len());
+                                entries.push(CacheEntry {
+                                    kind: CacheEntryKind::Lesion { job: j },
+                                    image: g.image,
+                                    bbox: Some(bbox),
+                                    square,
+                                    max_value: g.max_value,
+                                    offset,
+                                });
+                                offset += entry_bytes;
+                            }
+                            Err(s) => skipped.push(s),
+                        }
+                    }
+                    for (square, lo, hi) in g.backgrounds {
+                        write_u16s(&mut out, &lo, &tmp)?;
+                        if let Some(hi) = &hi {
+                            write_u16s(&mut out, hi, &tmp)?;
+                        }
+                        entries.push(CacheEntry {
+                            kind: CacheEntryKind::Background { image: g.image },
+                            image: g.image,
+                            bbox: None,
+                            square,
+                            max_value: g.max_value,
+                            offset,
+                        });
+                        offset += entry_bytes;
+                    }
+                }
+            }
+            let footer = Footer {
+                format: FORMAT.to_string(),
+                key: key.clone(),
+                crop: cfg.crop.clone(),
+                background: cfg.background.clone(),
+                seed: cfg.seed,
+                size,
+                hires_size: hires,
+                images: images.clone(),
+                entries: std::mem::take(&mut entries),
+                lesion_entry: std::mem::take(&mut lesion_entry),
+                skipped: std::mem::take(&mut skipped),
+                data_end: offset,
+            };
+            let json = serde_json::to_vec(&footer).map_err(|e| DdsmError::Index {
+                path: tmp.clone(),
+                message: e.to_string(),
+            })?;
+            out.write_all(&json).map_err(|e| DdsmError::io(&tmp, e))?;
+            out.write_all(&(json.len() as u64).to_le_bytes())
+                .map_err(|e| DdsmError::io(&tmp, e))?;
+            out.write_all(MAGIC).map_err(|e| DdsmError::io(&tmp, e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| DdsmError::io(&tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| DdsmError::io(&tmp, e))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| DdsmError::io(&path, e))?;
+        Self::open(&path, cfg.access)
+    }
+
+    /// Opens a cache file.
+    pub fn open(path: &Path, access: CacheAccess) -> Result<Self> {
+        let bad = |message: String| DdsmError::Index {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = std::fs::File::open(path).map_err(|e| DdsmError::io(path, e))?;
+        let data = match access {
+            CacheAccess::Mmap => Data::Mapped(map_file(&file).map_err(|e| DdsmError::io(path, e))?),
+            CacheAccess::InMemory => {
+                Data::Memory(std::fs::read(path).map_err(|e| DdsmError::io(path, e))?)
+            }
+        };
+        let bytes = data.bytes();
+        let n = bytes.len();
+        if n < 32 || &bytes[..8] != MAGIC || &bytes[n - 8..] != MAGIC {
+            return Err(bad(format!("not a crop cache ({n} bytes, bad magic)")));
+        }
+        let mut len8 = [0u8; 8];
+        len8.copy_from_slice(&bytes[n - 16..n - 8]);
+        let footer_len = u64::from_le_bytes(len8) as usize;
+        if footer_len > n - 32 {
+            return Err(bad(format!(
+                "footer of {footer_len} bytes in a {n}-byte file"
+            )));
+        }
+        let footer: Footer = serde_json::from_slice(&bytes[n - 16 - footer_len..n - 16])
+            .map_err(|e| bad(format!("unreadable footer: {e}")))?;
+        if footer.format != FORMAT {
+            return Err(bad(format!(
+                "format {:?}, expected {FORMAT:?}",
+                footer.format
+            )));
+        }
+        if footer.data_end as usize != n - 16 - footer_len {
+            return Err(bad(format!(
+                "data ends at {} but the footer starts at {}",
+                footer.data_end,
+                n - 16 - footer_len
+            )));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            footer,
+            data,
+        })
+    }
+
+    /// The cache file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The cache key (hash of the settings and source files).
+    pub fn key(&self) -> &str {
+        &self.footer.key
+    }
+
+    /// The crop settings the cache was built with.
+    pub fn crop_config(&self) -> &CropConfig {
+        &self.footer.crop
+    }
+
+    /// Side of the crops.
+    pub fn size(&self) -> u32 {
+        self.footer.size
+    }
+
+    /// Side of the high-resolution crops, if any.
+    pub fn hires_size(&self) -> Option<u32> {
+        self.footer.hires_size
+    }
+
+    /// The full images, in the order entries refer to them.
+    pub fn images(&self) -> &[PathBuf] {
+        &self.footer.images
+    }
+
+    /// Every entry (lesions and background patches).
+    pub fn entries(&self) -> &[CacheEntry] {
+        &self.footer.entries
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        self.footer.entries.len()
+    }
+
+    /// Whether the cache has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.footer.entries.is_empty()
+    }
+
+    /// The entry of job `job`, `None` if it was skipped.
+    pub fn lesion_entry(&self, job: usize) -> Option<usize> {
+        self.footer.lesion_entry.get(job).copied().flatten()
+    }
+
+    /// The indices of the background entries.
+    pub fn background_entries(&self) -> Vec<usize> {
+        self.footer
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.kind, CacheEntryKind::Background { .. }))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Sources that could not be cropped, with the reason.
+    pub fn skipped(&self) -> &[CacheSkipped] {
+        &self.footer.skipped
+    }
+
+    fn slice(&self, entry: usize, hires: bool) -> Result<(&[u8], u16)> {
+        let e = self
+            .footer
+            .entries
+            .get(entry)
+            .ok_or_else(|| DdsmError::Invalid {
+                what: "cache entry".into(),
+                message: format!("{entry} is out of range (0..{})", self.footer.entries.len()),
+            })?;
+        let lo = 2 * (self.footer.size as usize).pow(2);
+        let (start, len) = if hires {
+            let h = self.footer.hires_size.ok_or_else(|| DdsmError::Invalid {
+                what: "cache entry".into(),
+                message: format!("{} holds no high-resolution crops", self.path.display()),
+            })?;
+            (e.offset as usize + lo, 2 * (h as usize).pow(2))
+        } else {
+            (e.offset as usize, lo)
+        };
+        let bytes = self.data.bytes();
+        let b = bytes
+            .get(start..start + len)
+            .ok_or_else(|| DdsmError::Index {
+                path: self.path.clone(),
+                message: format!("entry {entry} lies beyond the end of the file"),
+            })?;
+        Ok((b, e.max_value))
+    }
+
+    /// The 16-bit pixels of an entry at the model size (`hires = false`) or the high
+    /// resolution.
+    ///
+    /// # Shapes
+    /// `[size, size]` or `[hires_size, hires_size]`, row-major.
+    pub fn pixels(&self, entry: usize, hires: bool) -> Result<Vec<u16>> {
+        let (b, _) = self.slice(entry, hires)?;
+        Ok(b.chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect())
+    }
+
+    /// The normalised pixels of an entry, written to `out`.
+    ///
+    /// # Shapes
+    /// `out` must hold `size * size` (or `hires_size^2`) values, row-major.
+    pub fn read_f32(
+        &self,
+        entry: usize,
+        hires: bool,
+        norm: &Normalization,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (b, max_value) = self.slice(entry, hires)?;
+        if out.len() != b.len() / 2 {
+            return Err(DdsmError::Invalid {
+                what: "output buffer".into(),
+                message: format!("{} values for a crop of {}", out.len(), b.len() / 2),
+            });
+        }
+        let px: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        normalize(&px, max_value, norm, out);
+        Ok(())
+    }
+}
+
+/// Memory-maps a cache file read-only.
+#[allow(unsafe_code)]
+fn map_file(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and cache files are never modified in place: they are
+    // written under a temporary name and renamed, and a rebuild writes a new file (renaming
+    // over the old one leaves an existing mapping on the old inode). Truncating the file from
+    // outside while it is mapped is the one remaining hazard, as with any memory map.
+    unsafe { memmap2::Mmap::map(file) }
+}
