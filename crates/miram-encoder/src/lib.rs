@@ -1,1 +1,57 @@
-//! Placeholder: filled by its issue.
+//! The ViT encoder of MIRAM: MAE's encoder with timm's weight names (mirrors
+//! `MaskedAutoencoderViT.forward_encoder` of facebookresearch/mae and `Miram.forward_encoder`
+//! of `shared/reference/miram_ref.py`), for any image size, patch size and channel count.
+//!
+//! - [`VitEncoder::forward_masked`]: pre-training; patch embedding, the fixed 2-D sin-cos
+//!   table, random masking, cls token, blocks, final norm -> `latent`.
+//! - [`VitEncoder::forward_features`]: every token, for feature extraction.
+//! - [`VitClassifier`]: MAE's fine-tuning model (`models_vit.VisionTransformer` with global
+//!   pooling): the encoder without its final norm, mean of the patch tokens, `fc_norm`,
+//!   `head`, with stochastic depth during training.
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use miram_encoder::{EncoderConfig, VitEncoder};
+//! use miram_nn::ParamStore;
+//!
+//! # fn main() -> miram_encoder::Result<()> {
+//! let cfg = EncoderConfig { img_size: 32, patch_size: 8, in_chans: 1, embed_dim: 32, depth: 1, num_heads: 2, mlp_ratio: 4.0 };
+//! let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+//! let enc = VitEncoder::new(&cfg, store.root())?;
+//! let imgs = Tensor::zeros((2, 1, 32, 32), DType::F32, &Device::Cpu)?;
+//! let noise = miram_masking::random_noise(2, 16, &mut miram_rand::Rng::new(0), &Device::Cpu)?;
+//! let (latent, masking) = enc.forward_masked(&imgs, &noise, 0.75)?;
+//! assert_eq!(latent.dims(), &[2, 1 + 4, 32]);
+//! assert_eq!(masking.mask.dims(), &[2, 16]);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod classifier;
+mod config;
+mod encoder;
+
+pub use classifier::{ClassifierConfig, VitClassifier};
+pub use config::EncoderConfig;
+pub use encoder::VitEncoder;
+
+/// Errors of the encoder crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An error from candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An error from a shared layer.
+    #[error(transparent)]
+    Nn(#[from] miram_nn::Error),
+    /// An error from the masking.
+    #[error(transparent)]
+    Masking(#[from] miram_masking::Error),
+    /// A configuration that cannot be built, with the values at fault.
+    #[error("invalid encoder configuration: {0}")]
+    Config(String),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,1 +1,44 @@
-//! Placeholder: filled by its issue.
+//! Shared layers of MIRAM (Vo et al., arXiv 2503.07157), defined once for the encoder, the
+//! decoders and the fine-tuning model.
+//!
+//! - [`vb`]: the parameter store and path-based [`VarBuilder`] with seeded, name-keyed
+//!   initialisation (MAE's initialisers) and checkpoint-load reports.
+//! - [`ops`]: LayerNorm and softmax with analytic backward passes (candle's lack them).
+//! - [`Linear`], [`LayerNorm`], [`Mlp`], [`Block`] (pre-norm, drop path), the four
+//!   [`attention`] kinds, [`PatchEmbed`], [`patchify`] / [`unpatchify`] for any channel
+//!   count, and the 2-D sin-cos tables of [`pos_embed`].
+//!
+//! ```
+//! use candle_core::{DType, Device, Tensor};
+//! use miram_nn::{attention::AttentionConfig, Block, ParamStore};
+//!
+//! # fn main() -> miram_nn::Result<()> {
+//! let store = ParamStore::new(0, DType::F32, &Device::Cpu);
+//! let cfg: AttentionConfig = serde_json::from_str(r#"{"kind": "nystrom", "landmarks": 4}"#).unwrap();
+//! let block = Block::new(32, 4, 4.0, &cfg, 17, store.root().pp("blocks").pp(0))?;
+//! let x = Tensor::zeros((2, 17, 32), DType::F32, &Device::Cpu)?;
+//! assert_eq!(block.forward(&x)?.dims(), &[2, 17, 32]);
+//! assert!(store.var("blocks.0.attn.res_conv.weight").is_some());
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod attention;
+mod block;
+mod error;
+pub mod init;
+mod linear;
+mod mlp;
+pub mod ops;
+mod patch;
+pub mod pos_embed;
+pub mod vb;
+
+pub use attention::{Attention, AttentionConfig};
+pub use block::{Block, DropPathMasks, LN_EPS};
+pub use error::{Error, Result};
+pub use linear::{LayerNorm, Linear};
+pub use mlp::{mlp_hidden, Mlp};
+pub use patch::{patchify, unpatchify, PatchEmbed};
+pub use vb::{Init, LoadReport, ParamStore, VarBuilder};

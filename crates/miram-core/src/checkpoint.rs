@@ -1,0 +1,238 @@
+//! Checkpoints: safetensors files with the reference's names and the configuration in the
+//! metadata, written atomically; official MAE `.pth` files and timm safetensors read without
+//! renaming by hand. Renames happen here, in [`to_reference_names`], and nowhere else.
+//!
+//! - MAE's single decoder (`decoder_blocks.{j}`, `decoder_norm`, `decoder_pred`,
+//!   `decoder_pos_embed`) maps onto `decoders.0.*`.
+//! - Sin-cos tables (`pos_embed`, `decoders.{i}.pos_embed`) are dropped on load: the model
+//!   computes them for its own grid. They are written on save so that the reference
+//!   (PyTorch, `load_state_dict(strict=True)`) loads our files.
+//! - A 3-channel patch embedding loads into a 1-channel model by summing over the input
+//!   channels, and a 1-channel one into a 3-channel model by repetition scaled by 1/3
+//!   (timm's `adapt_input_conv`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use miram_nn::LoadReport;
+
+use crate::{Error, Result};
+
+/// The `format` metadata value of MIRAM checkpoints.
+pub const FORMAT: &str = "miram-checkpoint-v1";
+
+/// The tensors and metadata of a checkpoint file.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Tensors by name, as stored (no renaming).
+    pub tensors: HashMap<String, Tensor>,
+    /// String metadata (safetensors header; empty for `.pth`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads a checkpoint: safetensors, or a PyTorch `.pth` zip (a state dict, or a dict whose
+/// `model` or `state_dict` entry is one, as MAE's released checkpoints are).
+pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.starts_with(b"PK") {
+        return read_pth(path, device);
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ckpt_err(path, format!("not a safetensors or .pth file ({e})")))?;
+    let metadata: BTreeMap<String, String> = meta
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| ckpt_err(path, format!("unreadable tensors ({e})")))?;
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        tensors,
+        metadata,
+    })
+}
+
+fn read_pth(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let mut last_err = None;
+    for key in [Some("model"), Some("state_dict"), None] {
+        match candle_core::pickle::read_all_with_key(path, key) {
+            Ok(list) if !list.is_empty() => {
+                let mut tensors = HashMap::new();
+                for (name, t) in list {
+                    tensors.insert(name, t.to_device(device)?);
+                }
+                return Ok(Checkpoint {
+                    path: path.to_path_buf(),
+                    tensors,
+                    metadata: BTreeMap::new(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e.to_string()),
+        }
+    }
+    Err(ckpt_err(
+        path,
+        format!(
+            "no state dict found in the .pth file ({})",
+            last_err.unwrap_or_else(|| "empty".into())
+        ),
+    ))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
+/// then fsync of the folder. A crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("checkpoint");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Persist the rename; not every platform can sync a folder, so failure is ignored.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Serialises tensors and metadata to safetensors bytes.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_>>()?;
+    let meta: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    safetensors::tensor::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta)).map_err(
+        |e| Error::Checkpoint {
+            path: PathBuf::new(),
+            message: format!("serialisation failed: {e}"),
+        },
+    )
+}
+
+/// Writes a safetensors checkpoint atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bytes = safetensors_bytes(tensors, metadata).map_err(|e| match e {
+        Error::Checkpoint { message, .. } => ckpt_err(path, message),
+        e => e,
+    })?;
+    write_atomic(path, &bytes)
+}
+
+/// Maps the names of official MAE checkpoints onto the reference's (`decoder_blocks.{j}` ->
+/// `decoders.0.blocks.{j}`, `decoder_norm` -> `decoders.0.norm`, `decoder_pred` ->
+/// `decoders.0.pred`, `decoder_pos_embed` -> `decoders.0.pos_embed`); other names pass.
+pub fn to_reference_names(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = if let Some(rest) = k.strip_prefix("decoder_blocks.") {
+                format!("decoders.0.blocks.{rest}")
+            } else if let Some(rest) = k.strip_prefix("decoder_norm.") {
+                format!("decoders.0.norm.{rest}")
+            } else if let Some(rest) = k.strip_prefix("decoder_pred.") {
+                format!("decoders.0.pred.{rest}")
+            } else if k == "decoder_pos_embed" {
+                "decoders.0.pos_embed".to_string()
+            } else {
+                k
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+/// True for the fixed sin-cos tables, which the model computes itself.
+pub fn is_computed_table(name: &str) -> bool {
+    name == "pos_embed" || (name.starts_with("decoders.") && name.ends_with(".pos_embed"))
+}
+
+/// Prepares loaded tensors for a model with `in_chans` input channels: reference names,
+/// computed tables dropped, the patch embedding adapted to the channel count.
+pub fn prepare_for_model(
+    tensors: HashMap<String, Tensor>,
+    in_chans: usize,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out: HashMap<String, Tensor> = to_reference_names(tensors)
+        .into_iter()
+        .filter(|(k, _)| !is_computed_table(k))
+        .collect();
+    let key = "patch_embed.proj.weight";
+    if let Some(w) = out.get(key) {
+        if w.rank() == 4 {
+            let c = w.dim(1)?;
+            if c != in_chans {
+                let adapted = adapt_input_conv(w, in_chans)?;
+                out.insert(key.to_string(), adapted);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// timm's `adapt_input_conv`: a convolution weight `[D, C, p, p]` for another channel count
+/// (3 -> 1 sums the channels; otherwise the channels repeat, scaled by `C / in_chans`).
+pub fn adapt_input_conv(w: &Tensor, in_chans: usize) -> Result<Tensor> {
+    let (_d, c, _, _) = w.dims4()?;
+    if c == in_chans {
+        return Ok(w.clone());
+    }
+    if in_chans == 1 {
+        return Ok(w.sum_keepdim(1)?);
+    }
+    let repeat = in_chans.div_ceil(c);
+    let r = w.repeat((1, repeat, 1, 1))?.narrow(1, 0, in_chans)?;
+    Ok((r * (c as f64 / in_chans as f64))?)
+}
+
+/// Turns a load report into an error unless it is exact once `allowed_missing` names are
+/// ignored (e.g. a new head, or a decoder scale absent from an MAE checkpoint).
+pub fn ensure_loaded(
+    report: &LoadReport,
+    path: &Path,
+    allowed_missing: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    let mut r = report.clone();
+    r.missing.retain(|(n, _)| !allowed_missing(n));
+    if r.is_exact() {
+        Ok(())
+    } else {
+        Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            details: r.to_string(),
+        })
+    }
+}

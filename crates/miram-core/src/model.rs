@@ -1,0 +1,142 @@
+//! The MIRAM model: one encoder, the shared decoder head, one decoder per scale and the
+//! multi-scale loss (mirrors `Miram.forward` of `shared/reference/miram_ref.py`).
+
+use candle_core::{DType, Device, Tensor};
+use miram_decoder::MultiScaleDecoder;
+use miram_encoder::VitEncoder;
+use miram_losses::MultiScaleLoss;
+use miram_masking::{random_noise, Masking};
+use miram_nn::{ParamStore, VarBuilder};
+use miram_rand::Rng;
+
+use crate::config::MiramConfig;
+use crate::Result;
+
+/// Everything one pre-training forward produces.
+#[derive(Debug, Clone)]
+pub struct MiramOutput {
+    /// The weighted total loss (scalar).
+    pub loss: Tensor,
+    /// Each scale's loss (scalars), in the order of the configuration.
+    pub losses: Vec<Tensor>,
+    /// Each scale's prediction, `[N, L s^2, p * p * C]`.
+    pub preds: Vec<Tensor>,
+    /// The encoder's output, `[N, 1 + keep, D]`.
+    pub latent: Tensor,
+    /// The masking (`mask` `[N, L]`, 1 = removed; `ids_restore` `[N, L]`).
+    pub masking: Masking,
+}
+
+/// The MIRAM masked autoencoder.
+///
+/// Weights use the reference's names: the encoder's (`patch_embed.proj.*`, `cls_token`,
+/// `blocks.{i}.*`, `norm.*`), `decoder_embed.*`, `mask_token`, and `decoders.{i}.*` per scale.
+#[derive(Debug, Clone)]
+pub struct Miram {
+    cfg: MiramConfig,
+    store: ParamStore,
+    encoder: VitEncoder,
+    decoder: MultiScaleDecoder,
+    loss: MultiScaleLoss,
+}
+
+impl Miram {
+    /// Builds the model from `vb` (fresh or loaded parameters, see [`ParamStore`]).
+    pub fn new(cfg: &MiramConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let encoder = VitEncoder::new(&cfg.encoder(), vb.clone())?;
+        let decoder = MultiScaleDecoder::new(&cfg.decoder(), vb.clone())?;
+        let loss = MultiScaleLoss::new(cfg.patch_size, cfg.norm_pix_loss, cfg.losses());
+        Ok(Self {
+            cfg: cfg.clone(),
+            store: vb.store().clone(),
+            encoder,
+            decoder,
+            loss,
+        })
+    }
+
+    /// A freshly initialised model (MAE's initialisation, keyed by `seed`).
+    pub fn init(cfg: &MiramConfig, seed: u64, device: &Device) -> Result<Self> {
+        let store = ParamStore::new(seed, DType::F32, device);
+        Self::new(cfg, store.root())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MiramConfig {
+        &self.cfg
+    }
+
+    /// The parameter store (trainable parameters and buffers by name).
+    pub fn store(&self) -> &ParamStore {
+        &self.store
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &VitEncoder {
+        &self.encoder
+    }
+
+    /// The decoders.
+    pub fn decoder(&self) -> &MultiScaleDecoder {
+        &self.decoder
+    }
+
+    /// The loss.
+    pub fn loss(&self) -> &MultiScaleLoss {
+        &self.loss
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> &Device {
+        self.store.device()
+    }
+
+    /// Masking noise for a batch of `n` images from the project's generator.
+    ///
+    /// # Shapes
+    /// - returns `[n, L]`
+    pub fn random_noise(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        Ok(random_noise(n, self.cfg.num_patches(), rng, self.device())?)
+    }
+
+    /// The pre-training forward with nearest-upsampled targets.
+    ///
+    /// # Shapes
+    /// - `imgs`: `[N, C, H, W]`, `noise`: `[N, L]`
+    pub fn forward(&self, imgs: &Tensor, noise: &Tensor) -> Result<MiramOutput> {
+        self.forward_with_targets(imgs, noise, None)
+    }
+
+    /// The pre-training forward; `hires[i]`, when given, is the real target image of scale
+    /// `i` (`[N, C, H s, W s]`) instead of the upsampled input.
+    pub fn forward_with_targets(
+        &self,
+        imgs: &Tensor,
+        noise: &Tensor,
+        hires: Option<&[Option<Tensor>]>,
+    ) -> Result<MiramOutput> {
+        let (latent, masking) = self
+            .encoder
+            .forward_masked(imgs, noise, self.cfg.mask_ratio)?;
+        let preds = self.decoder.forward(&latent, &masking.ids_restore)?;
+        let (loss, losses) = self.loss.compute(imgs, &preds, &masking.mask, hires)?;
+        Ok(MiramOutput {
+            loss,
+            losses,
+            preds,
+            latent,
+            masking,
+        })
+    }
+
+    /// Redraws Performer random features (no-op without Performer decoders).
+    pub fn redraw_features(&self, rng: &mut Rng) -> Result<()> {
+        Ok(self.decoder.redraw_features(rng)?)
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_parameters(&self) -> usize {
+        self.store.trainable_count()
+    }
+}

@@ -1,0 +1,103 @@
+//! The encoder's part of the MIRAM configuration schema, with timm's ViT presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Sizes of a ViT encoder (timm / MAE names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    /// Square input side in pixels.
+    pub img_size: usize,
+    /// Patch side in pixels (`img_size % patch_size == 0`).
+    pub patch_size: usize,
+    /// Input channels (1 for mammograms, 3 for ImageNet weights).
+    pub in_chans: usize,
+    /// Token width.
+    pub embed_dim: usize,
+    /// Number of blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub num_heads: usize,
+    /// MLP hidden width over `embed_dim`.
+    pub mlp_ratio: f64,
+}
+
+impl EncoderConfig {
+    fn vit(
+        img_size: usize,
+        patch_size: usize,
+        in_chans: usize,
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+    ) -> Self {
+        Self {
+            img_size,
+            patch_size,
+            in_chans,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: 4.0,
+        }
+    }
+
+    /// ViT-B/16 (MAE's `vit_base_patch16`, 86M parameters at 224 px).
+    pub fn vit_base_patch16(img_size: usize, in_chans: usize) -> Self {
+        Self::vit(img_size, 16, in_chans, 768, 12, 12)
+    }
+
+    /// ViT-S/16.
+    pub fn vit_small_patch16(img_size: usize, in_chans: usize) -> Self {
+        Self::vit(img_size, 16, in_chans, 384, 12, 6)
+    }
+
+    /// ViT-Ti/16.
+    pub fn vit_tiny_patch16(img_size: usize, in_chans: usize) -> Self {
+        Self::vit(img_size, 16, in_chans, 192, 12, 3)
+    }
+
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_size.max(1)
+    }
+
+    /// Number of patches.
+    pub fn num_patches(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Checks that the sizes can build a model; the message names the values at fault.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Config(m));
+        if self.patch_size == 0 || self.img_size == 0 || self.img_size % self.patch_size != 0 {
+            return fail(format!(
+                "img_size {} is not a positive multiple of patch_size {}",
+                self.img_size, self.patch_size
+            ));
+        }
+        if self.in_chans == 0 {
+            return fail("in_chans must be at least 1".into());
+        }
+        if self.embed_dim == 0 || self.embed_dim % 4 != 0 {
+            return fail(format!(
+                "embed_dim {} must be a positive multiple of 4 (2-D sin-cos table)",
+                self.embed_dim
+            ));
+        }
+        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+            return fail(format!(
+                "embed_dim {} is not divisible by num_heads {}",
+                self.embed_dim, self.num_heads
+            ));
+        }
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) {
+            return fail(format!(
+                "mlp_ratio must be positive, got {}",
+                self.mlp_ratio
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The pre-norm transformer block (timm's `Block`): `x + attn(norm1(x))`, then
+//! `x + mlp(norm2(x))`, LayerNorm eps 1e-6, with optional stochastic depth (drop path) whose
+//! masks come from the project's seeded generator.
+
+use candle_core::{Device, Tensor};
+use miram_rand::Rng;
+
+use crate::attention::{Attention, AttentionConfig};
+use crate::linear::LayerNorm;
+use crate::mlp::{mlp_hidden, Mlp};
+use crate::vb::VarBuilder;
+use crate::Result;
+
+/// LayerNorm epsilon of every MIRAM block and final norm.
+pub const LN_EPS: f64 = 1e-6;
+
+/// Per-sample drop-path masks for one block: `[N, 1, 1]` tensors holding `0` or
+/// `1 / keep_prob`, one for the attention branch and one for the MLP branch.
+#[derive(Debug, Clone)]
+pub struct DropPathMasks {
+    /// Mask of the attention branch.
+    pub attn: Tensor,
+    /// Mask of the MLP branch.
+    pub mlp: Tensor,
+}
+
+impl DropPathMasks {
+    /// Draws masks for a batch of `n` samples with drop probability `p` (timm's `drop_path`:
+    /// kept samples are scaled by `1 / (1 - p)`).
+    pub fn draw(n: usize, p: f64, rng: &mut Rng, device: &Device) -> Result<Self> {
+        let keep = 1.0 - p;
+        let mut one = || -> Result<Tensor> {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    if rng.bernoulli(keep) {
+                        (1.0 / keep) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Ok(Tensor::from_vec(v, (n, 1, 1), device)?)
+        };
+        Ok(Self {
+            attn: one()?,
+            mlp: one()?,
+        })
+    }
+}
+
+/// A pre-norm transformer block with any attention kind.
+#[derive(Debug, Clone)]
+pub struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    /// Weights `norm1.*`, `attn.*`, `norm2.*`, `mlp.fc1.*`, `mlp.fc2.*`.
+    pub fn new(
+        dim: usize,
+        heads: usize,
+        mlp_ratio: f64,
+        attention: &AttentionConfig,
+        seq_len: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: LayerNorm::new(dim, LN_EPS, vb.pp("norm1"))?,
+            attn: Attention::new(attention, dim, heads, seq_len, vb.pp("attn"))?,
+            norm2: LayerNorm::new(dim, LN_EPS, vb.pp("norm2"))?,
+            mlp: Mlp::new(dim, mlp_hidden(dim, mlp_ratio), vb.pp("mlp"))?,
+        })
+    }
+
+    /// The attention module.
+    pub fn attention(&self) -> &Attention {
+        &self.attn
+    }
+
+    /// # Shapes
+    /// - `x`: `[N, n, dim]`, returns `[N, n, dim]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_drop(x, None)
+    }
+
+    /// The forward pass with drop-path masks (training) or without (`None`).
+    ///
+    /// # Shapes
+    /// - `x`: `[N, n, dim]`, masks `[N, 1, 1]`, returns `[N, n, dim]`
+    pub fn forward_drop(&self, x: &Tensor, drop: Option<&DropPathMasks>) -> Result<Tensor> {
+        let a = self.attn.forward(&self.norm1.forward(x)?)?;
+        let a = match drop {
+            Some(d) => a.broadcast_mul(&d.attn)?,
+            None => a,
+        };
+        let x = (x + a)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let m = match drop {
+            Some(d) => m.broadcast_mul(&d.mlp)?,
+            None => m,
+        };
+        Ok((x + m)?)
+    }
+}

@@ -1,0 +1,399 @@
+//! Differentiable kernels that candle 0.11 lacks or runs without a backward pass.
+//!
+//! `candle_nn::ops::layer_norm` and `softmax_last_dim` have no backward: gradients through
+//! them silently vanish. Here LayerNorm and the last-dimension softmax are candle custom ops
+//! with analytic backward passes: fused CPU kernels (rayon over rows, fixed chunking so the
+//! results are bit-for-bit reproducible) for contiguous `f32` on the CPU, and the composed,
+//! differentiable candle forms on every other device or dtype. Tests check both paths against
+//! each other and against finite differences.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// Rows handled by one rayon task; fixed so that reductions are reproducible.
+const ROW_CHUNK: usize = 32;
+
+fn cpu_fast_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// LayerNorm
+// ---------------------------------------------------------------------------------------
+
+/// LayerNorm over the last dimension with an affine weight and bias (PyTorch's `nn.LayerNorm`,
+/// biased variance), differentiable with respect to the input, the weight and the bias.
+///
+/// # Shapes
+/// - `x`: `[..., d]`
+/// - `weight`, `bias`: `[d]`
+/// - returns `[..., d]`
+pub fn layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    if cpu_fast_path(&[x, weight, bias]) {
+        let x = x.contiguous()?;
+        x.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNormOp { eps },
+        )
+    } else {
+        layer_norm_composed(x, weight, bias, eps)
+    }
+}
+
+/// The composed, differentiable LayerNorm (any device and dtype); the reference of the
+/// fused kernel.
+pub fn layer_norm_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+    xhat.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+struct LayerNormOp {
+    eps: f64,
+}
+
+fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
+    let d = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d;
+    let var = row
+        .iter()
+        .map(|&v| {
+            let c = v as f64 - mean;
+            c * c
+        })
+        .sum::<f64>()
+        / d;
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        "miram-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "layer_norm x")?;
+        let w = slice(s2, l2, "layer_norm weight")?;
+        let b = slice(s3, l3, "layer_norm bias")?;
+        let d = l1.dims().last().copied().unwrap_or(1);
+        if w.len() != d || b.len() != d {
+            candle_core::bail!(
+                "layer_norm: weight {} / bias {} for dim {d}",
+                w.len(),
+                b.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        let eps = self.eps;
+        out.par_chunks_mut(d * ROW_CHUNK)
+            .zip(x.par_chunks(d * ROW_CHUNK))
+            .for_each(|(o, xi)| {
+                for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
+                    let (mean, rstd) = ln_row_stats(xrow, eps);
+                    for j in 0..d {
+                        orow[j] = (xrow[j] - mean) * rstd * w[j] + b[j];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = x.dim(D::Minus1)?;
+        let rows = x.elem_count() / d.max(1);
+        let grad = grad.contiguous()?;
+        let all = x.apply_op3_no_bwd(w, &grad, &LayerNormBwdOp { eps: self.eps })?;
+        let dx = all.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = all.narrow(0, rows, 1)?.reshape(d)?;
+        let db = all.narrow(0, rows + 1, 1)?.reshape(d)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// One pass over the rows computing `[dx; dw; db]` stacked as `[rows + 2, d]`.
+struct LayerNormBwdOp {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-layer-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "layer_norm_bwd x")?;
+        let w = slice(s2, l2, "layer_norm_bwd weight")?;
+        let g = slice(s3, l3, "layer_norm_bwd grad")?;
+        let d = l1.dims().last().copied().unwrap_or(1);
+        let rows = x.len() / d.max(1);
+        let eps = self.eps;
+        let mut out = vec![0f32; (rows + 2) * d];
+        let (dx, tail) = out.split_at_mut(rows * d);
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(d * ROW_CHUNK)
+            .zip(x.par_chunks(d * ROW_CHUNK))
+            .zip(g.par_chunks(d * ROW_CHUNK))
+            .map(|((dxc, xc), gc)| {
+                let mut dw = vec![0f32; d];
+                let mut db = vec![0f32; d];
+                let mut xhat = vec![0f32; d];
+                for ((dxr, xr), gr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
+                    let (mean, rstd) = ln_row_stats(xr, eps);
+                    let mut s_gy = 0f64;
+                    let mut s_gyx = 0f64;
+                    for j in 0..d {
+                        xhat[j] = (xr[j] - mean) * rstd;
+                        let gy = gr[j] * w[j];
+                        s_gy += gy as f64;
+                        s_gyx += (gy * xhat[j]) as f64;
+                        dw[j] += gr[j] * xhat[j];
+                        db[j] += gr[j];
+                    }
+                    let m_gy = (s_gy / d as f64) as f32;
+                    let m_gyx = (s_gyx / d as f64) as f32;
+                    for j in 0..d {
+                        dxr[j] = rstd * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
+                    }
+                }
+                (dw, db)
+            })
+            .collect();
+        let (dw, db) = tail.split_at_mut(d);
+        for (pw, pb) in partials {
+            for j in 0..d {
+                dw[j] += pw[j];
+                db[j] += pb[j];
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax over the last dimension
+// ---------------------------------------------------------------------------------------
+
+/// Softmax over the last dimension, differentiable (fused on the CPU for `f32`).
+///
+/// # Shapes
+/// - `x`: `[..., n]`, returns `[..., n]`
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_fast_path(&[x]) {
+        x.contiguous()?.apply_op1(SoftmaxOp)
+    } else {
+        candle_nn::ops::softmax(x, D::Minus1)
+    }
+}
+
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "miram-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "softmax")?;
+        let n = l.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n * ROW_CHUNK)
+            .zip(x.par_chunks(n * ROW_CHUNK))
+            .for_each(|(o, xi)| {
+                for (orow, xrow) in o.chunks_mut(n).zip(xi.chunks(n)) {
+                    let m = xrow.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut s = 0f32;
+                    for (ov, &xv) in orow.iter_mut().zip(xrow) {
+                        let e = (xv - m).exp();
+                        *ov = e;
+                        s += e;
+                    }
+                    let inv = 1.0 / s;
+                    for ov in orow.iter_mut() {
+                        *ov *= inv;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(y.apply_op2_no_bwd(&grad, &SoftmaxBwdOp)?))
+    }
+}
+
+/// `dx = y * (g - sum(g * y))` row by row.
+struct SoftmaxBwdOp;
+
+impl CustomOp2 for SoftmaxBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = slice(s1, l1, "softmax_bwd y")?;
+        let g = slice(s2, l2, "softmax_bwd grad")?;
+        let n = l1.dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(n * ROW_CHUNK)
+            .zip(y.par_chunks(n * ROW_CHUNK))
+            .zip(g.par_chunks(n * ROW_CHUNK))
+            .for_each(|((o, yc), gc)| {
+                for ((orow, yr), gr) in o.chunks_mut(n).zip(yc.chunks(n)).zip(gc.chunks(n)) {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for j in 0..n {
+                        orow[j] = yr[j] * (gr[j] - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> candle_core::Result<Tensor> {
+        let mut r = miram_rand::Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec(r.normal_vec(n, 0.0, 1.0), shape, &Device::Cpu)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        a.sub(b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn layer_norm_fused_equals_composed_forward_and_backward() -> candle_core::Result<()> {
+        let x = Var::from_tensor(&rand(&[3, 5, 70], 1)?)?;
+        let w = Var::from_tensor(&(rand(&[70], 2)? + 1.0)?)?;
+        let b = Var::from_tensor(&rand(&[70], 3)?)?;
+        let up = rand(&[3, 5, 70], 4)?;
+        let y1 = layer_norm(&x, &w, &b, 1e-6)?;
+        let y2 = layer_norm_composed(&x, &w, &b, 1e-6)?;
+        assert!(max_diff(&y1, &y2) < 1e-5);
+        let g1 = (y1 * &up)?.sum_all()?.backward()?;
+        let g2 = (y2 * &up)?.sum_all()?.backward()?;
+        for v in [&x, &w, &b] {
+            let a = g1.get(v).expect("grad");
+            let c = g2.get(v).expect("grad");
+            assert!(max_diff(a, c) < 1e-4, "{}", max_diff(a, c));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn softmax_fused_equals_composed_forward_and_backward() -> candle_core::Result<()> {
+        let x = Var::from_tensor(&(rand(&[2, 3, 4, 33], 5)? * 3.0)?)?;
+        let up = rand(&[2, 3, 4, 33], 6)?;
+        let y1 = softmax_last_dim(&x)?;
+        let y2 = candle_nn::ops::softmax(&x, D::Minus1)?;
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        let g1 = (y1 * &up)?.sum_all()?.backward()?;
+        let g2 = (y2 * &up)?.sum_all()?.backward()?;
+        assert!(max_diff(g1.get(&x).expect("grad"), g2.get(&x).expect("grad")) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_gradient_matches_finite_differences() -> candle_core::Result<()> {
+        let x0 = rand(&[2, 9], 7)?;
+        let w = (rand(&[9], 8)? + 1.0)?;
+        let b = rand(&[9], 9)?;
+        let up = rand(&[2, 9], 10)?;
+        let x = Var::from_tensor(&x0)?;
+        let g = (layer_norm(&x, &w, &b, 1e-6)? * &up)?
+            .sum_all()?
+            .backward()?;
+        let gx = g.get(&x).expect("grad").flatten_all()?.to_vec1::<f32>()?;
+        let base = x0.flatten_all()?.to_vec1::<f32>()?;
+        let f = |v: &[f32]| -> f64 {
+            let t = Tensor::from_slice(v, (2, 9), &Device::Cpu).unwrap();
+            let t = t.to_dtype(DType::F64).unwrap();
+            let y = layer_norm_composed(
+                &t,
+                &w.to_dtype(DType::F64).unwrap(),
+                &b.to_dtype(DType::F64).unwrap(),
+                1e-6,
+            )
+            .unwrap();
+            (y * up.to_dtype(DType::F64).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        for i in 0..base.len() {
+            let mut p = base.clone();
+            let mut m = base.clone();
+            p[i] += 1e-2;
+            m[i] -= 1e-2;
+            let fd = (f(&p) - f(&m)) / 2e-2;
+            assert!((fd - gx[i] as f64).abs() < 2e-3, "{i}: {fd} vs {}", gx[i]);
+        }
+        Ok(())
+    }
+}
