@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod crop;
+pub mod csv;
 pub mod error;
 pub mod records;
 pub mod synth;
