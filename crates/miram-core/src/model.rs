@@ -1,6 +1,9 @@
 //! The MIRAM model: one encoder, the shared decoder head, one decoder per scale and the
 //! multi-scale loss (mirrors `Miram.forward` of `shared/reference/miram_ref.py`).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use candle_core::{DType, Device, Tensor};
 use miram_decoder::MultiScaleDecoder;
 use miram_encoder::VitEncoder;
@@ -9,8 +12,9 @@ use miram_masking::{random_noise, Masking};
 use miram_nn::{ParamStore, VarBuilder};
 use miram_rand::Rng;
 
+use crate::checkpoint::{self, ensure_loaded, prepare_for_model, read_checkpoint};
 use crate::config::MiramConfig;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Everything one pre-training forward produces.
 #[derive(Debug, Clone)]
@@ -138,5 +142,63 @@ impl Miram {
     /// Number of trainable scalars.
     pub fn num_parameters(&self) -> usize {
         self.store.trainable_count()
+    }
+
+    /// Every tensor of a checkpoint: parameters, buffers and the computed sin-cos tables
+    /// (written so that the PyTorch reference loads the file with `strict=True`).
+    pub fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        let mut sd = self.store.state_dict();
+        sd.insert("pos_embed".to_string(), self.encoder.pos_embed().clone());
+        for (i, d) in self.decoder.decoders().iter().enumerate() {
+            sd.insert(format!("decoders.{i}.pos_embed"), d.pos_embed().clone());
+        }
+        sd
+    }
+
+    /// Writes the weights as safetensors (atomically) with `format` and `config` metadata,
+    /// plus `extra` entries.
+    pub fn save(&self, path: &Path, extra: &BTreeMap<String, String>) -> Result<()> {
+        let mut meta = extra.clone();
+        meta.insert("format".to_string(), checkpoint::FORMAT.to_string());
+        meta.insert("config".to_string(), self.cfg.to_json());
+        checkpoint::write_safetensors(path, &self.state_dict(), &meta)
+    }
+
+    /// Loads a MIRAM checkpoint written by [`Miram::save`] (the configuration comes from its
+    /// metadata); every tensor must match.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let ck = read_checkpoint(path, device)?;
+        let cfg = match ck.metadata.get("config") {
+            Some(c) => MiramConfig::from_json(c)?,
+            None => {
+                return Err(Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    message: "no `config` in the metadata; pass a configuration (Miram::from_checkpoint)".into(),
+                })
+            }
+        };
+        let (model, _) = Self::from_checkpoint(path, &cfg, 0, device, &|_| false)?;
+        Ok(model)
+    }
+
+    /// Builds `cfg` from any checkpoint (MIRAM safetensors, official MAE `.pth`, timm
+    /// safetensors), renaming MAE's decoder, recomputing the sin-cos tables and adapting the
+    /// patch embedding to `cfg.in_chans`. Names for which `allow_missing` is true may be
+    /// absent (they are initialised from `seed`); any other difference is an error listing
+    /// every name and shape. Returns the report of what was found.
+    pub fn from_checkpoint(
+        path: &Path,
+        cfg: &MiramConfig,
+        seed: u64,
+        device: &Device,
+        allow_missing: &dyn Fn(&str) -> bool,
+    ) -> Result<(Self, miram_nn::LoadReport)> {
+        let ck = read_checkpoint(path, device)?;
+        let tensors = prepare_for_model(ck.tensors, cfg.in_chans)?;
+        let store = ParamStore::from_tensors(tensors, seed, DType::F32, device);
+        let model = Self::new(cfg, store.root())?;
+        let report = store.load_report();
+        ensure_loaded(&report, path, allow_missing)?;
+        Ok((model, report))
     }
 }

@@ -1,0 +1,81 @@
+//! The contract of every preset (timm's `test_models.py` for MIRAM): the trainable parameter
+//! count equals the reference's (`shared/reference/presets.py` built in PyTorch), a forward
+//! pass at a small batch gives the documented shapes and finite values, and every trainable
+//! parameter receives a non-zero gradient. The `paper*` presets (137M parameters) run their
+//! forward and backward only when `MIRAM_SLOW_TESTS=1`; their parameter counts always.
+
+use candle_core::{DType, Device, Tensor};
+use miram_core::optim::Grads;
+use miram_core::{Miram, MiramConfig, PRESETS};
+use miram_rand::Rng;
+
+/// Trainable parameters of each preset in the PyTorch reference.
+const REFERENCE_COUNTS: [(&str, usize); 4] = [
+    ("paper", 137_269_760),
+    ("small", 27_942_912),
+    ("tiny", 6_272_768),
+    ("micro", 1_018_624),
+];
+
+#[test]
+fn parameter_counts_equal_the_reference() {
+    for (name, want) in REFERENCE_COUNTS {
+        let cfg = MiramConfig::preset(name).unwrap();
+        let model = Miram::init(&cfg, 0, &Device::Cpu).unwrap();
+        assert_eq!(model.num_parameters(), want, "{name}");
+    }
+}
+
+fn contract(name: &str, batch: usize) {
+    let cfg = MiramConfig::preset(name).unwrap();
+    let dev = Device::Cpu;
+    let model = Miram::init(&cfg, 1, &dev).unwrap();
+    let mut rng = Rng::new(2);
+    let (c, s) = (cfg.in_chans, cfg.img_size);
+    let imgs = Tensor::from_vec(rng.normal_vec(batch * c * s * s, 0.0, 1.0), (batch, c, s, s), &dev).unwrap();
+    let out = model.forward(&imgs, &model.random_noise(batch, &mut rng).unwrap()).unwrap();
+    let l = cfg.num_patches();
+    let keep = miram_masking::num_keep(l, cfg.mask_ratio);
+    assert_eq!(out.latent.dims(), &[batch, 1 + keep, cfg.embed_dim], "{name} latent");
+    assert_eq!(out.masking.mask.dims(), &[batch, l]);
+    for (sc, p) in cfg.scales.iter().zip(&out.preds) {
+        let want = [batch, l * sc.scale * sc.scale, cfg.patch_size * cfg.patch_size * c];
+        assert_eq!(p.dims(), &want, "{name} pred at scale {}", sc.scale);
+        let v = p.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name}: non-finite prediction");
+    }
+    let loss = out.loss.to_scalar::<f32>().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
+    let params = model.store().trainable();
+    let grads = Grads::from_backward(&out.loss.backward().unwrap(), &params);
+    let mut dead = Vec::new();
+    for (n, _) in &params {
+        let ok = grads
+            .get(n)
+            .map(|g| g.to_dtype(DType::F64).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap())
+            .is_some_and(|s| s > 0.0 && s.is_finite());
+        if !ok {
+            dead.push(n.clone());
+        }
+    }
+    assert!(dead.is_empty(), "{name}: parameters without a gradient: {dead:?}");
+}
+
+#[test]
+fn micro_tiny_small_contract() {
+    for name in ["micro", "tiny", "small"] {
+        contract(name, 2);
+    }
+}
+
+#[test]
+fn paper_presets_contract() {
+    for name in PRESETS.iter().filter(|n| n.starts_with("paper")) {
+        let cfg = MiramConfig::preset(name).unwrap();
+        let model = Miram::init(&cfg, 0, &Device::Cpu).unwrap();
+        assert!(model.num_parameters() > 100_000_000, "{name}");
+        if std::env::var("MIRAM_SLOW_TESTS").is_ok_and(|v| v == "1") {
+            contract(name, 1);
+        }
+    }
+}
