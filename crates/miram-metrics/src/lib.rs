@@ -1,1 +1,93 @@
-//! Placeholder: filled by its issue.
+//! Evaluation metrics of MIRAM, computed exactly as scikit-learn computes them, with the
+//! statistics medical-imaging papers report: bootstrap confidence intervals and DeLong's
+//! variance and paired test of AUCs.
+//!
+//! The crate is pure Rust and knows nothing of tensors: slices in, numbers out. Matrices are
+//! row-major flat slices with their column count (`y_prob: &[f64]` of `n * n_classes`
+//! values), documented in each function's `# Shapes` section.
+//!
+//! | task | functions | scikit-learn |
+//! |---|---|---|
+//! | binary | [`roc_auc`], [`average_precision`], [`roc_curve`], [`precision_recall_curve`] | `roc_auc_score`, `average_precision_score`, `roc_curve`, `precision_recall_curve` |
+//! | decisions | [`BinaryConfusion`], [`sensitivity_specificity`], [`youden_point`], [`confusion_matrix`], [`accuracy`], [`balanced_accuracy`], [`argmax_rows`] | `confusion_matrix`, `accuracy_score`, `balanced_accuracy_score` |
+//! | multiclass | [`roc_auc_ovr`], [`average_precision_ovr`] and their `_per_class` forms | `roc_auc_score(multi_class="ovr")`, `average_precision_score(label_binarize(y))` |
+//! | multilabel | [`multilabel_roc_auc`], [`multilabel_average_precision`] and `_per_label` | `roc_auc_score(Y, S)`, `average_precision_score(Y, S)` |
+//! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | `shared/reference/delong_ref.py` |
+//! | reports | [`binary_report`], [`multiclass_report`], [`multilabel_report`] (serde `Serialize`) | key names of scikit-learn |
+//!
+//! Undefined metrics are errors ([`MetricsError`]), never numbers: one class only, NaN or
+//! infinite scores, length mismatches, empty input. Where scikit-learn returns a number with
+//! a warning, this crate refuses: a macro average over a class without positives (sklearn
+//! counts its AP as 0), an AUC with one class (sklearn raises too). The AP of a problem with
+//! positives only is 1, as in scikit-learn, since it is defined.
+//!
+//! Ranking metrics sort once (O(n log n)); the DeLong statistics use the midrank algorithm
+//! of Sun and Xu (2014), also O(n log n).
+//!
+//! ```
+//! use miram_metrics::{average_precision, delong_test, roc_auc, Average, roc_auc_ovr};
+//!
+//! let y = [0u8, 0, 1, 1, 0, 1, 0, 1];
+//! let model_a = [0.1, 0.4, 0.35, 0.8, 0.2, 0.7, 0.5, 0.9];
+//! let model_b = [0.3, 0.2, 0.4, 0.6, 0.5, 0.55, 0.45, 0.7];
+//! assert_eq!(roc_auc(&y, &model_a)?, 0.875);
+//! assert!(average_precision(&y, &model_a)? > 0.8);
+//!
+//! // Paired DeLong test of the two models on the same cases.
+//! let t = delong_test(&y, &model_a, &model_b)?;
+//! assert!((0.0..=1.0).contains(&t.p_value));
+//!
+//! // Undefined metrics are errors.
+//! assert!(roc_auc(&[1u8, 1], &[0.2, 0.3]).is_err());
+//! assert!(roc_auc(&[0u8, 1], &[0.2, f64::NAN]).is_err());
+//!
+//! // Multiclass one-vs-rest: rows of probabilities, row-major.
+//! let y = [0, 1, 2, 1];
+//! let p = [0.7, 0.2, 0.1, 0.2, 0.5, 0.3, 0.1, 0.3, 0.6, 0.3, 0.4, 0.3];
+//! assert_eq!(roc_auc_ovr(&y, &p, 3, Average::Macro)?, 1.0);
+//! # Ok::<(), miram_metrics::MetricsError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod binary;
+mod bootstrap;
+mod columns;
+mod delong;
+mod error;
+mod labels;
+mod multiclass;
+mod multilabel;
+mod ranking;
+mod report;
+mod special;
+mod threshold;
+
+pub use binary::{
+    average_precision, precision_recall_curve, roc_auc, roc_curve, CurvePoints,
+    PrecisionRecallCurve, RocCurve,
+};
+pub use bootstrap::{
+    bootstrap_binary, bootstrap_multiclass, bootstrap_multilabel, stratified_bootstrap,
+    BootstrapConfig, BootstrapInterval,
+};
+pub use columns::Average;
+pub use delong::{delong, delong_ci, delong_test, DelongAuc, DelongInterval, DelongTest};
+pub use error::{Location, MetricsError, Result};
+pub use labels::BinaryLabel;
+pub use multiclass::{
+    average_precision_ovr, average_precision_ovr_per_class, flatten_rows, roc_auc_ovr,
+    roc_auc_ovr_per_class,
+};
+pub use multilabel::{
+    multilabel_average_precision, multilabel_average_precision_per_label, multilabel_roc_auc,
+    multilabel_roc_auc_per_label,
+};
+pub use report::{
+    binary_report, multiclass_report, multilabel_report, BinaryReport, BootstrapIntervals,
+    MulticlassReport, MultilabelReport, ReportConfig,
+};
+pub use special::{erfc, normal_cdf, normal_quantile, two_sided_p_value};
+pub use threshold::{
+    accuracy, argmax_rows, balanced_accuracy, confusion_matrix, sensitivity_specificity,
+    youden_point, BinaryConfusion, OperatingPoint,
+};
