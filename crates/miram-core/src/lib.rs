@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 mod error;

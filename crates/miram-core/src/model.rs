@@ -168,15 +168,16 @@ impl Miram {
     /// metadata); every tensor must match.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let ck = read_checkpoint(path, device)?;
-        let cfg = match ck.metadata.get("config") {
-            Some(c) => MiramConfig::from_json(c)?,
-            None => {
-                return Err(Error::Checkpoint {
+        let cfg =
+            match ck.metadata.get("config") {
+                Some(c) => MiramConfig::from_json(c)?,
+                None => return Err(Error::Checkpoint {
                     path: path.to_path_buf(),
-                    message: "no `config` in the metadata; pass a configuration (Miram::from_checkpoint)".into(),
-                })
-            }
-        };
+                    message:
+                        "no `config` in the metadata; pass a configuration (Miram::from_checkpoint)"
+                            .into(),
+                }),
+            };
         let (model, _) = Self::from_checkpoint(path, &cfg, 0, device, &|_| false)?;
         Ok(model)
     }

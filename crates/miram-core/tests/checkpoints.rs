@@ -16,13 +16,27 @@ fn shared() -> PathBuf {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn images(cfg: &MiramConfig, n: usize, seed: u64) -> Tensor {
     let mut r = Rng::new(seed);
     let s = cfg.img_size;
-    Tensor::from_vec(r.normal_vec(n * cfg.in_chans * s * s, 0.0, 1.0), (n, cfg.in_chans, s, s), &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        r.normal_vec(n * cfg.in_chans * s * s, 0.0, 1.0),
+        (n, cfg.in_chans, s, s),
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -30,14 +44,33 @@ fn official_mae_pth_reproduces_its_fixture() {
     let dev = Device::Cpu;
     let fixture = read_checkpoint(&shared().join("model/mae_rgb.safetensors"), &dev).unwrap();
     let cfg = MiramConfig::from_json(&fixture.metadata["config"]).unwrap();
-    let (model, report) = Miram::from_checkpoint(&shared().join("checkpoints/mae_rgb.pth"), &cfg, 0, &dev, &|_| false).unwrap();
+    let (model, report) = Miram::from_checkpoint(
+        &shared().join("checkpoints/mae_rgb.pth"),
+        &cfg,
+        0,
+        &dev,
+        &|_| false,
+    )
+    .unwrap();
     assert!(report.is_exact(), "{report}");
-    let out = model.forward(&fixture.tensors["fixture.input.imgs"], &fixture.tensors["fixture.input.noise"]).unwrap();
+    let out = model
+        .forward(
+            &fixture.tensors["fixture.input.imgs"],
+            &fixture.tensors["fixture.input.noise"],
+        )
+        .unwrap();
     assert!(max_abs_diff(&out.latent, &fixture.tensors["fixture.output.latent"]) < 1e-4);
     assert!(max_abs_diff(&out.preds[0], &fixture.tensors["fixture.output.pred.0"]) < 1e-4);
     let loss = out.loss.to_scalar::<f32>().unwrap();
-    let want = fixture.tensors["fixture.output.loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
-    assert!((loss - want).abs() < 1e-4 + 1e-4 * want.abs(), "{loss} vs {want}");
+    let want = fixture.tensors["fixture.output.loss"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0];
+    assert!(
+        (loss - want).abs() < 1e-4 + 1e-4 * want.abs(),
+        "{loss} vs {want}"
+    );
 }
 
 #[test]
@@ -50,11 +83,17 @@ fn three_channel_weights_load_into_a_gray_model_by_summing_channels() {
     let pth = shared().join("checkpoints/mae_rgb.pth");
     // The decoder predicts 3-channel patches in the file: only the encoder is taken here.
     let (rgb, _) = Miram::from_checkpoint(&pth, &rgb_cfg, 0, &dev, &|_| false).unwrap();
-    let err = Miram::from_checkpoint(&pth, &gray_cfg, 0, &dev, &|_| false).unwrap_err().to_string();
+    let err = Miram::from_checkpoint(&pth, &gray_cfg, 0, &dev, &|_| false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("decoders.0.pred.weight"), "{err}");
     let gray_sd = {
         let st = miram_nn::ParamStore::from_tensors(
-            miram_core::checkpoint::prepare_for_model(read_checkpoint(&pth, &dev).unwrap().tensors, 1).unwrap(),
+            miram_core::checkpoint::prepare_for_model(
+                read_checkpoint(&pth, &dev).unwrap().tensors,
+                1,
+            )
+            .unwrap(),
             0,
             DType::F32,
             &dev,
@@ -64,7 +103,15 @@ fn three_channel_weights_load_into_a_gray_model_by_summing_channels() {
     };
     let w3 = &rgb.store().state_dict()["patch_embed.proj.weight"];
     let w1 = &gray_sd.0.state_dict()["patch_embed.proj.weight"];
-    assert_eq!(w1.dims(), &[w3.dim(0).unwrap(), 1, w3.dim(2).unwrap(), w3.dim(3).unwrap()]);
+    assert_eq!(
+        w1.dims(),
+        &[
+            w3.dim(0).unwrap(),
+            1,
+            w3.dim(2).unwrap(),
+            w3.dim(3).unwrap()
+        ]
+    );
     assert!(max_abs_diff(w1, &w3.sum_keepdim(1).unwrap()) < 1e-6);
     // A gray image through the summed weights equals it replicated into three channels.
     let g = images(&gray_cfg, 2, 3);
@@ -87,21 +134,38 @@ fn miram_checkpoint_round_trips_and_mismatches_are_listed() {
     let noise = model.random_noise(2, &mut Rng::new(9)).unwrap();
     let a = model.forward(&imgs, &noise).unwrap();
     let b = back.forward(&imgs, &noise).unwrap();
-    assert_eq!(a.loss.to_scalar::<f32>().unwrap(), b.loss.to_scalar::<f32>().unwrap());
+    assert_eq!(
+        a.loss.to_scalar::<f32>().unwrap(),
+        b.loss.to_scalar::<f32>().unwrap()
+    );
 
     // Another configuration: every differing name is listed with both shapes.
     let mut other = cfg.clone();
     other.decoder_embed_dim = 32;
-    let err = Miram::from_checkpoint(&path, &other, 0, &dev, &|_| false).unwrap_err().to_string();
-    assert!(err.contains("decoder_embed.weight (model [32, 128], file [64, 128])"), "{err}");
+    let err = Miram::from_checkpoint(&path, &other, 0, &dev, &|_| false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("decoder_embed.weight (model [32, 128], file [64, 128])"),
+        "{err}"
+    );
     assert!(err.contains("mask_token"), "{err}");
     // A third scale is missing from the file: an error unless allowed.
     let mut three = cfg.clone();
-    three.scales.push(miram_core::ScaleConfig::softmax(3, miram_losses::LossOn::All));
-    let err = Miram::from_checkpoint(&path, &three, 0, &dev, &|_| false).unwrap_err().to_string();
+    three.scales.push(miram_core::ScaleConfig::softmax(
+        3,
+        miram_losses::LossOn::All,
+    ));
+    let err = Miram::from_checkpoint(&path, &three, 0, &dev, &|_| false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing: decoders.2."), "{err}");
-    let (_, report) = Miram::from_checkpoint(&path, &three, 0, &dev, &|n| n.starts_with("decoders.2.")).unwrap();
-    assert!(report.missing.iter().all(|(n, _)| n.starts_with("decoders.2.")));
+    let (_, report) =
+        Miram::from_checkpoint(&path, &three, 0, &dev, &|n| n.starts_with("decoders.2.")).unwrap();
+    assert!(report
+        .missing
+        .iter()
+        .all(|(n, _)| n.starts_with("decoders.2.")));
 
     // A truncated file is refused with its path.
     let bytes = std::fs::read(&path).unwrap();
@@ -117,7 +181,8 @@ fn optimizer_state_restores_exactly() {
     let cfg = MiramConfig::micro();
     let run = |split: Option<usize>| -> Vec<f32> {
         let model = Miram::init(&cfg, 1, &dev).unwrap();
-        let mut opt = AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(1e-3)).unwrap();
+        let mut opt =
+            AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(1e-3)).unwrap();
         let mut rng = Rng::new(4);
         let mut losses = Vec::new();
         for step in 0..4 {
@@ -134,12 +199,15 @@ fn optimizer_state_restores_exactly() {
                     model.store().set(&n, v.as_tensor()).unwrap();
                 }
                 let ck = read_checkpoint(&o, &dev).unwrap();
-                let mut o2 = AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(0.0)).unwrap();
+                let mut o2 =
+                    AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(0.0)).unwrap();
                 o2.load_state(&ck.tensors, &ck.metadata).unwrap();
                 opt = o2;
             }
             let imgs = images(&cfg, 2, 100 + step as u64);
-            let out = model.forward(&imgs, &model.random_noise(2, &mut rng).unwrap()).unwrap();
+            let out = model
+                .forward(&imgs, &model.random_noise(2, &mut rng).unwrap())
+                .unwrap();
             losses.push(out.loss.to_scalar::<f32>().unwrap());
             let params = model.store().trainable();
             let g = Grads::from_backward(&out.loss.backward().unwrap(), &params);
@@ -156,7 +224,10 @@ fn optimizer_state_with_a_wrong_shape_is_refused() {
     let model = Miram::init(&MiramConfig::micro(), 0, &dev).unwrap();
     let opt = AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(1e-3)).unwrap();
     let (mut t, m) = opt.state();
-    t.insert("exp_avg.mask_token".into(), Tensor::zeros(3, DType::F32, &dev).unwrap());
+    t.insert(
+        "exp_avg.mask_token".into(),
+        Tensor::zeros(3, DType::F32, &dev).unwrap(),
+    );
     let mut o2 = AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(1e-3)).unwrap();
     let map = t.into_iter().collect();
     let err = o2.load_state(&map, &m).unwrap_err().to_string();

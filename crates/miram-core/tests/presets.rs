@@ -32,17 +32,35 @@ fn contract(name: &str, batch: usize) {
     let model = Miram::init(&cfg, 1, &dev).unwrap();
     let mut rng = Rng::new(2);
     let (c, s) = (cfg.in_chans, cfg.img_size);
-    let imgs = Tensor::from_vec(rng.normal_vec(batch * c * s * s, 0.0, 1.0), (batch, c, s, s), &dev).unwrap();
-    let out = model.forward(&imgs, &model.random_noise(batch, &mut rng).unwrap()).unwrap();
+    let imgs = Tensor::from_vec(
+        rng.normal_vec(batch * c * s * s, 0.0, 1.0),
+        (batch, c, s, s),
+        &dev,
+    )
+    .unwrap();
+    let out = model
+        .forward(&imgs, &model.random_noise(batch, &mut rng).unwrap())
+        .unwrap();
     let l = cfg.num_patches();
     let keep = miram_masking::num_keep(l, cfg.mask_ratio);
-    assert_eq!(out.latent.dims(), &[batch, 1 + keep, cfg.embed_dim], "{name} latent");
+    assert_eq!(
+        out.latent.dims(),
+        &[batch, 1 + keep, cfg.embed_dim],
+        "{name} latent"
+    );
     assert_eq!(out.masking.mask.dims(), &[batch, l]);
     for (sc, p) in cfg.scales.iter().zip(&out.preds) {
-        let want = [batch, l * sc.scale * sc.scale, cfg.patch_size * cfg.patch_size * c];
+        let want = [
+            batch,
+            l * sc.scale * sc.scale,
+            cfg.patch_size * cfg.patch_size * c,
+        ];
         assert_eq!(p.dims(), &want, "{name} pred at scale {}", sc.scale);
         let v = p.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(v.iter().all(|x| x.is_finite()), "{name}: non-finite prediction");
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{name}: non-finite prediction"
+        );
     }
     let loss = out.loss.to_scalar::<f32>().unwrap();
     assert!(loss.is_finite() && loss > 0.0, "{name}: loss {loss}");
@@ -52,13 +70,25 @@ fn contract(name: &str, batch: usize) {
     for (n, _) in &params {
         let ok = grads
             .get(n)
-            .map(|g| g.to_dtype(DType::F64).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap())
+            .map(|g| {
+                g.to_dtype(DType::F64)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            })
             .is_some_and(|s| s > 0.0 && s.is_finite());
         if !ok {
             dead.push(n.clone());
         }
     }
-    assert!(dead.is_empty(), "{name}: parameters without a gradient: {dead:?}");
+    assert!(
+        dead.is_empty(),
+        "{name}: parameters without a gradient: {dead:?}"
+    );
 }
 
 #[test]

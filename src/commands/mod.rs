@@ -1,0 +1,4 @@
+//! The subcommands of `miram`.
+
+pub mod bench;
+pub mod device;
