@@ -288,6 +288,9 @@ mod tests {
             Rng::keyed(1, &[0, 1]).next_u64(),
             Rng::keyed(1, &[1, 0]).next_u64()
         );
-        assert_ne!(Rng::keyed(1, &[0]).next_u64(), Rng::keyed(2, &[0]).next_u64());
+        assert_ne!(
+            Rng::keyed(1, &[0]).next_u64(),
+            Rng::keyed(2, &[0]).next_u64()
+        );
     }
 }
