@@ -8,12 +8,27 @@
 
 pub mod crop;
 pub mod csv;
+pub mod dicom;
 pub mod error;
+pub mod index;
+pub mod kaggle;
+pub mod layout;
 pub mod records;
+pub mod split;
 pub mod synth;
+pub mod tasks;
 
+pub use csv::{read_case_csv, read_case_csvs, write_case_csv};
+pub use dicom::{
+    read_gray, read_header, read_stored, write_gray_u16, DecodeLimits, DicomHeader, DicomUids,
+    GrayImage, StoredPixels,
+};
 pub use error::{DdsmError, Result};
+pub use index::{
+    build_index, load_or_build_index, read_image, DatasetIndex, ImageKind, IndexOptions,
+    IndexProgress, IndexedCase, Unresolved,
+};
+pub use layout::Layout;
 pub use records::{
     AbnormalityType, CaseRecord, OfficialSplit, Pathology, RecordSource, Side, View, MASS_MARGINS,
 };
-pub mod dicom;
