@@ -24,6 +24,21 @@
 //! Ranking metrics sort once (O(n log n)); the DeLong statistics use the midrank algorithm
 //! of Sun and Xu (2014), also O(n log n).
 //!
+//! # Choices, where scikit-learn leaves room
+//! - A binary prediction at threshold `t` is `score >= t` (the convention of `roc_curve`).
+//! - [`roc_curve`] returns scikit-learn 1.3+'s layout (first threshold `+inf`, point
+//!   `(0, 0)`); [`CurvePoints::DropIntermediate`] is its `drop_intermediate=True`.
+//!   [`precision_recall_curve`] returns all thresholds by default, as scikit-learn does.
+//! - The AP needs a positive sample (with none, scikit-learn warns and gives 0); a macro AP
+//!   over classes or labels refuses a column without positives, naming it, while the
+//!   prevalence-weighted average gives it weight 0 (scikit-learn's value).
+//! - The multiclass one-vs-rest AUC keeps scikit-learn's checks: rows must sum to 1 and
+//!   every class must occur in `y_true`.
+//! - The Youden point is searched over the distinct scores; ties go to the highest threshold.
+//! - DeLong intervals are Wald intervals on the AUC scale, not clipped to [0, 1] (as the
+//!   reference); [`DelongInterval::clamped`] clips them.
+//! - Bootstrap intervals are percentile intervals with `numpy.percentile`'s interpolation.
+//!
 //! ```
 //! use miram_metrics::{average_precision, delong_test, roc_auc, Average, roc_auc_ovr};
 //!
