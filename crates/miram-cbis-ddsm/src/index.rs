@@ -1068,7 +1068,15 @@ pub fn build_index(
         paths.insert(e.roi_mask.clone());
     }
     for u in &unresolved {
-        paths.extend(u.tried.iter().cloned());
+        for p in &u.tried {
+            paths.insert(p.clone());
+            // A file added deep inside a tried folder changes only its own folder's time.
+            if p.is_dir() {
+                if let Ok(dirs) = list_dirs(p, 4) {
+                    paths.extend(dirs);
+                }
+            }
+        }
     }
     let paths: Vec<PathBuf> = paths.into_iter().collect();
     let stamps = paths.par_iter().map(|p| stamp(&real_root, p)).collect();
@@ -1087,6 +1095,22 @@ pub fn build_index(
         content_check: opts.content_check,
         stamps,
     })
+}
+
+/// The folders under `dir` (to `max_depth` levels), symbolic links not followed.
+fn list_dirs(dir: &Path, max_depth: usize) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && depth < max_depth {
+                out.push(entry.path());
+                stack.push((entry.path(), depth + 1));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn unreachable_layout(root: &Path) -> Result<Vec<RowResult>> {
