@@ -94,14 +94,19 @@ pub fn stratified_group_assign(
     if let Some((i, v)) = labels.iter().enumerate().find(|(_, v)| v.len() != k) {
         return Err(DdsmError::Invalid {
             what: "split".into(),
-            message: format!("label vector {i} has {} classes, the first has {k}", v.len()),
+            message: format!(
+                "label vector {i} has {} classes, the first has {k}",
+                v.len()
+            ),
         });
     }
     // Per group: members and class counts (plus one "items" column so that rows without a
     // positive class are spread too).
     let mut by_group: BTreeMap<&str, (Vec<usize>, Vec<f64>)> = BTreeMap::new();
     for (i, (&g, l)) in groups.iter().zip(labels).enumerate() {
-        let e = by_group.entry(g).or_insert_with(|| (Vec::new(), vec![0.0; k + 1]));
+        let e = by_group
+            .entry(g)
+            .or_insert_with(|| (Vec::new(), vec![0.0; k + 1]));
         e.0.push(i);
         for (c, &v) in l.iter().enumerate() {
             e.1[c] += v as f64;
@@ -164,7 +169,11 @@ pub fn stratified_group_assign(
 /// Splits the items of `labels` (labelled from `records`): official test items to test, the
 /// official training items to train and validation by [`stratified_group_assign`] grouped
 /// by patient.
-pub fn split(records: &[CaseRecord], labels: &TaskLabels, cfg: &SplitConfig) -> Result<DatasetSplit> {
+pub fn split(
+    records: &[CaseRecord],
+    labels: &TaskLabels,
+    cfg: &SplitConfig,
+) -> Result<DatasetSplit> {
     let k = labels.num_outputs();
     let mut train_items = Vec::new();
     let mut test = Vec::new();
@@ -222,7 +231,11 @@ mod tests {
             let n = 1 + rng.index(4);
             let base = rng.index(k);
             for _ in 0..n {
-                let c = if rng.bernoulli(0.7) { base } else { rng.index(k) };
+                let c = if rng.bernoulli(0.7) {
+                    base
+                } else {
+                    rng.index(k)
+                };
                 let mut v = vec![0.0; k];
                 v[c] = 1.0;
                 groups.push(format!("P_{p:05}"));
@@ -239,12 +252,29 @@ mod tests {
             let (groups, labels) = random_data(seed, 3);
             let g: Vec<&str> = groups.iter().map(String::as_str).collect();
             let in_val = stratified_group_assign(&g, &labels, 0.3, seed).expect("split");
-            let val_p: HashSet<&str> = g.iter().zip(&in_val).filter(|(_, v)| **v).map(|(p, _)| *p).collect();
-            let train_p: HashSet<&str> = g.iter().zip(&in_val).filter(|(_, v)| !**v).map(|(p, _)| *p).collect();
-            assert!(val_p.is_disjoint(&train_p), "seed {seed}: a patient is on both sides");
+            let val_p: HashSet<&str> = g
+                .iter()
+                .zip(&in_val)
+                .filter(|(_, v)| **v)
+                .map(|(p, _)| *p)
+                .collect();
+            let train_p: HashSet<&str> = g
+                .iter()
+                .zip(&in_val)
+                .filter(|(_, v)| !**v)
+                .map(|(p, _)| *p)
+                .collect();
+            assert!(
+                val_p.is_disjoint(&train_p),
+                "seed {seed}: a patient is on both sides"
+            );
             for c in 0..3 {
                 let total = labels.iter().filter(|l| l[c] > 0.0).count() as f64;
-                let val = labels.iter().zip(&in_val).filter(|(l, v)| l[c] > 0.0 && **v).count() as f64;
+                let val = labels
+                    .iter()
+                    .zip(&in_val)
+                    .filter(|(l, v)| l[c] > 0.0 && **v)
+                    .count() as f64;
                 let f = val / total;
                 assert!((f - 0.3).abs() < 0.04, "seed {seed}, class {c}: {f}");
             }
@@ -266,6 +296,8 @@ mod tests {
     fn bad_arguments_are_errors() {
         assert!(stratified_group_assign(&["a"], &[vec![1.0], vec![0.0]], 0.3, 0).is_err());
         assert!(stratified_group_assign(&["a"], &[vec![1.0]], 1.5, 0).is_err());
-        assert!(stratified_group_assign(&["a", "b"], &[vec![1.0], vec![0.0, 1.0]], 0.3, 0).is_err());
+        assert!(
+            stratified_group_assign(&["a", "b"], &[vec![1.0], vec![0.0, 1.0]], 0.3, 0).is_err()
+        );
     }
 }

@@ -17,7 +17,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DdsmError, Result};
-use crate::records::{category_vocabulary, AbnormalityType, CaseRecord, MASS_MARGINS, MASS_MARGINS_COLUMN};
+use crate::records::{
+    category_vocabulary, AbnormalityType, CaseRecord, MASS_MARGINS, MASS_MARGINS_COLUMN,
+};
 
 /// A classification task over case records.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,9 +117,14 @@ fn fixed_column(column: &str) -> Option<(&'static str, Vec<String>)> {
         "breast_density" | "breast density" => Some(("breast_density", nums(0, 4))),
         "assessment" => Some(("assessment", nums(0, 5))),
         "subtlety" => Some(("subtlety", nums(0, 5))),
-        "left or right breast" => Some(("left or right breast", vec!["LEFT".into(), "RIGHT".into()])),
+        "left or right breast" => {
+            Some(("left or right breast", vec!["LEFT".into(), "RIGHT".into()]))
+        }
         "image view" => Some(("image view", vec!["CC".into(), "MLO".into()])),
-        "abnormality type" => Some(("abnormality type", vec!["mass".into(), "calcification".into()])),
+        "abnormality type" => Some((
+            "abnormality type",
+            vec!["mass".into(), "calcification".into()],
+        )),
         _ => None,
     }
 }
@@ -165,8 +172,10 @@ impl Task {
                 } else if let Some(v) = category_vocabulary(column) {
                     v.iter().map(|s| s.to_string()).collect()
                 } else {
-                    let mut v: Vec<String> =
-                        records.iter().flat_map(|r| column_values(r, column)).collect();
+                    let mut v: Vec<String> = records
+                        .iter()
+                        .flat_map(|r| column_values(r, column))
+                        .collect();
                     v.sort();
                     v.dedup();
                     v
@@ -201,7 +210,9 @@ impl Task {
                     Task::Categorical { column } => column.as_str(),
                     _ => MASS_MARGINS_COLUMN,
                 };
-                if matches!(self, Task::MassMargins) && record.abnormality_type != AbnormalityType::Mass {
+                if matches!(self, Task::MassMargins)
+                    && record.abnormality_type != AbnormalityType::Mass
+                {
                     return Ok(None);
                 }
                 let values = column_values(record, column);
@@ -299,7 +310,11 @@ impl TaskLabels {
     /// by `-`.
     pub fn describe(&self, target: &Target) -> String {
         match target {
-            Target::Class(c) => self.class_names.get(*c as usize).cloned().unwrap_or_else(|| c.to_string()),
+            Target::Class(c) => self
+                .class_names
+                .get(*c as usize)
+                .cloned()
+                .unwrap_or_else(|| c.to_string()),
             Target::MultiHot(v) => v
                 .iter()
                 .zip(&self.class_names)
@@ -318,7 +333,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::records::{OfficialSplit, Pathology, RecordSource, Side, View, CALC_TYPE, MASS_SHAPE};
+    use crate::records::{
+        OfficialSplit, Pathology, RecordSource, Side, View, CALC_TYPE, MASS_SHAPE,
+    };
 
     fn rec(kind: AbnormalityType, p: Pathology, cats: &[(&str, &[&str])]) -> CaseRecord {
         CaseRecord {
@@ -357,10 +374,26 @@ mod tests {
         ];
         let b = Task::PathologyBinary.label(&rs).expect("labels");
         let t: Vec<_> = b.items.iter().map(|i| i.target.clone()).collect();
-        assert_eq!(t, [Target::Class(1), Target::Class(0), Target::Class(0), Target::Class(1)]);
+        assert_eq!(
+            t,
+            [
+                Target::Class(1),
+                Target::Class(0),
+                Target::Class(0),
+                Target::Class(1)
+            ]
+        );
         let f = Task::Pathology4.label(&rs).expect("labels");
         let t: Vec<_> = f.items.iter().map(|i| i.target.clone()).collect();
-        assert_eq!(t, [Target::Class(1), Target::Class(0), Target::Class(2), Target::Class(3)]);
+        assert_eq!(
+            t,
+            [
+                Target::Class(1),
+                Target::Class(0),
+                Target::Class(2),
+                Target::Class(3)
+            ]
+        );
         assert_eq!(f.kind, TargetKind::Classes(4));
         // Balanced weights: 2 benign and 2 malignant -> both 1.
         assert_eq!(b.class_weights(None), vec![1.0, 1.0]);
@@ -370,22 +403,46 @@ mod tests {
     fn margins_are_multi_hot_and_drop_na_and_calcs() {
         use AbnormalityType::*;
         let rs = vec![
-            rec(Mass, Pathology::Malignant, &[(MASS_MARGINS_COLUMN, &["ILL_DEFINED", "SPICULATED"])]),
+            rec(
+                Mass,
+                Pathology::Malignant,
+                &[(MASS_MARGINS_COLUMN, &["ILL_DEFINED", "SPICULATED"])],
+            ),
             rec(Mass, Pathology::Benign, &[(MASS_MARGINS_COLUMN, &[])]),
-            rec(Calcification, Pathology::Benign, &[(CALC_TYPE, &["PUNCTATE"])]),
-            rec(Mass, Pathology::Benign, &[(MASS_MARGINS_COLUMN, &["CIRCUMSCRIBED"])]),
+            rec(
+                Calcification,
+                Pathology::Benign,
+                &[(CALC_TYPE, &["PUNCTATE"])],
+            ),
+            rec(
+                Mass,
+                Pathology::Benign,
+                &[(MASS_MARGINS_COLUMN, &["CIRCUMSCRIBED"])],
+            ),
         ];
         let m = Task::MassMargins.label(&rs).expect("labels");
         assert_eq!(m.items.len(), 2);
         assert_eq!(m.dropped, 2);
-        assert_eq!(m.items[0].target, Target::MultiHot(vec![0.0, 1.0, 0.0, 0.0, 1.0]));
+        assert_eq!(
+            m.items[0].target,
+            Target::MultiHot(vec![0.0, 1.0, 0.0, 0.0, 1.0])
+        );
         assert_eq!(m.describe(&m.items[0].target), "ILL_DEFINED-SPICULATED");
         assert_eq!(m.class_counts(), vec![1, 1, 0, 0, 1]);
         // An unknown margin is reported with file, row, column and value.
-        let bad = vec![rec(Mass, Pathology::Benign, &[(MASS_MARGINS_COLUMN, &["WAVY"])])];
+        let bad = vec![rec(
+            Mass,
+            Pathology::Benign,
+            &[(MASS_MARGINS_COLUMN, &["WAVY"])],
+        )];
         match Task::MassMargins.label(&bad) {
-            Err(DdsmError::UnknownValue { row, column, value, .. }) => {
-                assert_eq!((row, column.as_str(), value.as_str()), (7, MASS_MARGINS_COLUMN, "WAVY"));
+            Err(DdsmError::UnknownValue {
+                row, column, value, ..
+            }) => {
+                assert_eq!(
+                    (row, column.as_str(), value.as_str()),
+                    (7, MASS_MARGINS_COLUMN, "WAVY")
+                );
             }
             other => panic!("expected UnknownValue, got {other:?}"),
         }
@@ -395,17 +452,40 @@ mod tests {
     fn categorical_columns() {
         use AbnormalityType::*;
         let rs = vec![
-            rec(Mass, Pathology::Malignant, &[(MASS_SHAPE, &["IRREGULAR", "ARCHITECTURAL_DISTORTION"])]),
-            rec(Calcification, Pathology::Benign, &[(CALC_TYPE, &["PUNCTATE"])]),
+            rec(
+                Mass,
+                Pathology::Malignant,
+                &[(MASS_SHAPE, &["IRREGULAR", "ARCHITECTURAL_DISTORTION"])],
+            ),
+            rec(
+                Calcification,
+                Pathology::Benign,
+                &[(CALC_TYPE, &["PUNCTATE"])],
+            ),
         ];
-        let t = Task::Categorical { column: MASS_SHAPE.into() }.label(&rs).expect("labels");
+        let t = Task::Categorical {
+            column: MASS_SHAPE.into(),
+        }
+        .label(&rs)
+        .expect("labels");
         assert_eq!(t.items.len(), 1);
         assert_eq!(t.num_outputs(), 8);
-        let d = Task::Categorical { column: "breast density".into() }.label(&rs).expect("labels");
+        let d = Task::Categorical {
+            column: "breast density".into(),
+        }
+        .label(&rs)
+        .expect("labels");
         assert_eq!(d.items.len(), 2);
-        assert_eq!(d.items[0].target, Target::MultiHot(vec![0.0, 0.0, 1.0, 0.0, 0.0]));
+        assert_eq!(
+            d.items[0].target,
+            Target::MultiHot(vec![0.0, 0.0, 1.0, 0.0, 0.0])
+        );
         // Subtlety is NA in both: everything dropped.
-        let s = Task::Categorical { column: "subtlety".into() }.label(&rs).expect("labels");
+        let s = Task::Categorical {
+            column: "subtlety".into(),
+        }
+        .label(&rs)
+        .expect("labels");
         assert_eq!((s.items.len(), s.dropped), (0, 2));
     }
 }

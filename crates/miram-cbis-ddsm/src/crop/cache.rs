@@ -32,6 +32,7 @@ use super::{
 };
 use crate::dicom::{DecodeLimits, GrayImage};
 use crate::error::{DdsmError, Result};
+use crate::index::DatasetIndex;
 
 const MAGIC: &[u8; 8] = b"MIRAMCC1";
 const FORMAT: &str = "miram-crop-cache-v1";
@@ -234,7 +235,19 @@ pub fn cache_key(jobs: &[CropJob], cfg: &CacheConfig) -> String {
 
 /// Decodes an image of the dataset (DICOM, or JPEG in the Kaggle layout).
 fn read_source(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
-    crate::dicom::read_gray(path, limits)
+    crate::index::read_image(path, limits)
+}
+
+/// One crop job per entry of a dataset index, in index order (job `i` is entry `i`).
+pub fn crop_jobs(index: &DatasetIndex) -> Vec<CropJob> {
+    index
+        .entries
+        .iter()
+        .map(|e| CropJob {
+            full_image: e.full_image.clone(),
+            roi_mask: e.roi_mask.clone(),
+        })
+        .collect()
 }
 
 /// The crops of one full image.
@@ -343,6 +356,15 @@ impl CropCache {
             }
         }
         Self::build(jobs, cfg, progress)
+    }
+
+    /// Opens or builds the cache of every entry of `index` (job `i` is entry `i`).
+    pub fn for_index(
+        index: &DatasetIndex,
+        cfg: &CacheConfig,
+        progress: &(dyn Fn(CropProgress) + Sync),
+    ) -> Result<Self> {
+        Self::open_or_build(&crop_jobs(index), cfg, progress)
     }
 
     /// Builds the cache of `jobs` (overwriting a previous one with the same key) and opens it.

@@ -111,11 +111,51 @@ impl Breast {
         let t = ((y - self.cy) / ry).abs();
         let r = (u.powf(self.p) + t.powf(self.p)).powf(1.0 / self.p);
         let phi = (y - self.cy).atan2(x.max(0.0) + 1e-3);
+        r / self.wobble_at(phi)
+    }
+
+    /// [`Breast::rho`] at every pixel centre, row-major (the same values, computed with
+    /// per-row and per-column tables and a table of the outline perturbation).
+    pub fn rho_map(&self) -> Vec<f32> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let cols: Vec<f32> = (0..w)
+            .map(|x| ((x as f32 + 0.5) / self.rx).max(0.0).powf(self.p))
+            .collect();
+        const N: usize = 2048;
+        let wobble: Vec<f32> = (0..=N)
+            .map(|i| {
+                let phi = -std::f32::consts::PI + std::f32::consts::TAU * i as f32 / N as f32;
+                self.wobble_at(phi)
+            })
+            .collect();
+        let inv_p = 1.0 / self.p;
+        let mut out = Vec::with_capacity(w * h);
+        for y in 0..h {
+            let fy = y as f32 + 0.5;
+            let ry = if fy < self.cy {
+                self.ry_top
+            } else {
+                self.ry_bottom
+            };
+            let tp = ((fy - self.cy) / ry).abs().powf(self.p);
+            for (x, &up) in cols.iter().enumerate() {
+                let phi = (fy - self.cy).atan2(x as f32 + 0.5 + 1e-3);
+                let t = (phi + std::f32::consts::PI) / std::f32::consts::TAU * N as f32;
+                let i = (t as usize).min(N - 1);
+                let f = t - i as f32;
+                let k = wobble[i] * (1.0 - f) + wobble[i + 1] * f;
+                out.push((up + tp).powf(inv_p) / k);
+            }
+        }
+        out
+    }
+
+    fn wobble_at(&self, phi: f32) -> f32 {
         let mut k = 1.0;
         for (i, &(a, ph)) in self.wobble.iter().enumerate() {
             k += a * ((i as f32 + 2.0) * phi + ph).cos();
         }
-        r / k
+        k
     }
 
     /// The compressed-breast thickness at normalised radius `rho`: flat inside, falling to 0
@@ -190,6 +230,7 @@ pub fn gland_fraction(density: u8) -> f32 {
 /// concentrated behind the nipple) and curvilinear structures; 0 outside.
 pub fn tissue_composition(
     breast: &Breast,
+    rho_map: &[f32],
     density: u8,
     tex: &PowerLawTexture,
     px_per_mm: f32,
@@ -228,7 +269,7 @@ pub fn tissue_composition(
     for y in (0..h).step_by(stride) {
         for x in (0..w).step_by(stride) {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            if breast.rho(fx, fy) < 0.97 && breast.pectoral_depth(fx, fy).is_none_or(|d| d < 0.0) {
+            if rho_map[y * w + x] < 0.97 && breast.pectoral_depth(fx, fy).is_none_or(|d| d < 0.0) {
                 samples.push(structure(fx, fy) + prior_gain * prior(fx, fy));
             }
         }
@@ -245,8 +286,7 @@ pub fn tissue_composition(
     for y in 0..h {
         for x in 0..w {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            let rho = breast.rho(fx, fy);
-            if rho >= 1.0 {
+            if rho_map[y * w + x] >= 1.0 {
                 continue;
             }
             let s = structure(fx, fy) + prior_gain * prior(fx, fy);
@@ -255,12 +295,18 @@ pub fn tissue_composition(
             comp.data[y * w + x] = FAT_LEVEL + GLAND_LEVEL * g * modulation;
         }
     }
-    draw_curvilinear(&mut comp, breast, px_per_mm, rng);
+    draw_curvilinear(&mut comp, breast, rho_map, px_per_mm, rng);
     comp
 }
 
 /// Ducts and suspensory ligaments converging on the nipple, and a few vessels.
-fn draw_curvilinear(comp: &mut Canvas, breast: &Breast, px_per_mm: f32, rng: &mut Rng) {
+fn draw_curvilinear(
+    comp: &mut Canvas,
+    breast: &Breast,
+    rho_map: &[f32],
+    px_per_mm: f32,
+    rng: &mut Rng,
+) {
     let (nx, ny) = breast.nipple();
     let n_ducts = 4 + rng.index(6);
     for _ in 0..n_ducts {
@@ -304,18 +350,22 @@ fn draw_curvilinear(comp: &mut Canvas, breast: &Breast, px_per_mm: f32, rng: &mu
         draw_curve(comp, start, ctrl, end, wd, wd * 0.6, 0.03, false);
     }
     // Nothing outside the breast.
-    for y in 0..comp.height {
-        for x in 0..comp.width {
-            if breast.rho(x as f32 + 0.5, y as f32 + 0.5) >= 1.0 {
-                comp.data[y * comp.width + x] = 0.0;
-            }
+    for (v, &rho) in comp.data.iter_mut().zip(rho_map) {
+        if rho >= 1.0 {
+            *v = 0.0;
         }
     }
 }
 
 /// Turns the composition into displayed brightness in `[0, 1]`: thickness fall-off, the
 /// skin line, the pectoral muscle and the background.
-pub fn expose(comp: &Canvas, breast: &Breast, tex: &PowerLawTexture, px_per_mm: f32) -> Canvas {
+pub fn expose(
+    comp: &Canvas,
+    breast: &Breast,
+    rho_map: &[f32],
+    tex: &PowerLawTexture,
+    px_per_mm: f32,
+) -> Canvas {
     let (w, h) = (comp.width, comp.height);
     let mut out = Canvas::new(w, h, BACKGROUND);
     let skin_px = (0.8 * px_per_mm).max(1.0);
@@ -323,8 +373,8 @@ pub fn expose(comp: &Canvas, breast: &Breast, tex: &PowerLawTexture, px_per_mm: 
     for y in 0..h {
         for x in 0..w {
             let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
-            let rho = breast.rho(fx, fy);
             let i = y * w + x;
+            let rho = rho_map[i];
             let bg = BACKGROUND + 0.008 * tex.b(fx * 0.3, fy * 0.3);
             let mut v = bg;
             if rho < 1.0 {
@@ -360,13 +410,23 @@ mod tests {
         assert!(b.rho(255.0, 2.0) > 1.0);
         let tex = PowerLawTexture::new(256, 416, 3.0, &mut rng);
         let mean_at = |d: u8| {
-            let c = tissue_composition(&b, d, &tex, 1.6, &mut Rng::new(9));
+            let c = tissue_composition(&b, &b.rho_map(), d, &tex, 1.6, &mut Rng::new(9));
             let inside: Vec<f32> = c.data.iter().copied().filter(|&v| v > 0.0).collect();
             inside.iter().sum::<f32>() / inside.len() as f32
         };
         // Denser breasts are brighter on average.
         let m: Vec<f32> = (1..=4).map(mean_at).collect();
         assert!(m.windows(2).all(|p| p[0] < p[1]), "{m:?}");
+    }
+
+    #[test]
+    fn rho_map_matches_rho() {
+        let b = Breast::random(View::Mlo, 120, 200, &mut Rng::new(8));
+        let m = b.rho_map();
+        for (y, x) in [(0usize, 0usize), (50, 60), (199, 119), (100, 3)] {
+            let r = b.rho(x as f32 + 0.5, y as f32 + 0.5);
+            assert!((m[y * 120 + x] - r).abs() < 1e-3 * r.max(1.0), "{x},{y}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod mass;
 pub mod render;
 pub mod tables;
 pub mod texture;
+pub mod write;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use labels::LesionLabels;
 pub use render::{render, ImageSpec, LesionSpec, RenderedImage};
+pub use write::{synthesize, SynthAbnormality, SynthImage, SynthManifest, SynthProgress};
 
 use crate::error::{DdsmError, Result};
 use crate::records::{AbnormalityType, OfficialSplit, Pathology, Side, View};

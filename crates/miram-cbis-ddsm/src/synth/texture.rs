@@ -7,16 +7,28 @@
 //! amplitude f^(-beta/2) and transforming it back; the real and the imaginary parts of the
 //! result are two independent fields with the same spectrum. Large images are synthesised
 //! on a coarser grid (bilinear upsampling) plus a periodic tile that carries the frequencies
-//! above the coarse grid's Nyquist limit, so a 3000 x 5000 image costs two FFTs of at most
-//! 1024 x 1024.
+//! above the coarse grid's Nyquist limit, so a 3000 x 5000 image costs an FFT of at most
+//! 512 x 512 and one of 256 x 256.
 
 use miram_rand::Rng;
 
-/// An in-place iterative radix-2 complex FFT over `re`/`im` (length a power of two).
-/// `inverse` uses the conjugate twiddles (no 1/n scaling: the fields are normalised later).
-fn fft_in_place(re: &mut [f32], im: &mut [f32], inverse: bool) {
+/// Twiddle factors `exp(sign * 2 pi i k / n)` for `k < n / 2`, computed in f64.
+fn twiddles(n: usize, inverse: bool) -> Vec<(f32, f32)> {
+    let sign = if inverse { 1.0 } else { -1.0 };
+    (0..n / 2)
+        .map(|k| {
+            let a = sign * std::f64::consts::TAU * k as f64 / n as f64;
+            (a.cos() as f32, a.sin() as f32)
+        })
+        .collect()
+}
+
+/// An in-place iterative radix-2 complex FFT over `re`/`im` (length a power of two) with the
+/// twiddles of [`twiddles`] for that length and direction (no 1/n scaling: the fields are
+/// normalised later).
+fn fft_in_place(re: &mut [f32], im: &mut [f32], tw: &[(f32, f32)]) {
     let n = re.len();
-    debug_assert!(n.is_power_of_two() && im.len() == n);
+    debug_assert!(n.is_power_of_two() && im.len() == n && tw.len() == n / 2);
     // Bit reversal.
     let mut j = 0usize;
     for i in 1..n {
@@ -31,21 +43,13 @@ fn fft_in_place(re: &mut [f32], im: &mut [f32], inverse: bool) {
             im.swap(i, j);
         }
     }
-    let sign = if inverse { 1.0 } else { -1.0 };
     let mut len = 2;
     while len <= n {
-        let ang = sign * std::f64::consts::TAU / len as f64;
         let half = len / 2;
-        // Twiddles computed in f64 once per stage for accuracy.
-        let tw: Vec<(f32, f32)> = (0..half)
-            .map(|k| {
-                let a = ang * k as f64;
-                (a.cos() as f32, a.sin() as f32)
-            })
-            .collect();
+        let stride = n / len;
         for start in (0..n).step_by(len) {
             for k in 0..half {
-                let (wr, wi) = tw[k];
+                let (wr, wi) = tw[k * stride];
                 let a = start + k;
                 let b = a + half;
                 let xr = re[b] * wr - im[b] * wi;
@@ -62,10 +66,12 @@ fn fft_in_place(re: &mut [f32], im: &mut [f32], inverse: bool) {
 
 /// A 2-D inverse FFT of an `nx` x `ny` grid stored row-major (`ny` rows of `nx`).
 fn ifft2(re: &mut [f32], im: &mut [f32], nx: usize, ny: usize) {
+    let tw = twiddles(nx, true);
     for row in 0..ny {
         let r = row * nx..(row + 1) * nx;
-        fft_in_place(&mut re[r.clone()], &mut im[r], true);
+        fft_in_place(&mut re[r.clone()], &mut im[r], &tw);
     }
+    let tw = twiddles(ny, true);
     let mut cr = vec![0f32; ny];
     let mut ci = vec![0f32; ny];
     for col in 0..nx {
@@ -73,7 +79,7 @@ fn ifft2(re: &mut [f32], im: &mut [f32], nx: usize, ny: usize) {
             cr[row] = re[row * nx + col];
             ci[row] = im[row * nx + col];
         }
-        fft_in_place(&mut cr, &mut ci, true);
+        fft_in_place(&mut cr, &mut ci, &tw);
         for row in 0..ny {
             re[row * nx + col] = cr[row];
             im[row * nx + col] = ci[row];
@@ -162,7 +168,7 @@ pub struct PowerLawTexture {
 
 impl PowerLawTexture {
     /// The largest coarse grid side.
-    const MAX_GRID: usize = 1024;
+    const MAX_GRID: usize = 512;
     /// The side of the fine tile.
     const TILE: usize = 256;
 
@@ -171,8 +177,8 @@ impl PowerLawTexture {
         let (w, h) = (width.max(1) as usize, height.max(1) as usize);
         let long = w.max(h);
         let step = (long as f32 / Self::MAX_GRID as f32).max(1.0).ceil();
-        let nx = ((w as f32 / step).ceil() as usize + 2).next_power_of_two();
-        let ny = ((h as f32 / step).ceil() as usize + 2).next_power_of_two();
+        let nx = ((w as f32 / step).ceil() as usize).next_power_of_two();
+        let ny = ((h as f32 / step).ceil() as usize).next_power_of_two();
         let (coarse_a, coarse_b) = power_law_pair(nx, ny, beta, 0.0, f32::INFINITY, rng);
         if step <= 1.0 {
             return Self {
@@ -209,10 +215,19 @@ impl PowerLawTexture {
         }
     }
 
+    #[inline]
     fn coarse(&self, field: &[f32], x: f32, y: f32) -> f32 {
-        // The grid is periodic, so any coordinate is valid.
-        let gx = (x / self.step).rem_euclid(self.nx as f32);
-        let gy = (y / self.step).rem_euclid(self.ny as f32);
+        // The grid is periodic, so any coordinate is valid (wrapped only when needed: the
+        // remainder is slow).
+        let (nxf, nyf) = (self.nx as f32, self.ny as f32);
+        let mut gx = x / self.step;
+        if !(0.0..nxf).contains(&gx) {
+            gx = gx.rem_euclid(nxf);
+        }
+        let mut gy = y / self.step;
+        if !(0.0..nyf).contains(&gy) {
+            gy = gy.rem_euclid(nyf);
+        }
         let x0 = (gx.floor() as usize).min(self.nx - 1);
         let y0 = (gy.floor() as usize).min(self.ny - 1);
         let x1 = (x0 + 1) % self.nx;
@@ -233,8 +248,9 @@ impl PowerLawTexture {
         if self.tile == 0 {
             return c;
         }
-        let tx = (x.rem_euclid(self.tile as f32) as usize).min(self.tile - 1);
-        let ty = (y.rem_euclid(self.tile as f32) as usize).min(self.tile - 1);
+        // Tiles are powers of two: wrap the integer pixel position with a mask.
+        let tx = (x.floor() as i64 as usize) & (self.tile - 1);
+        let ty = (y.floor() as i64 as usize) & (self.tile - 1);
         c + self.fine_gain * self.fine[ty * self.tile + tx]
     }
 
@@ -256,7 +272,7 @@ mod tests {
         let mut re = vec![0f32; n];
         let mut im = vec![0f32; n];
         re[3] = 1.0;
-        fft_in_place(&mut re, &mut im, true);
+        fft_in_place(&mut re, &mut im, &twiddles(n, true));
         for t in 0..n {
             let a = std::f32::consts::TAU * 3.0 * t as f32 / n as f32;
             assert!((re[t] - a.cos()).abs() < 1e-5 && (im[t] - a.sin()).abs() < 1e-5);
@@ -265,8 +281,8 @@ mod tests {
         let orig: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7).sin()).collect();
         let mut re = orig.clone();
         let mut im = vec![0f32; n];
-        fft_in_place(&mut re, &mut im, false);
-        fft_in_place(&mut re, &mut im, true);
+        fft_in_place(&mut re, &mut im, &twiddles(n, false));
+        fft_in_place(&mut re, &mut im, &twiddles(n, true));
         for (a, b) in re.iter().zip(&orig) {
             assert!((a / n as f32 - b).abs() < 1e-5);
         }
