@@ -108,14 +108,26 @@ impl AugmentConfig {
             }
         }
         if !(0.0..=180.0).contains(&self.max_rotation_deg) {
-            return bad("max_rotation_deg", format!("{} is not in [0, 180]", self.max_rotation_deg));
+            return bad(
+                "max_rotation_deg",
+                format!("{} is not in [0, 180]", self.max_rotation_deg),
+            );
         }
         let (a, b) = self.scale;
         if !(a > 0.0 && a <= b && b.is_finite()) {
-            return bad("scale", format!("({a}, {b}) is not an increasing positive range"));
+            return bad(
+                "scale",
+                format!("({a}, {b}) is not an increasing positive range"),
+            );
         }
         if !(self.intensity_shift >= 0.0 && self.intensity_shift.is_finite()) {
-            return bad("intensity_shift", format!("{} is not a finite non-negative value", self.intensity_shift));
+            return bad(
+                "intensity_shift",
+                format!(
+                    "{} is not a finite non-negative value",
+                    self.intensity_shift
+                ),
+            );
         }
         if let Some(r) = self.random_resized_crop {
             let ok_scale = r.scale.0 > 0.0 && r.scale.0 <= r.scale.1 && r.scale.1 <= 1.0;
@@ -123,7 +135,10 @@ impl AugmentConfig {
             if !ok_scale || !ok_ratio {
                 return bad(
                     "random_resized_crop",
-                    format!("scale {:?} must lie in (0, 1] and ratio {:?} be positive and increasing", r.scale, r.ratio),
+                    format!(
+                        "scale {:?} must lie in (0, 1] and ratio {:?} be positive and increasing",
+                        r.scale, r.ratio
+                    ),
                 );
             }
         }
@@ -233,14 +248,20 @@ impl AugmentParams {
     #[inline]
     fn source(&self, u: f32, v: f32, cos: f32, sin: f32) -> (f32, f32) {
         // Undo zoom and rotation about the centre.
-        let (mut x, mut y) = ((cos * u + sin * v) / self.zoom, (-sin * u + cos * v) / self.zoom);
+        let (mut x, mut y) = (
+            (cos * u + sin * v) / self.zoom,
+            (-sin * u + cos * v) / self.zoom,
+        );
         if self.hflip {
             x = -x;
         }
         if self.vflip {
             y = -y;
         }
-        (self.crop.cx + x * self.crop.hw, self.crop.cy + y * self.crop.hh)
+        (
+            self.crop.cx + x * self.crop.hw,
+            self.crop.cy + y * self.crop.hh,
+        )
     }
 
     /// Applies the augmentation to a square single-channel image.
@@ -307,7 +328,9 @@ mod tests {
     use super::*;
 
     fn ramp(side: usize) -> Vec<f32> {
-        (0..side * side).map(|i| ((i % side) * 10 + i / side) as f32).collect()
+        (0..side * side)
+            .map(|i| ((i % side) * 10 + i / side) as f32)
+            .collect()
     }
 
     #[test]
@@ -315,16 +338,25 @@ mod tests {
         let side = 8;
         let src = ramp(side);
         let mut out = vec![0.0; side * side];
-        AugmentParams::IDENTITY.apply(&src, side, &mut out).expect("apply");
+        AugmentParams::IDENTITY
+            .apply(&src, side, &mut out)
+            .expect("apply");
         assert_eq!(out, src);
-        let h = AugmentParams { hflip: true, ..AugmentParams::IDENTITY };
+        let h = AugmentParams {
+            hflip: true,
+            ..AugmentParams::IDENTITY
+        };
         h.apply(&src, side, &mut out).expect("apply");
         for i in 0..side {
             for j in 0..side {
                 assert!((out[i * side + j] - src[i * side + side - 1 - j]).abs() < 1e-4);
             }
         }
-        let v = AugmentParams { vflip: true, shift: 0.5, ..AugmentParams::IDENTITY };
+        let v = AugmentParams {
+            vflip: true,
+            shift: 0.5,
+            ..AugmentParams::IDENTITY
+        };
         v.apply(&src, side, &mut out).expect("apply");
         assert!((out[0] - (src[(side - 1) * side] + 0.5)).abs() < 1e-4);
     }
@@ -334,7 +366,10 @@ mod tests {
         let side = 6;
         let src = ramp(side);
         let mut out = vec![0.0; side * side];
-        let r = AugmentParams { angle: std::f32::consts::FRAC_PI_2, ..AugmentParams::IDENTITY };
+        let r = AugmentParams {
+            angle: std::f32::consts::FRAC_PI_2,
+            ..AugmentParams::IDENTITY
+        };
         r.apply(&src, side, &mut out).expect("apply");
         // out(u, v) = src(R^-1 (u, v)): for +90 degrees src x = v, src y = -u.
         for i in 0..side {
@@ -405,9 +440,16 @@ mod tests {
         // Areas uniform in [0.2, 1], except that draws whose side would exceed the image are
         // redrawn (torchvision does the same), which favours smaller areas: the mean is a
         // little below 0.6.
-        assert!(areas.iter().all(|&a| (0.2 - 1e-4..=1.0 + 1e-4).contains(&a)));
+        assert!(areas
+            .iter()
+            .all(|&a| (0.2 - 1e-4..=1.0 + 1e-4).contains(&a)));
         assert!(mean > 0.48 && mean < 0.6, "{mean}");
-        assert!(AugmentConfig { hflip: 2.0, ..AugmentConfig::none() }.validate().is_err());
+        assert!(AugmentConfig {
+            hflip: 2.0,
+            ..AugmentConfig::none()
+        }
+        .validate()
+        .is_err());
         assert!(AugmentConfig::finetune().validate().is_ok());
     }
 }

@@ -142,6 +142,9 @@ pub enum DdsmError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor could not be made (candle).
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
     /// An argument or configuration value out of range.
     #[error("invalid {what}: {message}")]
     Invalid {
