@@ -30,7 +30,7 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[..., dim]`, returns `[..., dim]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.fc1.forward(x)?.gelu_erf()?;
+        let h = crate::ops::gelu(&self.fc1.forward(x)?)?;
         self.fc2.forward(&h)
     }
 }

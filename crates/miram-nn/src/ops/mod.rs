@@ -10,6 +10,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+pub mod math;
+
 /// Rows handled by one rayon task; fixed so that reductions are reproducible.
 const ROW_CHUNK: usize = 32;
 
@@ -215,6 +217,86 @@ impl CustomOp3 for LayerNormBwdOp {
 }
 
 // ---------------------------------------------------------------------------------------
+// GELU (exact, erf form)
+// ---------------------------------------------------------------------------------------
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// `1 / sqrt(2 pi)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+/// Elements handled by one rayon task of the element-wise kernels.
+const ELEM_CHUNK: usize = 16 * 1024;
+
+/// The exact (erf) GELU, `x * (1 + erf(x / sqrt 2)) / 2`, differentiable (fused on the CPU
+/// for `f32`, candle's `gelu_erf` elsewhere).
+///
+/// # Shapes
+/// - `x`: any, returns the same shape
+pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_fast_path(&[x]) {
+        x.contiguous()?.apply_op1(GeluOp)
+    } else {
+        x.gelu_erf()
+    }
+}
+
+struct GeluOp;
+
+impl CustomOp1 for GeluOp {
+    fn name(&self) -> &'static str {
+        "miram-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "gelu")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ELEM_CHUNK)
+            .zip(x.par_chunks(ELEM_CHUNK))
+            .for_each(|(o, xi)| {
+                for (ov, &xv) in o.iter_mut().zip(xi) {
+                    *ov = 0.5 * xv * (1.0 + math::erf(xv * FRAC_1_SQRT_2));
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &GeluBwdOp)?))
+    }
+}
+
+/// `dx = g * ((1 + erf(x / sqrt 2)) / 2 + x phi(x))`.
+struct GeluBwdOp;
+
+impl CustomOp2 for GeluBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-gelu-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "gelu_bwd x")?;
+        let g = slice(s2, l2, "gelu_bwd grad")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ELEM_CHUNK)
+            .zip(x.par_chunks(ELEM_CHUNK))
+            .zip(g.par_chunks(ELEM_CHUNK))
+            .for_each(|((o, xi), gi)| {
+                for ((ov, &xv), &gv) in o.iter_mut().zip(xi).zip(gi) {
+                    let cdf = 0.5 * (1.0 + math::erf(xv * FRAC_1_SQRT_2));
+                    let pdf = INV_SQRT_2PI * math::exp(-0.5 * xv * xv);
+                    *ov = gv * (cdf + xv * pdf);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Softmax over the last dimension
 // ---------------------------------------------------------------------------------------
 
@@ -245,14 +327,11 @@ impl CustomOp1 for SoftmaxOp {
             .zip(x.par_chunks(n * ROW_CHUNK))
             .for_each(|(o, xi)| {
                 for (orow, xrow) in o.chunks_mut(n).zip(xi.chunks(n)) {
-                    let m = xrow.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut s = 0f32;
+                    let m = math::max(xrow);
                     for (ov, &xv) in orow.iter_mut().zip(xrow) {
-                        let e = (xv - m).exp();
-                        *ov = e;
-                        s += e;
+                        *ov = math::exp(xv - m);
                     }
-                    let inv = 1.0 / s;
+                    let inv = 1.0 / math::sum(orow);
                     for ov in orow.iter_mut() {
                         *ov *= inv;
                     }
@@ -291,7 +370,7 @@ impl CustomOp2 for SoftmaxBwdOp {
             .zip(g.par_chunks(n * ROW_CHUNK))
             .for_each(|((o, yc), gc)| {
                 for ((orow, yr), gr) in o.chunks_mut(n).zip(yc.chunks(n)).zip(gc.chunks(n)) {
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    let dot = math::dot(yr, gr);
                     for j in 0..n {
                         orow[j] = yr[j] * (gr[j] - dot);
                     }
@@ -350,6 +429,19 @@ mod tests {
         let up = rand(&[2, 3, 4, 33], 6)?;
         let y1 = softmax_last_dim(&x)?;
         let y2 = candle_nn::ops::softmax(&x, D::Minus1)?;
+        assert!(max_diff(&y1, &y2) < 1e-6);
+        let g1 = (y1 * &up)?.sum_all()?.backward()?;
+        let g2 = (y2 * &up)?.sum_all()?.backward()?;
+        assert!(max_diff(g1.get(&x).expect("grad"), g2.get(&x).expect("grad")) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_fused_equals_candle_forward_and_backward() -> candle_core::Result<()> {
+        let x = Var::from_tensor(&(rand(&[4, 1000], 11)? * 3.0)?)?;
+        let up = rand(&[4, 1000], 12)?;
+        let y1 = gelu(&x)?;
+        let y2 = x.gelu_erf()?;
         assert!(max_diff(&y1, &y2) < 1e-6);
         let g1 = (y1 * &up)?.sum_all()?.backward()?;
         let g2 = (y2 * &up)?.sum_all()?.backward()?;
