@@ -292,18 +292,209 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
     }
 }
 
-fn open_object(path: &Path, until_pixel_data: bool) -> Result<DefaultDicomObject> {
+/// Opens a file's header (everything before Pixel Data) after checking its declared lengths;
+/// also returns where native little-endian Pixel Data lies (offset, length) and the file
+/// size.
+fn open_object(path: &Path) -> Result<(DefaultDicomObject, Option<(u64, u64)>, u64)> {
     // Report a missing or unreadable file as an I/O error naming it, not as a parse error.
-    std::fs::metadata(path).map_err(|e| DdsmError::io(path, e))?;
-    guarded(path, "DICOM parser", || {
+    let total = std::fs::metadata(path)
+        .map_err(|e| DdsmError::io(path, e))?
+        .len();
+    let file = std::fs::File::open(path).map_err(|e| DdsmError::io(path, e))?;
+    let mut source = std::io::BufReader::new(file);
+    let location = guarded(path, "DICOM parser", || {
+        check_declared_lengths(path, &mut source, total, true)
+    })?;
+    let obj = guarded(path, "DICOM parser", || {
+        OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| DdsmError::dicom(path, error_chain(&e)))
+    })?;
+    Ok((obj, location, total))
+}
+
+/// A file read for its pixels: its bytes, the parsed object (without Pixel Data when the
+/// raw bytes can be used directly) and where native little-endian Pixel Data lies.
+struct Loaded {
+    bytes: Vec<u8>,
+    obj: DefaultDicomObject,
+    native: Option<std::ops::Range<usize>>,
+}
+
+impl Loaded {
+    fn native_bytes(&self) -> Option<&[u8]> {
+        self.native.clone().and_then(|r| self.bytes.get(r))
+    }
+}
+
+fn load(path: &Path) -> Result<Loaded> {
+    let bytes = std::fs::read(path).map_err(|e| DdsmError::io(path, e))?;
+    let total = bytes.len() as u64;
+    let native = guarded(path, "DICOM parser", || {
+        check_declared_lengths(path, &mut std::io::Cursor::new(&bytes[..]), total, false)
+    })?;
+    let native = native.map(|(offset, len)| offset as usize..(offset + len) as usize);
+    let obj = guarded(path, "DICOM parser", || {
         let mut options = OpenFileOptions::new();
-        if until_pixel_data {
+        if native.is_some() {
+            // The pixels are taken from `bytes` directly; parse the header only.
             options = options.read_until(tags::PIXEL_DATA);
         }
         options
-            .open_file(path)
+            .from_reader(&bytes[..])
             .map_err(|e| DdsmError::dicom(path, error_chain(&e)))
-    })
+    })?;
+    Ok(Loaded { bytes, obj, native })
+}
+
+/// The tag of sequence and pixel-data items, (FFFE,E000).
+const ITEM_TAG: Tag = Tag(0xFFFE, 0xE000);
+
+/// Value representations whose explicit-VR header has a 4-byte length.
+const LONG_VRS: [&[u8; 2]; 11] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+];
+
+/// Walks the element headers of a Part-10 file (the meta group by hand, the data set with
+/// dicom-parser's lazy reader, values skipped) and refuses any element, sequence or item
+/// that declares more bytes than the whole file holds, so that the parser never reserves
+/// memory for a length a tiny file merely claims. With `stop_at_pixel_data`, stops at the
+/// Pixel Data element. Deflated data sets are checked up to the meta group only.
+///
+/// Returns the offset and length of the top-level Pixel Data value when it is native, little
+/// endian and of defined length (its bytes are then the samples, little endian).
+fn check_declared_lengths<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    source: &mut R,
+    total: u64,
+    stop_at_pixel_data: bool,
+) -> Result<Option<(u64, u64)>> {
+    use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+    use dicom_parser::dataset::LazyDataToken;
+    use dicom_parser::StatefulDecode;
+    use std::io::SeekFrom;
+
+    let bad = |m: String| DdsmError::dicom(path, m);
+    let io = |e: std::io::Error| DdsmError::io(path, e);
+    let too_long = |tag: Tag, len: u64| {
+        bad(format!(
+            "element {tag} declares {len} bytes in a file of {total} bytes"
+        ))
+    };
+    // The preamble and magic code.
+    let mut head = [0u8; 132];
+    let n = source.read(&mut head).map_err(io)?;
+    let mut got = n;
+    while got < head.len() {
+        let m = source.read(&mut head[got..]).map_err(io)?;
+        if m == 0 {
+            break;
+        }
+        got += m;
+    }
+    let start: u64 = if got >= 132 && &head[128..132] == b"DICM" {
+        132
+    } else if got >= 4 && &head[0..4] == b"DICM" {
+        4
+    } else {
+        return Err(bad(
+            "no DICM magic code at byte 128 or 0: not a DICOM Part-10 file".into(),
+        ));
+    };
+    source.seek(SeekFrom::Start(start)).map_err(io)?;
+    // The meta group: explicit VR little endian, group 0002.
+    let mut pos = start;
+    let mut ts_uid = String::new();
+    loop {
+        let mut h = [0u8; 8];
+        if source.read_exact(&mut h).is_err() {
+            break;
+        }
+        let group = u16::from_le_bytes([h[0], h[1]]);
+        let element = u16::from_le_bytes([h[2], h[3]]);
+        if group != 0x0002 {
+            break;
+        }
+        let vr = [h[4], h[5]];
+        let (len, header_len) = if LONG_VRS.contains(&&vr) {
+            let mut l = [0u8; 4];
+            source.read_exact(&mut l).map_err(io)?;
+            (u64::from(u32::from_le_bytes(l)), 12)
+        } else {
+            (u64::from(u16::from_le_bytes([h[6], h[7]])), 8)
+        };
+        if len > total {
+            return Err(too_long(Tag(group, element), len));
+        }
+        if element == 0x0010 && len <= 1024 {
+            let mut v = vec![0u8; len as usize];
+            source.read_exact(&mut v).map_err(io)?;
+            ts_uid = String::from_utf8_lossy(&v)
+                .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string();
+        } else {
+            source.seek(SeekFrom::Current(len as i64)).map_err(io)?;
+        }
+        pos += header_len + len;
+    }
+    source.seek(SeekFrom::Start(pos)).map_err(io)?;
+    let Some(ts) = TransferSyntaxRegistry.get(&ts_uid) else {
+        // Reported by the parser that follows, with its own words.
+        return Ok(None);
+    };
+    if !ts.is_codec_free() && !ts.is_encapsulated_pixel_data() {
+        // A deflated data set: the lazy reader cannot walk it.
+        return Ok(None);
+    }
+    let native_le = ts.is_codec_free() && ts.endianness() == Endianness::Little;
+    let mut pixel = None;
+    let mut depth = 0usize;
+    let mut reader =
+        LazyDataSetReader::new_with_ts(source, ts).map_err(|e| bad(error_chain(&e)))?;
+    while let Some(token) = reader.advance() {
+        let mut token = token.map_err(|e| bad(error_chain(&e)))?;
+        let (tag, len) = match &mut token {
+            LazyDataToken::ElementHeader(h) => (h.tag, h.len.get()),
+            LazyDataToken::LazyValue { header, decoder } => {
+                if header.tag == tags::PIXEL_DATA && depth == 0 {
+                    if let (true, Some(len)) = (native_le, header.len.get()) {
+                        pixel = Some((decoder.position(), u64::from(len)));
+                    }
+                    if stop_at_pixel_data {
+                        // What follows Pixel Data is never parsed in this mode.
+                        return Ok(pixel);
+                    }
+                }
+                (header.tag, header.len.get())
+            }
+            LazyDataToken::SequenceStart { tag, len } => {
+                depth += 1;
+                (*tag, len.get())
+            }
+            LazyDataToken::PixelSequenceStart => {
+                if stop_at_pixel_data && depth == 0 {
+                    return Ok(None);
+                }
+                depth += 1;
+                (tags::PIXEL_DATA, None)
+            }
+            LazyDataToken::SequenceEnd => {
+                depth = depth.saturating_sub(1);
+                (ITEM_TAG, None)
+            }
+            LazyDataToken::ItemStart { len } => (ITEM_TAG, len.get()),
+            LazyDataToken::LazyItemValue { len, .. } => (ITEM_TAG, Some(*len)),
+            _ => (ITEM_TAG, None),
+        };
+        if let Some(len) = len {
+            if u64::from(len) > total {
+                return Err(too_long(tag, u64::from(len)));
+            }
+        }
+        token.skip().map_err(|e| bad(error_chain(&e)))?;
+    }
+    Ok(pixel)
 }
 
 /// The message of an error and of its sources, joined.
@@ -428,7 +619,7 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
 
 /// Reads the header of a DICOM file without reading its pixel data.
 pub fn read_header(path: &Path) -> Result<DicomHeader> {
-    let obj = open_object(path, true)?;
+    let (obj, _, _) = open_object(path)?;
     header_from(path, &obj)
 }
 
@@ -572,10 +763,11 @@ fn le_of(prim: &PrimitiveValue) -> Cow<'_, [u8]> {
 /// Decodes the pixel data of `obj` into corrected samples, after checking the limits.
 fn decode_samples<'a>(
     path: &Path,
-    obj: &'a DefaultDicomObject,
+    loaded: &'a Loaded,
     header: &DicomHeader,
     limits: &DecodeLimits,
 ) -> Result<Samples<'a>> {
+    let obj = &loaded.obj;
     limits.check(path, header)?;
     let ba = header.bits_allocated;
     if !matches!(ba, 1 | 8 | 16 | 32) {
@@ -604,24 +796,37 @@ fn decode_samples<'a>(
             path: path.to_path_buf(),
             what: format!("transfer syntax {ts_uid}"),
         })?;
-    let pixel = obj
-        .element_opt(tags::PIXEL_DATA)
-        .ok()
-        .flatten()
-        .ok_or_else(|| DdsmError::dicom(path, "no Pixel Data element"))?;
-    match pixel.value() {
-        Value::Primitive(prim) => {
+    let subsampled = header.photometric_interpretation == "YBR_FULL_422"
+        && header.samples_per_pixel == 3
+        && ba == 8;
+    let element = match loaded.native_bytes() {
+        Some(raw) => Ok(raw),
+        None => {
+            let pixel = obj
+                .element_opt(tags::PIXEL_DATA)
+                .ok()
+                .flatten()
+                .ok_or_else(|| DdsmError::dicom(path, "no Pixel Data element"))?;
+            Err(pixel.value())
+        }
+    };
+    let native: Option<Cow<'a, [u8]>> = match element {
+        Ok(raw) => Some(Cow::Borrowed(raw)),
+        Err(Value::Primitive(prim)) => {
             let big_endian = ts.endianness() == Endianness::Big;
-            let subsampled = header.photometric_interpretation == "YBR_FULL_422"
-                && header.samples_per_pixel == 3
-                && ba == 8;
-            // Two luminance samples share one pair of chrominance samples.
-            let needed = if subsampled { needed / 3 * 2 } else { needed };
-            let bytes =
+            Some(
                 native_le_bytes(prim, ba, big_endian).map_err(|what| DdsmError::Unsupported {
                     path: path.to_path_buf(),
                     what,
-                })?;
+                })?,
+            )
+        }
+        Err(_) => None,
+    };
+    match (native, element) {
+        (Some(bytes), _) => {
+            // Two luminance samples share one pair of chrominance samples.
+            let needed = if subsampled { needed / 3 * 2 } else { needed };
             if (bytes.len() as u64) < needed {
                 return Err(DdsmError::Truncated {
                     path: path.to_path_buf(),
@@ -645,7 +850,7 @@ fn decode_samples<'a>(
                     && header.planar_configuration == 1,
             })
         }
-        Value::PixelSequence(seq) => {
+        (None, Err(Value::PixelSequence(seq))) => {
             if !ts.can_decode_all() {
                 return Err(DdsmError::Unsupported {
                     path: path.to_path_buf(),
@@ -697,7 +902,7 @@ fn decode_samples<'a>(
                 planar: false,
             })
         }
-        Value::Sequence(_) => Err(DdsmError::dicom(path, "Pixel Data is a sequence")),
+        _ => Err(DdsmError::dicom(path, "Pixel Data is a sequence")),
     }
 }
 
@@ -730,9 +935,9 @@ fn ybr_full_to_rgb(values: &mut [i32]) {
 /// # Shapes
 /// See [`StoredPixels`]: `values.len()` is rows x columns x frames x samples.
 pub fn read_stored(path: &Path, limits: &DecodeLimits) -> Result<(DicomHeader, StoredPixels)> {
-    let obj = open_object(path, false)?;
-    let header = header_from(path, &obj)?;
-    let samples = decode_samples(path, &obj, &header, limits)?;
+    let loaded = load(path)?;
+    let header = header_from(path, &loaded.obj)?;
+    let samples = decode_samples(path, &loaded, &header, limits)?;
     let spp = header.samples_per_pixel as usize;
     let mut values: Vec<i32> = if samples.planar {
         let plane = header.rows as usize * header.columns as usize;
@@ -750,13 +955,9 @@ pub fn read_stored(path: &Path, limits: &DecodeLimits) -> Result<(DicomHeader, S
         (0..samples.count).map(|i| samples.get(i)).collect()
     };
     let pi = header.photometric_interpretation.as_str();
-    let converted_by_codec = matches!(
-        obj.element_opt(tags::PIXEL_DATA)
-            .ok()
-            .flatten()
-            .map(|e| e.value()),
-        Some(Value::PixelSequence(_))
-    );
+    let converted_by_codec = TransferSyntaxRegistry
+        .get(&header.transfer_syntax_uid)
+        .is_some_and(|ts| ts.is_encapsulated_pixel_data());
     if spp == 3
         && header.bits_allocated == 8
         && (pi == "YBR_FULL" || pi == "YBR_FULL_422")
@@ -781,14 +982,144 @@ pub fn read_stored(path: &Path, limits: &DecodeLimits) -> Result<(DicomHeader, S
 /// # Shapes
 /// The result is `[height, width]` = `[rows, columns]`.
 pub fn read_gray(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
-    let obj = open_object(path, false)?;
+    read_gray_impl(path, limits, None)
+}
+
+/// Reads the band of rows `rows` (a range of row indices) of a single-frame grayscale image,
+/// as [`read_gray`] would give them. For native little-endian files (CBIS-DDSM's) only those
+/// rows are read from disk, so a lesion crop does not read a whole mammogram.
+///
+/// # Shapes
+/// The result is `[rows.len(), columns]`: `width` = columns, `height` = `rows.len()`.
+pub fn read_gray_rows(
+    path: &Path,
+    limits: &DecodeLimits,
+    rows: std::ops::Range<u32>,
+) -> Result<GrayImage> {
+    read_gray_impl(path, limits, Some(rows))
+}
+
+fn read_gray_impl(
+    path: &Path,
+    limits: &DecodeLimits,
+    rows: Option<std::ops::Range<u32>>,
+) -> Result<GrayImage> {
+    let (obj, location, total) = open_object(path)?;
     let header = header_from(path, &obj)?;
-    gray_from(path, &obj, &header, limits)
+    limits.check(path, &header)?;
+    let band = rows.clone().unwrap_or(0..header.rows);
+    if band.start > band.end || band.end > header.rows {
+        return Err(DdsmError::Invalid {
+            what: "rows".into(),
+            message: format!(
+                "{}..{} of an image of {} rows ({})",
+                band.start,
+                band.end,
+                header.rows,
+                path.display()
+            ),
+        });
+    }
+    if let Some((offset, len)) = location {
+        if let Some(img) = gray_native_u16(path, &header, offset, len, total, band.clone())? {
+            return Ok(img);
+        }
+    }
+    let loaded = load(path)?;
+    let header = header_from(path, &loaded.obj)?;
+    let img = gray_from(path, &loaded, &header, limits)?;
+    if band == (0..header.rows) {
+        return Ok(img);
+    }
+    let w = img.width as usize;
+    Ok(GrayImage {
+        width: img.width,
+        height: band.end - band.start,
+        pixels: img.pixels[band.start as usize * w..band.end as usize * w].to_vec(),
+        max_value: img.max_value,
+    })
+}
+
+/// The fast path of [`read_gray`] for native little-endian 16-bit grayscale files: the rows
+/// are read from disk straight into the output buffer. `None` when the file is of another
+/// kind (the general path handles it).
+fn gray_native_u16(
+    path: &Path,
+    header: &DicomHeader,
+    offset: u64,
+    len: u64,
+    total: u64,
+    band: std::ops::Range<u32>,
+) -> Result<Option<GrayImage>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let invert = match header.photometric_interpretation.as_str() {
+        "MONOCHROME1" => true,
+        "MONOCHROME2" => false,
+        _ => return Ok(None),
+    };
+    if header.samples_per_pixel != 1
+        || header.frames != 1
+        || header.bits_allocated != 16
+        || header.bits_stored == 0
+        || header.bits_stored > 16
+    {
+        return Ok(None);
+    }
+    let columns = u64::from(header.columns);
+    let needed = u64::from(header.rows) * columns * 2;
+    let available = len.min(total.saturating_sub(offset));
+    if available < needed {
+        return Err(DdsmError::Truncated {
+            path: path.to_path_buf(),
+            expected: needed,
+            found: available,
+        });
+    }
+    let count = (u64::from(band.end - band.start) * columns) as usize;
+    let mut pixels = vec![0u16; count];
+    let mut file = std::fs::File::open(path).map_err(|e| DdsmError::io(path, e))?;
+    file.seek(SeekFrom::Start(
+        offset + u64::from(band.start) * columns * 2,
+    ))
+    .and_then(|_| file.read_exact(bytemuck::cast_slice_mut(&mut pixels)))
+    .map_err(|e| DdsmError::io(path, e))?;
+    if cfg!(target_endian = "big") {
+        pixels.iter_mut().for_each(|v| *v = u16::from_le(*v));
+    }
+    let bits = u32::from(header.bits_stored);
+    let max = ((1u32 << bits) - 1) as i32;
+    let signed = header.pixel_representation == 1;
+    if !signed && bits == 16 {
+        if invert {
+            pixels.iter_mut().for_each(|v| *v = u16::MAX - *v);
+        }
+    } else {
+        // Drop unused high bits, sign-extend signed data, shift it to unsigned (pydicom's
+        // `_correct_unused_bits`, then the GrayImage convention).
+        let shift = 32 - bits;
+        let offset_value = if signed { 1i32 << (bits - 1) } else { 0 };
+        for v in pixels.iter_mut() {
+            let raw = u32::from(*v);
+            let s = if signed {
+                ((raw << shift) as i32) >> shift
+            } else {
+                (raw & ((1u32 << bits) - 1)) as i32
+            };
+            let g = (s + offset_value).clamp(0, max);
+            *v = (if invert { max - g } else { g }) as u16;
+        }
+    }
+    Ok(Some(GrayImage {
+        width: header.columns,
+        height: band.end - band.start,
+        pixels,
+        max_value: max as u16,
+    }))
 }
 
 fn gray_from(
     path: &Path,
-    obj: &DefaultDicomObject,
+    loaded: &Loaded,
     header: &DicomHeader,
     limits: &DecodeLimits,
 ) -> Result<GrayImage> {
@@ -821,7 +1152,7 @@ fn gray_from(
             header.bits_stored
         )));
     }
-    let samples = decode_samples(path, obj, header, limits)?;
+    let samples = decode_samples(path, loaded, header, limits)?;
     let bits = u32::from(header.bits_stored.max(1));
     let max = ((1u32 << bits) - 1) as i32;
     let offset = if header.pixel_representation == 1 {

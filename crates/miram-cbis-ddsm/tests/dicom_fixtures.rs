@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use miram_cbis_ddsm::dicom::{
-    inspect, read_gray, read_header, read_stored, write_gray_u16, DecodeLimits, DicomUids,
-    GrayImage,
+    inspect, read_gray, read_gray_rows, read_header, read_stored, write_gray_u16, DecodeLimits,
+    DicomUids, GrayImage,
 };
 use miram_cbis_ddsm::DdsmError;
 use serde_json::Value;
@@ -187,6 +187,19 @@ fn gray_images_follow_the_stored_values() {
             };
             assert_eq!(i64::from(g), v, "{} pixel {i}", path.display());
         }
+        // A band of rows reads the same pixels as the whole image.
+        let (a, b) = (h.rows / 3, h.rows - h.rows / 4);
+        let band = read_gray_rows(&path, &DecodeLimits::default(), a..b)
+            .unwrap_or_else(|e| panic!("read_gray_rows({}) failed: {e}", path.display()));
+        assert_eq!((band.width, band.height), (img.width, b - a));
+        let w = img.width as usize;
+        assert_eq!(
+            band.pixels,
+            img.pixels[a as usize * w..b as usize * w],
+            "{}",
+            path.display()
+        );
+        assert!(read_gray_rows(&path, &DecodeLimits::default(), 0..h.rows + 1).is_err());
         checked += 1;
     }
     assert!(checked > 0, "no grayscale fixture was checked");
@@ -259,6 +272,30 @@ fn absurd_sizes_are_refused_before_allocating() {
             "{name}: an allocation of {largest} bytes was made"
         );
     }
+    // A Pixel Data element declaring 2 GB in a file of a few hundred bytes.
+    let path = dir.path().join("length.dcm");
+    write_with_header(&path, 3, 4, None);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let tag = [0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0];
+    let at = bytes
+        .windows(8)
+        .position(|w| w == tag)
+        .expect("pixel data element")
+        + 8;
+    bytes[at..at + 4].copy_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    LARGEST.store(0, Ordering::SeqCst);
+    TRACKING.store(true, Ordering::SeqCst);
+    let stored = read_stored(&path, &DecodeLimits::default());
+    let gray = read_gray(&path, &DecodeLimits::default());
+    TRACKING.store(false, Ordering::SeqCst);
+    let largest = LARGEST.load(Ordering::SeqCst);
+    assert!(stored.is_err() && gray.is_err(), "{stored:?} {gray:?}");
+    assert!(
+        largest < 1 << 20,
+        "length.dcm: an allocation of {largest} bytes was made"
+    );
+
     // Within the limits but with far less pixel data than declared: a truncation error.
     let path = dir.path().join("short.dcm");
     write_with_header(&path, 300, 200, None);
