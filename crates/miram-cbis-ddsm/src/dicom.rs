@@ -295,7 +295,7 @@ fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<
 /// Opens a file's header (everything before Pixel Data) after checking its declared lengths;
 /// also returns where native little-endian Pixel Data lies (offset, length) and the file
 /// size.
-fn open_object(path: &Path) -> Result<(DefaultDicomObject, Option<(u64, u64)>, u64)> {
+fn open_object(path: &Path) -> Result<OpenedHeader> {
     // Report a missing or unreadable file as an I/O error naming it, not as a parse error.
     let total = std::fs::metadata(path)
         .map_err(|e| DdsmError::io(path, e))?
@@ -311,7 +311,19 @@ fn open_object(path: &Path) -> Result<(DefaultDicomObject, Option<(u64, u64)>, u
             .open_file(path)
             .map_err(|e| DdsmError::dicom(path, error_chain(&e)))
     })?;
-    Ok((obj, location, total))
+    Ok(OpenedHeader {
+        obj,
+        location,
+        total,
+    })
+}
+
+/// What [`open_object`] gives: the header object, where native little-endian Pixel Data lies
+/// (offset, length) and the file size.
+struct OpenedHeader {
+    obj: DefaultDicomObject,
+    location: Option<(u64, u64)>,
+    total: u64,
 }
 
 /// A file read for its pixels: its bytes, the parsed object (without Pixel Data when the
@@ -619,8 +631,8 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
 
 /// Reads the header of a DICOM file without reading its pixel data.
 pub fn read_header(path: &Path) -> Result<DicomHeader> {
-    let (obj, _, _) = open_object(path)?;
-    header_from(path, &obj)
+    let opened = open_object(path)?;
+    header_from(path, &opened.obj)
 }
 
 /// How decoded samples must be corrected to match pydicom.
@@ -1004,7 +1016,11 @@ fn read_gray_impl(
     limits: &DecodeLimits,
     rows: Option<std::ops::Range<u32>>,
 ) -> Result<GrayImage> {
-    let (obj, location, total) = open_object(path)?;
+    let OpenedHeader {
+        obj,
+        location,
+        total,
+    } = open_object(path)?;
     let header = header_from(path, &obj)?;
     limits.check(path, &header)?;
     let band = rows.clone().unwrap_or(0..header.rows);
@@ -1240,8 +1256,14 @@ pub fn sha256_i32le(values: &[i32]) -> String {
         .collect()
 }
 
-/// Decodes a file and summarises its header and stored values.
-pub fn inspect(path: &Path, limits: &DecodeLimits) -> Result<InspectReport> {
+/// Decodes a file (with the default [`DecodeLimits`]) and summarises its header and stored
+/// values with the keys of the DICOM fixtures' `expected.json`.
+pub fn inspect(path: &Path) -> Result<InspectReport> {
+    inspect_with(path, &DecodeLimits::default())
+}
+
+/// [`inspect`] with the given decoding limits.
+pub fn inspect_with(path: &Path, limits: &DecodeLimits) -> Result<InspectReport> {
     let (h, px) = read_stored(path, limits)?;
     let values = &px.values;
     Ok(InspectReport {

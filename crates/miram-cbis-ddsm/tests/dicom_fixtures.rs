@@ -97,7 +97,7 @@ fn check(path: &Path, want: &serde_json::Map<String, Value>) -> Vec<String> {
         }
         Err(e) => problems.push(format!("{name}: read_header failed: {e}")),
     }
-    let result = inspect(path, &DecodeLimits::default());
+    let result = inspect(path);
     if want.contains_key("error") {
         match result {
             Ok(_) => problems.push(format!("{name}: decoded, pydicom raised {}", want["error"])),
