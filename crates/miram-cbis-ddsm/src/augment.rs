@@ -434,7 +434,7 @@ mod tests {
             assert!(c.cy - c.hh >= -1.0 - 1e-5 && c.cy + c.hh <= 1.0 + 1e-5);
             areas.push(c.hw * c.hh);
             let ratio = c.hw / c.hh;
-            assert!(ratio >= 0.75 - 1e-4 && ratio <= 4.0 / 3.0 + 1e-4);
+            assert!((0.75 - 1e-4..=4.0 / 3.0 + 1e-4).contains(&ratio));
         }
         let mean = areas.iter().sum::<f32>() / areas.len() as f32;
         // Areas uniform in [0.2, 1], except that draws whose side would exceed the image are

@@ -115,9 +115,9 @@ pub fn stratified_group_assign(
     }
     let mut order: Vec<(&str, Vec<usize>, Vec<f64>)> =
         by_group.into_iter().map(|(g, (m, c))| (g, m, c)).collect();
-    Rng::keyed(seed, &[0x7370_6c69_74]).shuffle(&mut order);
+    Rng::keyed(seed, &[0x0073_706c_6974]).shuffle(&mut order);
     // Largest groups first (stable, so ties keep the seeded order).
-    order.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    order.sort_by_key(|g| std::cmp::Reverse(g.1.len()));
     let mut totals = vec![0f64; k + 1];
     for (_, _, c) in &order {
         for (t, v) in totals.iter_mut().zip(c) {

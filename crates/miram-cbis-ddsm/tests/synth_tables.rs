@@ -11,6 +11,9 @@ use miram_cbis_ddsm::synth::tables::{
 };
 use miram_cbis_ddsm::{AbnormalityType, CaseRecord};
 
+/// Rows by value and pathology, as the embedded tables hold them.
+type Counts = BTreeMap<String, [u32; 3]>;
+
 fn csv_dir() -> PathBuf {
     std::env::var_os("MIRAM_CBIS_DDSM_CSV").map_or_else(
         || {
@@ -69,7 +72,7 @@ fn tables_match_the_real_csvs() {
                 tables::CALC_ABNORMALITIES_PER_IMAGE,
             ),
         };
-        let checks: [(&str, JointTable, BTreeMap<String, [u32; 3]>); 5] = [
+        let checks: [(&str, JointTable, Counts); 5] = [
             (c1, t1, joint_counts(&rs, |r| category_key(r.category(c1)))),
             (c2, t2, joint_counts(&rs, |r| category_key(r.category(c2)))),
             (

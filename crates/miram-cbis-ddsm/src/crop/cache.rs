@@ -27,8 +27,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    crop_square, lesion_crop, normalize, sample_background, BBox, BackgroundConfig, CropConfig,
-    Normalization, SquareBox,
+    crop_file_with_mask, crop_square, lesion_crop, mask_bbox, normalize, sample_background, BBox,
+    BackgroundConfig, CropConfig, Normalization, SquareBox,
 };
 use crate::dicom::{DecodeLimits, GrayImage};
 use crate::error::{DdsmError, Result};
@@ -250,13 +250,13 @@ pub fn crop_jobs(index: &DatasetIndex) -> Vec<CropJob> {
         .collect()
 }
 
+/// A lesion cropped during a build: its box, square and pixels.
+type Cropped = (BBox, SquareBox, Vec<u16>, Option<Vec<u16>>);
+
 /// The crops of one full image.
 struct GroupResult {
     image: usize,
-    lesions: Vec<(
-        usize,
-        std::result::Result<(BBox, SquareBox, Vec<u16>, Option<Vec<u16>>), CacheSkipped>,
-    )>,
+    lesions: Vec<(usize, std::result::Result<Cropped, CacheSkipped>)>,
     backgrounds: Vec<(SquareBox, Vec<u16>, Option<Vec<u16>>)>,
     max_value: u16,
     image_error: Option<CacheSkipped>,
@@ -274,6 +274,40 @@ fn process_group(
         path: p.to_path_buf(),
         message: e.to_string(),
     };
+    if cfg.background.is_none() {
+        // Only the lesions: read each mask, then just the rows of its square.
+        let mut lesions = Vec::with_capacity(jobs.len());
+        let mut max_value = 0;
+        for &(j, job) in jobs {
+            let r = match read_source(&job.roi_mask, &cfg.limits) {
+                Err(e) => Err(skip(Some(j), &job.roi_mask, &e)),
+                Ok(mask) if mask_bbox(&mask).is_none() => {
+                    let e = DdsmError::Invalid {
+                        what: "ROI mask".into(),
+                        message: format!(
+                            "no non-zero pixel in a {} x {} mask",
+                            mask.width, mask.height
+                        ),
+                    };
+                    Err(skip(Some(j), &job.roi_mask, &e))
+                }
+                Ok(mask) => crop_file_with_mask(path, &mask, &cfg.crop, &cfg.limits, resizer)
+                    .map(|c| {
+                        max_value = c.max_value;
+                        (c.bbox, c.square, c.image, c.hires)
+                    })
+                    .map_err(|e| skip(Some(j), path, &e)),
+            };
+            lesions.push((j, r));
+        }
+        return GroupResult {
+            image,
+            lesions,
+            backgrounds: Vec::new(),
+            max_value,
+            image_error: None,
+        };
+    }
     let full = match read_source(path, &cfg.limits) {
         Ok(f) => f,
         Err(e) => {
