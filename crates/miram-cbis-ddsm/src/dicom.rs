@@ -169,7 +169,8 @@ pub struct StoredPixels {
     pub frames: u32,
     /// Samples per pixel.
     pub samples_per_pixel: u16,
-    /// The values, sign-extended when the data are signed.
+    /// The values, sign-extended when the data are signed. Unsigned 32-bit samples above
+    /// `i32::MAX` keep their bit pattern (read them back with `v as u32`).
     pub values: Vec<i32>,
 }
 
@@ -869,6 +870,32 @@ fn decode_samples<'a>(
                     what: format!("transfer syntax {ts_uid} ({})", ts.name()),
                 });
             }
+            if ts_uid == RLE_LOSSLESS && ba != 1 {
+                // Decoded here for every sample width (dicom-rs stops at 16 bits).
+                let frames = header.frames as usize;
+                let pixels = header.rows as usize * header.columns as usize;
+                let mut data = Vec::with_capacity(needed as usize);
+                let parts = rle_frames(seq.fragments(), seq.offset_table(), frames)
+                    .map_err(|m| DdsmError::dicom(path, m))?;
+                for (f, part) in parts.iter().enumerate() {
+                    decode_rle_frame(
+                        part,
+                        pixels,
+                        usize::from(header.samples_per_pixel),
+                        usize::from(ba / 8),
+                        &mut data,
+                    )
+                    .map_err(|m| DdsmError::dicom(path, format!("RLE frame {f}: {m}")))?;
+                }
+                return Ok(Samples {
+                    bytes: Cow::Owned(data),
+                    bits_allocated: ba,
+                    signed,
+                    correction: Correction::LowBits(header.bits_stored),
+                    count,
+                    planar: false,
+                });
+            }
             if ba == 1 || ba == 32 {
                 return Err(DdsmError::Unsupported {
                     path: path.to_path_buf(),
@@ -916,6 +943,129 @@ fn decode_samples<'a>(
         }
         _ => Err(DdsmError::dicom(path, "Pixel Data is a sequence")),
     }
+}
+
+/// The RLE Lossless transfer syntax.
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// The encoded bytes of each frame of encapsulated pixel data: one fragment per frame, all
+/// fragments for a single frame, or the fragments the Basic Offset Table assigns to each.
+fn rle_frames<'a>(
+    fragments: &'a [Vec<u8>],
+    offsets: &[u32],
+    frames: usize,
+) -> std::result::Result<Vec<Cow<'a, [u8]>>, String> {
+    if fragments.len() == frames {
+        return Ok(fragments
+            .iter()
+            .map(|f| Cow::Borrowed(f.as_slice()))
+            .collect());
+    }
+    if frames == 1 {
+        return Ok(vec![Cow::Owned(fragments.concat())]);
+    }
+    if offsets.len() != frames {
+        return Err(format!(
+            "{} fragments and {} offsets for {frames} frames",
+            fragments.len(),
+            offsets.len()
+        ));
+    }
+    // Each fragment item has an 8-byte header; offsets count from the first item.
+    let mut starts = Vec::with_capacity(fragments.len());
+    let mut at = 0u64;
+    for f in fragments {
+        starts.push(at);
+        at += f.len() as u64 + 8;
+    }
+    Ok((0..frames)
+        .map(|i| {
+            let lo = u64::from(offsets[i]);
+            let hi = offsets.get(i + 1).map_or(u64::MAX, |&o| u64::from(o));
+            let parts: Vec<u8> = fragments
+                .iter()
+                .zip(&starts)
+                .filter(|(_, &s)| s >= lo && s < hi)
+                .flat_map(|(f, _)| f.iter().copied())
+                .collect();
+            Cow::Owned(parts)
+        })
+        .collect())
+}
+
+/// Decodes one RLE Lossless frame (DICOM PS3.5 annex G: a 64-byte header of segment offsets,
+/// one PackBits segment per sample byte, most significant byte first) and appends its
+/// samples, interleaved and little endian, to `out`.
+fn decode_rle_frame(
+    data: &[u8],
+    pixels: usize,
+    samples: usize,
+    bytes_per_sample: usize,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    let word = |i: usize| -> std::result::Result<usize, String> {
+        data.get(4 * i..4 * i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| "shorter than its 64-byte header".to_string())
+    };
+    let segments = word(0)?;
+    if segments != samples * bytes_per_sample || segments > 15 {
+        return Err(format!(
+            "{segments} segments, expected {} ({samples} samples x {bytes_per_sample} bytes)",
+            samples * bytes_per_sample
+        ));
+    }
+    let mut planes: Vec<Vec<u8>> = Vec::with_capacity(segments);
+    for k in 0..segments {
+        let start = word(k + 1)?;
+        let end = if k + 1 < segments {
+            word(k + 2)?
+        } else {
+            data.len()
+        };
+        let seg = data
+            .get(start..end.max(start).min(data.len()))
+            .ok_or_else(|| format!("segment {k} starts at {start}, past the end"))?;
+        let mut plane = Vec::with_capacity(pixels);
+        let mut i = 0;
+        while i < seg.len() && plane.len() < pixels {
+            let h = seg[i] as i8;
+            i += 1;
+            if h >= 0 {
+                let n = h as usize + 1;
+                let lit = seg
+                    .get(i..i + n)
+                    .ok_or_else(|| format!("segment {k}: literal run past the end"))?;
+                plane.extend_from_slice(lit);
+                i += n;
+            } else if h != -128 {
+                let n = 1 - h as isize;
+                let v = *seg
+                    .get(i)
+                    .ok_or_else(|| format!("segment {k}: repeat run past the end"))?;
+                plane.extend(std::iter::repeat_n(v, n as usize));
+                i += 1;
+            }
+        }
+        if plane.len() < pixels {
+            return Err(format!(
+                "segment {k} decodes to {} bytes, expected {pixels}",
+                plane.len()
+            ));
+        }
+        plane.truncate(pixels);
+        planes.push(plane);
+    }
+    out.reserve(pixels * segments);
+    for p in 0..pixels {
+        for s in 0..samples {
+            // Little endian: least significant byte (the last segment of the sample) first.
+            for b in (0..bytes_per_sample).rev() {
+                out.push(planes[s * bytes_per_sample + b][p]);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Expands native YBR_FULL_422 data (`Y1 Y2 Cb Cr` per pair of pixels) to one `Y Cb Cr`
@@ -1266,13 +1416,22 @@ pub fn inspect(path: &Path) -> Result<InspectReport> {
 pub fn inspect_with(path: &Path, limits: &DecodeLimits) -> Result<InspectReport> {
     let (h, px) = read_stored(path, limits)?;
     let values = &px.values;
+    // Unsigned 32-bit samples are held as i32 bit patterns; their true values for the sums.
+    let unsigned32 = h.pixel_representation == 0 && h.bits_stored == 32;
+    let wide = |v: i32| {
+        if unsigned32 {
+            i64::from(v as u32)
+        } else {
+            i64::from(v)
+        }
+    };
     Ok(InspectReport {
         shape: px.shape(),
-        min: values.iter().min().map_or(0, |&v| i64::from(v)),
-        max: values.iter().max().map_or(0, |&v| i64::from(v)),
-        sum: values.iter().map(|&v| i64::from(v)).sum(),
+        min: values.iter().map(|&v| wide(v)).min().unwrap_or(0),
+        max: values.iter().map(|&v| wide(v)).max().unwrap_or(0),
+        sum: values.iter().map(|&v| wide(v)).sum(),
         sha256_i32le: sha256_i32le(values),
-        first_values: values.iter().take(8).map(|&v| i64::from(v)).collect(),
+        first_values: values.iter().take(8).map(|&v| wide(v)).collect(),
         transfer_syntax_uid: h.transfer_syntax_uid,
         rows: h.rows,
         columns: h.columns,
