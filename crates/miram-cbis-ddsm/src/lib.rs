@@ -67,8 +67,8 @@ pub mod tasks;
 
 pub use csv::{read_case_csv, read_case_csvs, write_case_csv};
 pub use dicom::{
-    read_gray, read_gray_rows, read_header, read_stored, write_gray_u16, DecodeLimits,
-    DicomHeader, DicomUids, GrayImage, StoredPixels,
+    read_gray, read_gray_rows, read_header, read_stored, write_gray_u16, DecodeLimits, DicomHeader,
+    DicomUids, GrayImage, StoredPixels,
 };
 pub use error::{DdsmError, Result};
 pub use index::{
