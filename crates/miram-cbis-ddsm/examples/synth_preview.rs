@@ -4,7 +4,8 @@
 //! cargo run --release -p miram-cbis-ddsm --example synth_preview -- /tmp/preview [count] [seed]
 //! ```
 //!
-//! writes `image_NN.png` (8-bit, the full mammogram with the ROI outlines drawn in) and
+//! writes `image_NN.png` (8-bit, the full mammogram with the ROI outlines drawn in; large
+//! images also as `small_NN.png`, about 600 px wide) and
 //! `lesion_NN_K.png` (the lesion region at full resolution) for the first `count` planned
 //! images of `SynthConfig::small()`, and prints one line per image with its labels.
 
@@ -63,6 +64,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
             }
+        }
+        // Large images also as a box-filtered copy about 600 px wide, easier to view.
+        let f = (r.width as usize).div_ceil(600);
+        if f > 1 {
+            let (sw, sh) = (w / f, r.height as usize / f);
+            let mut small = vec![0u8; sw * sh];
+            for y in 0..sh {
+                for x in 0..sw {
+                    let mut acc = 0u32;
+                    for dy in 0..f {
+                        for dx in 0..f {
+                            acc += gray[(y * f + dy) * w + x * f + dx] as u32;
+                        }
+                    }
+                    small[y * sw + x] = (acc / (f * f) as u32) as u8;
+                }
+            }
+            write_png(
+                &out.join(format!("small_{:02}.png", im.index)),
+                sw as u32,
+                sh as u32,
+                &small,
+            )?;
         }
         write_png(
             &out.join(format!("image_{:02}.png", im.index)),

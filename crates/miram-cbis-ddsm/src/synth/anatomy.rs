@@ -331,7 +331,7 @@ fn draw_curvilinear(
         );
         let wd = px_per_mm * rng.uniform_range(0.6, 1.5) as f32;
         let amp = rng.uniform_range(0.008, 0.02) as f32;
-        draw_curve(comp, start, ctrl, end, wd, wd * 0.4, amp, false);
+        add_curve(comp, start, ctrl, end, wd, wd * 0.4, amp);
     }
     let n_vessels = 1 + rng.index(3);
     for _ in 0..n_vessels {
@@ -347,12 +347,45 @@ fn draw_curvilinear(
             (start.1 + end.1) / 2.0 + rng.normal_f32(0.0, 0.15) * breast.ry_bottom,
         );
         let wd = px_per_mm * rng.uniform_range(1.0, 2.2) as f32;
-        draw_curve(comp, start, ctrl, end, wd, wd * 0.6, 0.03, false);
+        add_curve(comp, start, ctrl, end, wd, wd * 0.6, 0.03);
     }
     // Nothing outside the breast.
     for (v, &rho) in comp.data.iter_mut().zip(rho_map) {
         if rho >= 1.0 {
             *v = 0.0;
+        }
+    }
+}
+
+/// Adds a curve to `comp` without beading where its segments meet: the curve is drawn by
+/// maximum into a layer covering its bounding box, and the layer is added.
+fn add_curve(
+    comp: &mut Canvas,
+    p0: (f32, f32),
+    c: (f32, f32),
+    p1: (f32, f32),
+    w0: f32,
+    w1: f32,
+    amp: f32,
+) {
+    let reach = w0.max(w1) * 1.5 + 2.0;
+    let Some(bx) = comp.clip_box(
+        p0.0.min(c.0).min(p1.0) - reach,
+        p0.1.min(c.1).min(p1.1) - reach,
+        p0.0.max(c.0).max(p1.0) + reach,
+        p0.1.max(c.1).max(p1.1) + reach,
+    ) else {
+        return;
+    };
+    let (lw, lh) = (bx.x1 - bx.x0, bx.y1 - bx.y0);
+    let mut layer = Canvas::new(lw, lh, 0.0);
+    let off = |p: (f32, f32)| (p.0 - bx.x0 as f32, p.1 - bx.y0 as f32);
+    draw_curve(&mut layer, off(p0), off(c), off(p1), w0, w1, amp, true);
+    for y in 0..lh {
+        let row = &layer.data[y * lw..(y + 1) * lw];
+        let dst = &mut comp.data[(bx.y0 + y) * comp.width + bx.x0..][..lw];
+        for (d, v) in dst.iter_mut().zip(row) {
+            *d += v;
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use miram_rand::Rng;
 
-use super::canvas::{draw_tapered_line, soft_edge, Canvas};
+use super::canvas::{draw_curve, draw_tapered_line, soft_edge, Canvas};
 use super::texture::PowerLawTexture;
 
 /// Angular resolution of the border tables.
@@ -203,10 +203,15 @@ impl MassSpec {
         // Base outline (relative radius per angle).
         let mut base = vec![1f32; ANGLES];
         let q = rng.uniform_range(0.55, 0.8) as f32;
-        let lobes = 3 + rng.index(3);
-        let lobe_amp = rng.uniform_range(0.08, 0.15) as f32;
-        let lobe_phase = rng.uniform_range(0.0, std::f64::consts::TAU) as f32;
-        let irregular = harmonic_noise(rng, 2, 7, 0.6, 0.13);
+        // Lobulated: two or three large undulations (harmonics 2 and 3).
+        let mut lobe = |lo: f64, hi: f64| {
+            (
+                rng.uniform_range(lo, hi) as f32,
+                rng.uniform_range(0.0, std::f64::consts::TAU) as f32,
+            )
+        };
+        let lobes = [(2.0f32, lobe(0.05, 0.12)), (3.0f32, lobe(0.06, 0.13))];
+        let irregular = harmonic_noise(rng, 2, 6, 1.2, 0.14);
         let gentle = harmonic_noise(rng, 2, 3, 1.0, 0.03);
         let hilum = rng.uniform_range(0.0, std::f64::consts::TAU) as f32;
         for (i, b) in base.iter_mut().enumerate() {
@@ -218,7 +223,11 @@ impl MassSpec {
                 Body::Round => 1.0 + gentle[i],
                 Body::Oval => ellipse(q) * (1.0 + gentle[i]),
                 Body::Lobulated => {
-                    ellipse(q.max(0.7)) * (1.0 + lobe_amp * (lobes as f32 * th + lobe_phase).cos())
+                    let undulation: f32 = lobes
+                        .iter()
+                        .map(|&(k, (a, p))| a * (k * th + p).cos())
+                        .sum();
+                    ellipse(q.max(0.7)) * (1.0 + undulation)
                 }
                 Body::Irregular | Body::FocalAsymmetry | Body::Distortion => 1.0 + irregular[i],
                 Body::AsymmetricTissue => 1.0 + 1.5 * irregular[i],
@@ -247,7 +256,7 @@ impl MassSpec {
         } else {
             0.0
         };
-        let jag = harmonic_noise(rng, 24, 64, 0.5, 1.0);
+        let jag = harmonic_noise(rng, 12, 48, 1.0, 1.0);
         let mut body = vec![0f32; ANGLES];
         let mut outline = vec![0f32; ANGLES];
         let mut edge = vec![0f32; ANGLES];
@@ -335,8 +344,8 @@ pub fn draw_mass(
             }
             // Slightly domed interior with its own texture.
             let rr = (r / b).min(1.0);
-            let dome = 0.6 + 0.4 * (1.0 - rr * rr).sqrt();
-            let t = 1.0 + 0.12 * tex.b(x * 1.7, y * 1.7).clamp(-2.5, 2.5);
+            let dome = 0.55 + 0.45 * (1.0 - rr * rr).sqrt();
+            let t = 1.0 + 0.15 * tex.a(x * 1.5 + 97.0, y * 1.5 + 31.0).clamp(-2.5, 2.5);
             let mut v = amp * body_gain * inside * dome * t;
             if matches!(spec.body, Body::FocalAsymmetry | Body::AsymmetricTissue) {
                 v *= (0.7 + 0.3 * tex.a(x * 0.5, y * 0.5)).clamp(0.2, 1.3);
@@ -403,7 +412,7 @@ pub fn draw_mass(
             let w0 = (r_px * 0.06).max(0.12 * px_per_mm).max(0.8);
             let start = (cx + 0.75 * b * th.cos(), cy + 0.75 * b * th.sin());
             let mid_r = b + 0.5 * len;
-            let mid = (
+            let ctrl = (
                 cx + mid_r * (th + bend).cos(),
                 cy + mid_r * (th + bend).sin(),
             );
@@ -413,22 +422,14 @@ pub fn draw_mass(
                 cy + end_r * (th + 2.0 * bend).sin(),
             );
             let a = amp * 0.75 * if spec.malignant { 1.0 } else { 0.7 };
-            draw_tapered_line(
+            draw_curve(
                 &mut layer,
                 to_local(start),
-                to_local(mid),
-                w0,
-                w0 * 0.55,
-                a,
-                true,
-            );
-            draw_tapered_line(
-                &mut layer,
-                to_local(mid),
+                to_local(ctrl),
                 to_local(end),
-                w0 * 0.55,
+                w0,
                 0.0,
-                a * 0.9,
+                a,
                 true,
             );
         }
