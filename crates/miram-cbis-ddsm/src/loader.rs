@@ -12,6 +12,42 @@
 //! Workers are `std` threads; worker `w` builds batches `w, w + W, ...` and hands them over
 //! a bounded channel, so at most `prefetch` batches wait and the consumer receives them in
 //! order. Tensors are made on the consumer's thread, on the loader's device.
+//!
+//! The whole pipeline on a generated dataset (the same code runs on a TCIA download):
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use miram_cbis_ddsm::augment::AugmentConfig;
+//! use miram_cbis_ddsm::crop::{CacheConfig, CropCache, CropConfig};
+//! use miram_cbis_ddsm::index::{build_index, no_progress, IndexOptions};
+//! use miram_cbis_ddsm::loader::{BatchTargets, CachedCrops, Loader, LoaderConfig};
+//! use miram_cbis_ddsm::split::{split, SplitConfig};
+//! use miram_cbis_ddsm::synth::{synthesize, SynthConfig};
+//! use miram_cbis_ddsm::tasks::Task;
+//!
+//! let dir = std::env::temp_dir().join(format!("miram-loader-doc-{}", std::process::id()));
+//! let data = SynthConfig { patients: 6, image_width: 256, image_height: 416, ..SynthConfig::small() };
+//! synthesize(&dir, &data, &|_| {})?;
+//! let index = build_index(&dir, &IndexOptions::default(), &no_progress)?;
+//! let crops = CacheConfig::new(dir.join("cache")).with_crop(CropConfig { size: 64, ..CropConfig::paper() });
+//! let cache = Arc::new(CropCache::for_index(&index, &crops, &|_| {})?);
+//! // Label the index's records, split them as the authors did, load the training crops.
+//! let records: Vec<_> = index.entries.iter().map(|e| e.record.clone()).collect();
+//! let labels = Task::PathologyBinary.label(&records)?;
+//! let parts = split(&records, &labels, &SplitConfig::default())?;
+//! let train = CachedCrops::for_task(cache, &index, &labels, Some(&parts.train))?;
+//! let cfg = LoaderConfig { channels: 3, drop_last: false, ..LoaderConfig::train(4) };
+//! let loader = Loader::new(Arc::new(train), AugmentConfig::finetune(), cfg, candle_core::Device::Cpu)?;
+//! for batch in loader.epoch(0) {
+//!     let batch = batch?;
+//!     let n = batch.items.len();
+//!     assert_eq!(batch.images.dims(), [n, 3, 64, 64]);
+//!     assert!(matches!(batch.targets, BatchTargets::Classes(ref t) if t.dims() == [n]));
+//! }
+//! std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), miram_cbis_ddsm::DdsmError>(())
+//! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -179,6 +215,14 @@ impl CachedCrops {
         let mut items = Vec::new();
         let wanted: Option<std::collections::HashSet<usize>> =
             records.map(|r| r.iter().copied().collect());
+        // The patient and case folder of each full image, for background patches.
+        let mut by_image: std::collections::HashMap<&std::path::Path, (String, String)> =
+            std::collections::HashMap::new();
+        for x in &index.entries {
+            by_image
+                .entry(x.full_image.as_path())
+                .or_insert_with(|| (x.record.patient_id.clone(), x.record.image_folder()));
+        }
         for (e, entry) in cache.entries().iter().enumerate() {
             let meta = match entry.kind {
                 CacheEntryKind::Lesion { job } => {
@@ -200,11 +244,10 @@ impl CachedCrops {
                     if !background {
                         continue;
                     }
-                    let folder = index
-                        .entries
-                        .iter()
-                        .find(|x| Some(&x.full_image) == cache.images().get(image))
-                        .map(|x| (x.record.patient_id.clone(), x.record.image_folder()))
+                    let folder = cache
+                        .images()
+                        .get(image)
+                        .and_then(|p| by_image.get(p.as_path()).cloned())
                         .unwrap_or_default();
                     ItemMeta {
                         index: 0,
