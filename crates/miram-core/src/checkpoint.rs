@@ -181,14 +181,15 @@ pub fn is_computed_table(name: &str) -> bool {
 }
 
 /// Prepares loaded tensors for a model with `in_chans` input channels: reference names,
-/// computed tables dropped, the patch embedding adapted to the channel count.
+/// computed tables and optimiser state (`optimizer.*` of train states) dropped, the patch
+/// embedding adapted to the channel count.
 pub fn prepare_for_model(
     tensors: HashMap<String, Tensor>,
     in_chans: usize,
 ) -> Result<HashMap<String, Tensor>> {
     let mut out: HashMap<String, Tensor> = to_reference_names(tensors)
         .into_iter()
-        .filter(|(k, _)| !is_computed_table(k))
+        .filter(|(k, _)| !is_computed_table(k) && !k.starts_with("optimizer."))
         .collect();
     let key = "patch_embed.proj.weight";
     if let Some(w) = out.get(key) {

@@ -61,6 +61,29 @@ pub enum Error {
     /// An optimiser misuse (unknown parameter, shape change, bad state).
     #[error("optimizer: {0}")]
     Optimizer(String),
+    /// An error from the dataset crate.
+    #[cfg(feature = "dataset")]
+    #[error(transparent)]
+    Dataset(#[from] miram_cbis_ddsm::DdsmError),
+    /// An error from the metrics crate.
+    #[cfg(feature = "metrics")]
+    #[error(transparent)]
+    Metrics(#[from] miram_metrics::MetricsError),
+    /// A NaN or infinite loss: training stopped, the last checkpoint is intact.
+    #[error("non-finite loss {value} at step {step} (scale losses {losses:?}); training stopped, the last good checkpoint is {last_checkpoint}")]
+    NonFiniteLoss {
+        /// The optimiser step being computed.
+        step: u64,
+        /// The total loss.
+        value: f64,
+        /// Each scale's (or the task's) loss.
+        losses: Vec<f64>,
+        /// The last checkpoint written, or `none`.
+        last_checkpoint: String,
+    },
+    /// A training or evaluation setting that cannot work, with the value at fault.
+    #[error("training: {0}")]
+    Train(String),
 }
 
 /// `Result` with [`Error`].

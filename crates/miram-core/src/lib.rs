@@ -34,6 +34,8 @@ pub mod config;
 mod error;
 mod model;
 pub mod optim;
+#[cfg(all(feature = "dataset", feature = "metrics"))]
+pub mod train;
 
 pub use config::{MiramConfig, ScaleConfig, PRESETS};
 pub use error::{Error, Result};

@@ -1,0 +1,189 @@
+//! From a dataset root to what training needs: the index (built once, saved, reused), the
+//! crop cache (every full mammogram decoded once) and the datasets of pre-training and of
+//! each task, split the way the papers split (official test; 30% of train for validation,
+//! stratified and grouped by patient).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use miram_cbis_ddsm::crop::{BackgroundConfig, CacheConfig, CropCache, CropConfig, CropProgress};
+use miram_cbis_ddsm::index::{load_or_build_index, DatasetIndex, IndexOptions, IndexProgress};
+use miram_cbis_ddsm::loader::CachedCrops;
+use miram_cbis_ddsm::records::{CaseRecord, OfficialSplit};
+use miram_cbis_ddsm::split::{split, DatasetSplit, SplitConfig};
+use miram_cbis_ddsm::tasks::{Task, TaskLabels};
+use miram_cbis_ddsm::Layout;
+use serde::{Deserialize, Serialize};
+
+use crate::train::events::{Event, Observer, Phase};
+use crate::Result;
+
+fn default_background() -> usize {
+    2
+}
+
+/// Where the data is and how crops are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The dataset root (a TCIA download, the Kaggle copy, or a generated dataset).
+    pub root: PathBuf,
+    /// How files are laid out (`Auto` detects it).
+    #[serde(default)]
+    pub layout: Layout,
+    /// Where the index and the crop cache go (`<root>/.miram-cache` when unset).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Fraction added to the side of every lesion box (0: the authors' tight box).
+    #[serde(default)]
+    pub crop_margin: f32,
+    /// Background patches per full image, for pre-training.
+    #[serde(default = "default_background")]
+    pub background_per_image: usize,
+}
+
+impl DataConfig {
+    /// The defaults for a dataset root.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            layout: Layout::Auto,
+            cache_dir: None,
+            crop_margin: 0.0,
+            background_per_image: default_background(),
+        }
+    }
+
+    /// The cache folder.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join(".miram-cache"))
+    }
+}
+
+/// A dataset ready for training: its index, records and crop cache.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// The configuration it was prepared with.
+    pub config: DataConfig,
+    /// Every resolved row and the unresolved ones.
+    pub index: Arc<DatasetIndex>,
+    /// The records of the index entries, in order.
+    pub records: Vec<CaseRecord>,
+    /// The crops.
+    pub cache: Arc<CropCache>,
+}
+
+/// One task's labels, split and datasets.
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    /// The labelled records.
+    pub labels: TaskLabels,
+    /// Train / validation / test (indices into `labels.items`).
+    pub split: DatasetSplit,
+    /// Training crops.
+    pub train: Arc<CachedCrops>,
+    /// Validation crops.
+    pub validation: Arc<CachedCrops>,
+    /// Test crops.
+    pub test: Arc<CachedCrops>,
+}
+
+/// Indexes `cfg.root` (or reuses its saved index) and builds (or opens) the crop cache for
+/// crops of `size` pixels, with high-resolution crops at `hires_scale` times when given.
+pub fn prepare_data(
+    cfg: &DataConfig,
+    size: u32,
+    hires_scale: Option<u32>,
+    seed: u64,
+    observer: &mut dyn Observer,
+) -> Result<PreparedData> {
+    let cache_dir = cfg.cache_dir();
+    std::fs::create_dir_all(&cache_dir).map_err(|e| crate::Error::io(&cache_dir, e))?;
+    let opts = IndexOptions {
+        layout: cfg.layout,
+        cache_path: Some(cache_dir.join("index.json")),
+        ..IndexOptions::default()
+    };
+    let obs = Mutex::new(observer);
+    let report = |what: &str, done: usize, total: usize| {
+        if let Ok(mut o) = obs.lock() {
+            o.event(&Event::Progress {
+                phase: Phase::Data,
+                what: what.to_string(),
+                done: done as u64,
+                total: total as u64,
+            });
+        }
+    };
+    let index = load_or_build_index(&cfg.root, &opts, &|p: IndexProgress| {
+        report("index", p.done, p.total)
+    })?;
+    let crop = CropConfig {
+        size,
+        hires_scale,
+        margin: cfg.crop_margin,
+        ..CropConfig::paper()
+    };
+    let mut cache_cfg = CacheConfig::new(&cache_dir).with_crop(crop);
+    cache_cfg.seed = seed;
+    if cfg.background_per_image > 0 {
+        cache_cfg = cache_cfg.with_background(BackgroundConfig {
+            per_image: cfg.background_per_image,
+            ..BackgroundConfig::default()
+        });
+    }
+    let cache = CropCache::for_index(&index, &cache_cfg, &|p: CropProgress| {
+        report("crops", p.done, p.total)
+    })?;
+    let records = index.entries.iter().map(|e| e.record.clone()).collect();
+    Ok(PreparedData {
+        config: cfg.clone(),
+        index: Arc::new(index),
+        records,
+        cache: Arc::new(cache),
+    })
+}
+
+impl PreparedData {
+    /// Pre-training crops: the lesions of the official training split and the background
+    /// patches (the official test lesions are never seen before evaluation).
+    pub fn pretraining_set(&self) -> CachedCrops {
+        let train: Vec<usize> = self
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.split == OfficialSplit::Train)
+            .map(|(i, _)| i)
+            .collect();
+        CachedCrops::pretraining(
+            self.cache.clone(),
+            &self.index,
+            Some(&train),
+            self.config.background_per_image > 0,
+        )
+    }
+
+    /// The labels, split and datasets of `task`.
+    pub fn task(&self, task: &Task, split_cfg: &SplitConfig) -> Result<TaskData> {
+        let labels = task.label(&self.records)?;
+        let sp = split(&self.records, &labels, split_cfg)?;
+        let make = |subset: &[usize]| -> Result<Arc<CachedCrops>> {
+            Ok(Arc::new(
+                CachedCrops::for_task(self.cache.clone(), &self.index, &labels, Some(subset))?
+                    .without_hires(),
+            ))
+        };
+        let train = make(&sp.train)?;
+        let validation = make(&sp.validation)?;
+        let test = make(&sp.test)?;
+        Ok(TaskData {
+            labels,
+            split: sp,
+            train,
+            validation,
+            test,
+        })
+    }
+}

@@ -1,0 +1,570 @@
+//! Evaluation: per-case predictions (saved as CSV), AP and AUC (macro over classes when there
+//! are several) with stratified bootstrap 95% intervals, accuracy, the confusion matrix, ROC
+//! and precision-recall curve points, the full scikit-learn-named report of
+//! `miram-metrics`, and DeLong's paired test between two runs on the same cases.
+//!
+//! Small test sets can leave a class without positives (or negatives); its AUC and AP are
+//! then undefined. They are reported as such (`null`, with a note), the macro averages are
+//! taken over the defined classes, and bootstrap replicates where nothing is defined are
+//! skipped and counted.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use miram_cbis_ddsm::augment::AugmentConfig;
+use miram_cbis_ddsm::loader::{CropDataset, ItemMeta, Loader, LoaderConfig};
+use miram_cbis_ddsm::tasks::{Target, TargetKind};
+use miram_encoder::VitClassifier;
+use miram_metrics::{
+    average_precision, binary_report, delong_test, multiclass_report, multilabel_report,
+    precision_recall_curve, roc_auc, roc_curve, stratified_bootstrap, BootstrapConfig, CurvePoints,
+    ReportConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One case's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRow {
+    /// Which case.
+    pub item: ItemMeta,
+    /// The target as a vector over the classes (one-hot or multi-hot).
+    pub target: Vec<f32>,
+    /// Probabilities (softmax for classes, sigmoid for multi-label).
+    pub scores: Vec<f64>,
+}
+
+/// The predictions of a model on a set of cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Predictions {
+    /// The task name.
+    pub task: String,
+    /// Multi-label (sigmoid) rather than one class (softmax).
+    pub multilabel: bool,
+    /// The class names.
+    pub class_names: Vec<String>,
+    /// One row per case, in dataset order.
+    pub rows: Vec<PredictionRow>,
+}
+
+/// Runs `model` over every sample of `dataset` (in order, no augmentation).
+pub fn predict<D: CropDataset + 'static>(
+    model: &VitClassifier,
+    dataset: Arc<D>,
+    task: &str,
+    class_names: &[String],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Predictions> {
+    let kind = dataset.target_kind();
+    let multilabel = match kind {
+        TargetKind::MultiHot(_) => true,
+        TargetKind::Classes(_) => false,
+        TargetKind::None => {
+            return Err(Error::Train(
+                "cannot evaluate a dataset without targets".into(),
+            ))
+        }
+    };
+    let k = kind.num_outputs();
+    let mut lc = LoaderConfig::eval(batch_size);
+    lc.channels = model.config().encoder.in_chans;
+    lc.workers = 1;
+    let loader = Loader::new(dataset, AugmentConfig::none(), lc, device.clone())?;
+    let mut rows = Vec::new();
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let logits = model.forward(&batch.images)?;
+        let probs = if multilabel {
+            candle_nn::ops::sigmoid(&logits)?
+        } else {
+            candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?
+        };
+        let probs = probs.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let targets: Vec<Vec<f32>> = match &batch.targets {
+            miram_cbis_ddsm::loader::BatchTargets::Classes(t) => t
+                .to_vec1::<u32>()?
+                .into_iter()
+                .map(|c| Target::Class(c).as_vector(k))
+                .collect(),
+            miram_cbis_ddsm::loader::BatchTargets::MultiHot(t) => t.to_vec2::<f32>()?,
+            miram_cbis_ddsm::loader::BatchTargets::None => {
+                return Err(Error::Train("the evaluation batch has no targets".into()))
+            }
+        };
+        for ((item, target), scores) in batch.items.into_iter().zip(targets).zip(probs) {
+            rows.push(PredictionRow {
+                item,
+                target,
+                scores,
+            });
+        }
+    }
+    Ok(Predictions {
+        task: task.to_string(),
+        multilabel,
+        class_names: class_names.to_vec(),
+        rows,
+    })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl Predictions {
+    /// Number of cases.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True without cases.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// True for a two-class single-label task (scored on the second class).
+    pub fn is_binary(&self) -> bool {
+        !self.multilabel && self.class_names.len() == 2
+    }
+
+    /// Writes one row per case: `patient_id, image_folder, abnormality_id, label`, then
+    /// `target_{class}` and `score_{class}` per class.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let mut out = String::from("patient_id,image_folder,abnormality_id,label");
+        for c in &self.class_names {
+            out.push_str(&format!(",{}", csv_field(&format!("target_{c}"))));
+        }
+        for c in &self.class_names {
+            out.push_str(&format!(",{}", csv_field(&format!("score_{c}"))));
+        }
+        out.push('\n');
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{},{},{},{}",
+                csv_field(&r.item.patient_id),
+                csv_field(&r.item.image_folder),
+                r.item.abnormality_id,
+                csv_field(&r.item.label)
+            ));
+            for t in &r.target {
+                out.push_str(&format!(",{t}"));
+            }
+            for s in &r.scores {
+                out.push_str(&format!(",{s}"));
+            }
+            out.push('\n');
+        }
+        let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        f.write_all(out.as_bytes()).map_err(|e| Error::io(path, e))
+    }
+
+    /// Column `k` of the targets as 0/1 labels.
+    pub fn labels_of(&self, k: usize) -> Vec<u8> {
+        self.rows
+            .iter()
+            .map(|r| u8::from(r.target.get(k).copied().unwrap_or(0.0) > 0.5))
+            .collect()
+    }
+
+    /// Column `k` of the scores.
+    pub fn scores_of(&self, k: usize) -> Vec<f64> {
+        self.rows
+            .iter()
+            .map(|r| r.scores.get(k).copied().unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// The classes evaluated one against the rest: the positive class only for a binary task.
+    pub fn scored_classes(&self) -> Vec<usize> {
+        if self.is_binary() {
+            vec![1]
+        } else {
+            (0..self.class_names.len()).collect()
+        }
+    }
+}
+
+/// How evaluation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// Bootstrap resamples of the intervals (0: none).
+    pub bootstrap_resamples: usize,
+    /// Confidence level.
+    pub level: f64,
+    /// Seed of the bootstrap.
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_resamples: 2000,
+            level: 0.95,
+            seed: 0,
+        }
+    }
+}
+
+/// One class's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMetrics {
+    /// The class.
+    pub name: String,
+    /// Cases of the class (positives).
+    pub positives: usize,
+    /// ROC AUC of this class against the rest (`None`: undefined, one label only).
+    pub auc: Option<f64>,
+    /// Average precision (`None`: no positives).
+    pub ap: Option<f64>,
+}
+
+/// Points of a curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// The class it belongs to.
+    pub class: String,
+    /// x values (false-positive rate, or recall).
+    pub x: Vec<f64>,
+    /// y values (true-positive rate, or precision).
+    pub y: Vec<f64>,
+}
+
+/// A confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Lower bound.
+    pub lower: f64,
+    /// Upper bound.
+    pub upper: f64,
+    /// Bootstrap replicates that gave a value.
+    pub n_valid: usize,
+}
+
+/// The figures of one task on one set of cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    /// The task.
+    pub task: String,
+    /// Cases.
+    pub n_cases: usize,
+    /// How AUC and AP are averaged (`binary: <class>` or `macro over N classes`).
+    pub averaging: String,
+    /// ROC AUC (binary, or macro over the defined classes).
+    pub auc: Option<f64>,
+    /// Its bootstrap interval.
+    pub auc_ci: Option<Interval>,
+    /// Average precision (binary, or macro over the defined classes).
+    pub ap: Option<f64>,
+    /// Its bootstrap interval.
+    pub ap_ci: Option<Interval>,
+    /// Accuracy of the arg-max class (single-label tasks).
+    pub accuracy: Option<f64>,
+    /// Confusion matrix of the arg-max class, rows = true class (single-label tasks).
+    pub confusion_matrix: Option<Vec<Vec<u64>>>,
+    /// Per-class figures.
+    pub per_class: Vec<ClassMetrics>,
+    /// ROC curves of the scored classes.
+    pub roc_curves: Vec<Curve>,
+    /// Precision-recall curves of the scored classes.
+    pub pr_curves: Vec<Curve>,
+    /// The full report of `miram-metrics` (scikit-learn's names), when every class is defined.
+    pub report: Option<serde_json::Value>,
+    /// What could not be computed, and why.
+    pub notes: Vec<String>,
+}
+
+fn macro_over(
+    preds: &Predictions,
+    classes: &[usize],
+    idx: Option<&[usize]>,
+    f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>,
+) -> Option<f64> {
+    let mut vals = Vec::new();
+    for &k in classes {
+        let (y, s): (Vec<u8>, Vec<f64>) = match idx {
+            Some(ix) => ix
+                .iter()
+                .map(|&i| (preds.labels_of(k)[i], preds.rows[i].scores[k]))
+                .unzip(),
+            None => (preds.labels_of(k), preds.scores_of(k)),
+        };
+        if let Ok(v) = f(&y, &s) {
+            vals.push(v);
+        }
+    }
+    (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+}
+
+/// Computes every figure of `preds`.
+pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
+    if preds.is_empty() {
+        return Err(Error::Train(format!(
+            "no cases to evaluate for {}",
+            preds.task
+        )));
+    }
+    let k = preds.class_names.len();
+    let classes = preds.scored_classes();
+    let mut notes = Vec::new();
+    let mut per_class = Vec::new();
+    let mut roc_curves = Vec::new();
+    let mut pr_curves = Vec::new();
+    for c in 0..k {
+        let y = preds.labels_of(c);
+        let s = preds.scores_of(c);
+        let positives = y.iter().filter(|&&v| v == 1).count();
+        let auc = roc_auc(&y, &s).ok();
+        let ap = average_precision(&y, &s).ok();
+        if classes.contains(&c) {
+            if auc.is_none() {
+                notes.push(format!(
+                    "class {}: AUC undefined ({positives} positives of {} cases)",
+                    preds.class_names[c],
+                    y.len()
+                ));
+            }
+            if let Ok(r) = roc_curve(&y, &s, CurvePoints::DropIntermediate) {
+                roc_curves.push(Curve {
+                    class: preds.class_names[c].clone(),
+                    x: r.fpr,
+                    y: r.tpr,
+                });
+            }
+            if let Ok(r) = precision_recall_curve(&y, &s, CurvePoints::DropIntermediate) {
+                pr_curves.push(Curve {
+                    class: preds.class_names[c].clone(),
+                    x: r.recall,
+                    y: r.precision,
+                });
+            }
+        }
+        per_class.push(ClassMetrics {
+            name: preds.class_names[c].clone(),
+            positives,
+            auc,
+            ap,
+        });
+    }
+    let auc = macro_over(preds, &classes, None, roc_auc);
+    let ap = macro_over(preds, &classes, None, average_precision);
+    // Bootstrap stratified on the (first) positive class of each case.
+    let (auc_ci, ap_ci) = if cfg.bootstrap_resamples > 0 {
+        let strata: Vec<usize> = preds
+            .rows
+            .iter()
+            .map(|r| {
+                if preds.is_binary() {
+                    usize::from(r.target[1] > 0.5)
+                } else {
+                    r.target.iter().position(|&t| t > 0.5).map_or(k, |c| c)
+                }
+            })
+            .collect();
+        let bc = BootstrapConfig {
+            n_resamples: cfg.bootstrap_resamples,
+            level: cfg.level,
+            seed: cfg.seed,
+        };
+        let ci = |f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>| -> Option<Interval> {
+            stratified_bootstrap(&strata, &bc, |idx| {
+                macro_over(preds, &classes, Some(idx), f).ok_or(
+                    miram_metrics::MetricsError::Empty {
+                        what: "defined classes",
+                    },
+                )
+            })
+            .ok()
+            .map(|b| Interval {
+                lower: b.lower,
+                upper: b.upper,
+                n_valid: b.n_valid,
+            })
+        };
+        (ci(roc_auc), ci(average_precision))
+    } else {
+        (None, None)
+    };
+    let (accuracy, confusion_matrix) = if preds.multilabel {
+        (None, None)
+    } else {
+        let mut cm = vec![vec![0u64; k]; k];
+        let mut correct = 0usize;
+        for r in &preds.rows {
+            let t = r.target.iter().position(|&v| v > 0.5).unwrap_or(0);
+            let p = r
+                .scores
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            cm[t][p] += 1;
+            correct += usize::from(t == p);
+        }
+        (Some(correct as f64 / preds.len() as f64), Some(cm))
+    };
+    let rc = ReportConfig {
+        bootstrap: None,
+        ..ReportConfig::default()
+    };
+    let report = if preds.is_binary() {
+        binary_report(&preds.labels_of(1), &preds.scores_of(1), &rc)
+            .map(|r| serde_json::to_value(r))
+    } else if preds.multilabel {
+        let y: Vec<u8> = preds
+            .rows
+            .iter()
+            .flat_map(|r| r.target.iter().map(|&t| u8::from(t > 0.5)))
+            .collect();
+        let s: Vec<f64> = preds
+            .rows
+            .iter()
+            .flat_map(|r| r.scores.iter().copied())
+            .collect();
+        multilabel_report(&y, &s, k, &rc).map(|r| serde_json::to_value(r))
+    } else {
+        let y: Vec<usize> = preds
+            .rows
+            .iter()
+            .map(|r| r.target.iter().position(|&t| t > 0.5).unwrap_or(0))
+            .collect();
+        let p: Vec<f64> = preds
+            .rows
+            .iter()
+            .flat_map(|r| r.scores.iter().copied())
+            .collect();
+        multiclass_report(&y, &p, k, &rc).map(|r| serde_json::to_value(r))
+    };
+    let report = match report {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            notes.push(format!("report not serialisable: {e}"));
+            None
+        }
+        Err(e) => {
+            notes.push(format!("full report unavailable: {e}"));
+            None
+        }
+    };
+    let averaging = if preds.is_binary() {
+        format!("binary: {}", preds.class_names[1])
+    } else {
+        format!("macro over {} classes", classes.len())
+    };
+    Ok(TaskMetrics {
+        task: preds.task.clone(),
+        n_cases: preds.len(),
+        averaging,
+        auc,
+        auc_ci,
+        ap,
+        ap_ci,
+        accuracy,
+        confusion_matrix,
+        per_class,
+        roc_curves,
+        pr_curves,
+        report,
+        notes,
+    })
+}
+
+/// DeLong's paired test of one class between two runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassComparison {
+    /// The class.
+    pub class: String,
+    /// AUC of run A.
+    pub auc_a: f64,
+    /// AUC of run B.
+    pub auc_b: f64,
+    /// DeLong's z.
+    pub z: f64,
+    /// Two-sided p-value.
+    pub p_value: f64,
+}
+
+/// DeLong's paired test between two runs on the same cases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The task.
+    pub task: String,
+    /// One test per scored class where both labels occur.
+    pub per_class: Vec<ClassComparison>,
+    /// The headline p-value: the class's for a binary task; for several classes the smallest
+    /// Holm-adjusted p-value (a test that any class differs).
+    pub p_value: Option<f64>,
+    /// How `p_value` was obtained.
+    pub method: String,
+    /// Classes that could not be tested, and why.
+    pub notes: Vec<String>,
+}
+
+/// Compares run `a` with run `b` (the same cases in the same order).
+pub fn compare(a: &Predictions, b: &Predictions) -> Result<Comparison> {
+    if a.len() != b.len() || a.class_names != b.class_names {
+        return Err(Error::Train(format!(
+            "cannot compare {} cases of {:?} with {} cases of {:?}",
+            a.len(),
+            a.class_names,
+            b.len(),
+            b.class_names
+        )));
+    }
+    for (i, (ra, rb)) in a.rows.iter().zip(&b.rows).enumerate() {
+        if ra.item.patient_id != rb.item.patient_id
+            || ra.item.image_folder != rb.item.image_folder
+            || ra.item.abnormality_id != rb.item.abnormality_id
+            || ra.target != rb.target
+        {
+            return Err(Error::Train(format!(
+                "case {i} differs between the two runs ({:?} vs {:?})",
+                ra.item, rb.item
+            )));
+        }
+    }
+    let mut per_class = Vec::new();
+    let mut notes = Vec::new();
+    for c in a.scored_classes() {
+        let y = a.labels_of(c);
+        match delong_test(&y, &a.scores_of(c), &b.scores_of(c)) {
+            Ok(t) => per_class.push(ClassComparison {
+                class: a.class_names[c].clone(),
+                auc_a: t.auc_a,
+                auc_b: t.auc_b,
+                z: t.z,
+                p_value: t.p_value,
+            }),
+            Err(e) => notes.push(format!("class {}: {e}", a.class_names[c])),
+        }
+    }
+    let (p_value, method) = if a.is_binary() {
+        (
+            per_class.first().map(|c| c.p_value),
+            "DeLong paired test".to_string(),
+        )
+    } else {
+        let mut ps: Vec<f64> = per_class.iter().map(|c| c.p_value).collect();
+        ps.sort_by(f64::total_cmp);
+        let m = ps.len();
+        // Holm: the smallest adjusted p-value is m * p_(1), capped at 1.
+        (
+            ps.first().map(|p| (p * m as f64).min(1.0)),
+            format!("min Holm-adjusted DeLong p over {m} classes"),
+        )
+    };
+    Ok(Comparison {
+        task: a.task.clone(),
+        per_class,
+        p_value,
+        method,
+        notes,
+    })
+}

@@ -1,0 +1,662 @@
+//! Fine-tuning (mirrors `main_finetune.py`, `engine_finetune.py` and `util/lr_decay.py` of
+//! facebookresearch/mae, with the authors' CBIS-DDSM protocol): the encoder with global
+//! pooling, `fc_norm` and a linear `head`, initialised from a MIRAM or MAE checkpoint (the
+//! exact missing-key set is asserted) or at random; full fine-tuning with optional layer-wise
+//! learning-rate decay, or linear probing (frozen encoder); stochastic depth; cross-entropy
+//! with inverse-frequency class weights or BCE for multi-label targets; model selection on
+//! validation macro AUC; test evaluation with the best weights.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use miram_cbis_ddsm::augment::AugmentConfig;
+use miram_cbis_ddsm::loader::{BatchTargets, CropDataset, Loader, LoaderConfig};
+use miram_cbis_ddsm::split::SplitConfig;
+use miram_cbis_ddsm::tasks::{TargetKind, Task};
+use miram_encoder::{ClassifierConfig, EncoderConfig, VitClassifier};
+use miram_losses::{bce_with_logits, cross_entropy};
+use miram_nn::{LoadReport, ParamStore};
+use miram_rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{prepare_for_model, read_checkpoint};
+use crate::optim::{AdamW, AdamWConfig, Grads, ParamSpec};
+use crate::train::data::TaskData;
+use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMetrics};
+use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
+use crate::train::run_dir::RunDir;
+use crate::train::schedule::{scaled_lr, LrSchedule};
+use crate::train::state::{read_train_state, train_state};
+use crate::train::{RunOptions, DROP_STREAM};
+use crate::{Error, Result};
+
+/// Which parameters are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinetuneMode {
+    /// Every parameter (the authors' protocol).
+    Full,
+    /// Only `fc_norm` and `head`; the encoder is frozen.
+    LinearProbe,
+}
+
+/// How the classes of a single-label task are weighted in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeighting {
+    /// Equal weights.
+    None,
+    /// `n / (k n_c)` over the training set (the authors').
+    InverseFrequency,
+}
+
+/// The fine-tuning recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// The encoder (the pre-trained model's).
+    pub encoder: EncoderConfig,
+    /// The task.
+    pub task: Task,
+    /// The checkpoint to start from (MIRAM, MAE `.pth`, a pre-training run's
+    /// `model.safetensors` or train state); none for a random initialisation.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Full fine-tuning or linear probing.
+    pub mode: FinetuneMode,
+    /// Epochs.
+    pub epochs: usize,
+    /// Warm-up epochs (may be fractional).
+    pub warmup_epochs: f64,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Base learning rate (`blr * batch / 256`), unless `lr` is set.
+    pub blr: f64,
+    /// Absolute learning rate (the authors: 1e-5).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Floor of the cosine schedule.
+    pub min_lr: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Layer-wise learning-rate decay (MAE: 0.75 for ViT-B); none for a single rate.
+    #[serde(default)]
+    pub layer_decay: Option<f64>,
+    /// Stochastic depth rate of the last block.
+    pub drop_path: f64,
+    /// Class weights of the cross-entropy.
+    pub class_weighting: ClassWeighting,
+    /// Global-norm gradient clipping.
+    #[serde(default)]
+    pub clip_grad: Option<f64>,
+    /// Training augmentation.
+    pub augment: AugmentConfig,
+    /// The validation split.
+    pub split: SplitConfig,
+    /// Seed of the head, the order, the augmentation and drop path.
+    pub seed: u64,
+    /// Loader worker threads.
+    pub workers: usize,
+    /// Bootstrap resamples of the test intervals.
+    pub bootstrap_resamples: usize,
+    /// Epoch checkpoints kept (for resuming).
+    pub keep_last: usize,
+}
+
+impl FinetuneConfig {
+    /// The authors' protocol for `task`: full fine-tuning, lr 1e-5, weight decay 0.01, 100
+    /// epochs with 2 warm-up, batch 32, drop path 0.1, inverse-frequency class weights,
+    /// flips / rotation / scale / intensity augmentation, 30% validation.
+    pub fn paper(encoder: EncoderConfig, task: Task) -> Self {
+        Self {
+            encoder,
+            task,
+            init: None,
+            mode: FinetuneMode::Full,
+            epochs: 100,
+            warmup_epochs: 2.0,
+            batch_size: 32,
+            blr: 1e-3,
+            lr: Some(1e-5),
+            min_lr: 1e-7,
+            weight_decay: 0.01,
+            layer_decay: None,
+            drop_path: 0.1,
+            class_weighting: ClassWeighting::InverseFrequency,
+            clip_grad: None,
+            augment: AugmentConfig::finetune(),
+            split: SplitConfig::default(),
+            seed: 0,
+            workers: 2,
+            bootstrap_resamples: 2000,
+            keep_last: 2,
+        }
+    }
+
+    /// Checks the values, naming the one at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(Error::Config(format!(
+                "epochs ({}) and batch_size ({}) must be at least 1",
+                self.epochs, self.batch_size
+            )));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
+            return Err(Error::Config(format!(
+                "warmup_epochs {} must be in [0, epochs]",
+                self.warmup_epochs
+            )));
+        }
+        if self.layer_decay.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
+            return Err(Error::Config("layer_decay must be in (0, 1]".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The encoder names of MAE's fine-tuning model are the checkpoint's; these are not part of
+/// it (the decoders, and the final norm that global pooling replaces by `fc_norm`).
+fn is_pretraining_only(name: &str) -> bool {
+    name.starts_with("decoder_embed.")
+        || name == "mask_token"
+        || name.starts_with("decoders.")
+        || name.starts_with("norm.")
+}
+
+/// The names a pre-trained checkpoint lacks in the fine-tuning model (MAE's assertion with
+/// global pooling).
+pub const FINETUNE_MISSING: [&str; 4] =
+    ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"];
+
+/// Builds the fine-tuning model, from a checkpoint when `init` is given. A pre-trained
+/// checkpoint must leave exactly [`FINETUNE_MISSING`] missing; a fine-tuned one (with a
+/// head) must match exactly. Returns the model, its store and the load report.
+pub fn build_classifier(
+    cfg: &ClassifierConfig,
+    init: Option<&Path>,
+    mode: FinetuneMode,
+    seed: u64,
+    device: &Device,
+) -> Result<(VitClassifier, ParamStore, LoadReport)> {
+    let store = match init {
+        None => ParamStore::new(seed, DType::F32, device),
+        Some(p) => {
+            let ck = read_checkpoint(p, device)?;
+            let tensors = prepare_for_model(ck.tensors, cfg.encoder.in_chans)?
+                .into_iter()
+                .filter(|(k, _)| !is_pretraining_only(k))
+                .collect();
+            ParamStore::from_tensors(tensors, seed, DType::F32, device)
+        }
+    };
+    if mode == FinetuneMode::LinearProbe {
+        store.freeze_prefixes(&["patch_embed.", "cls_token", "blocks."]);
+    }
+    let model = VitClassifier::new(cfg, store.root())?;
+    let report = store.load_report();
+    if let Some(p) = init {
+        let missing: BTreeSet<&str> = report.missing_names().into_iter().collect();
+        let pretrained: BTreeSet<&str> = FINETUNE_MISSING.into_iter().collect();
+        let ok = report.unexpected.is_empty()
+            && report.mismatched.is_empty()
+            && (missing.is_empty() || missing == pretrained);
+        if !ok {
+            return Err(Error::CheckpointMismatch {
+                path: p.to_path_buf(),
+                details: format!(
+                    "{report} (a pre-trained encoder may lack exactly {})",
+                    FINETUNE_MISSING.join(", ")
+                ),
+            });
+        }
+    }
+    Ok((model, store, report))
+}
+
+/// MAE's layer id of a parameter (`util/lr_decay.py`): the embeddings 0, block `i` `i + 1`,
+/// the rest `depth + 1`.
+pub fn layer_id(name: &str, depth: usize) -> usize {
+    if name == "cls_token" || name == "pos_embed" || name.starts_with("patch_embed.") {
+        0
+    } else if let Some(rest) = name.strip_prefix("blocks.") {
+        rest.split('.')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .map_or(depth + 1, |i| i + 1)
+    } else {
+        depth + 1
+    }
+}
+
+/// MAE fine-tuning's parameter groups: no weight decay on 1-D parameters, biases, `cls_token`
+/// and `pos_embed`; learning-rate scale `layer_decay^(depth + 1 - layer_id)`.
+pub fn finetune_param_specs(
+    store: &ParamStore,
+    depth: usize,
+    weight_decay: f64,
+    layer_decay: Option<f64>,
+) -> Vec<ParamSpec> {
+    store
+        .trainable()
+        .into_iter()
+        .map(|(name, var)| {
+            let no_decay = var.rank() <= 1
+                || name.ends_with(".bias")
+                || name == "cls_token"
+                || name == "pos_embed";
+            let lr_scale =
+                layer_decay.map_or(1.0, |d| d.powi((depth + 1 - layer_id(&name, depth)) as i32));
+            ParamSpec {
+                name,
+                var,
+                weight_decay: if no_decay { 0.0 } else { weight_decay },
+                lr_scale,
+            }
+        })
+        .collect()
+}
+
+/// The loss of a batch.
+fn batch_loss(logits: &Tensor, targets: &BatchTargets, weights: Option<&[f32]>) -> Result<Tensor> {
+    Ok(match targets {
+        BatchTargets::Classes(y) => cross_entropy(logits, y, weights)?,
+        BatchTargets::MultiHot(y) => bce_with_logits(logits, y)?,
+        BatchTargets::None => {
+            return Err(Error::Train("a fine-tuning batch without targets".into()))
+        }
+    })
+}
+
+/// What a fine-tuning run produced.
+#[derive(Debug, Clone)]
+pub struct FinetuneOutcome {
+    /// The epoch of the best validation macro AUC (0-based).
+    pub best_epoch: usize,
+    /// That AUC (NaN when it was never defined; the last epoch is then kept).
+    pub best_val_auc: f64,
+    /// The best weights (`checkpoints/best.safetensors`).
+    pub best_checkpoint: PathBuf,
+    /// Test predictions of the best weights (also `predictions.csv`).
+    pub test_predictions: Predictions,
+    /// Test figures (also `metrics.json`).
+    pub test_metrics: TaskMetrics,
+}
+
+/// Fine-tunes and evaluates on `data` in the run folder `run`.
+pub fn finetune(
+    cfg: &FinetuneConfig,
+    data: &TaskData,
+    run: &RunDir,
+    opts: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<FinetuneOutcome> {
+    cfg.validate()?;
+    let dev = opts.device.clone();
+    let k = data.labels.num_outputs();
+    let ccfg = ClassifierConfig {
+        encoder: cfg.encoder.clone(),
+        num_classes: k,
+        drop_path: cfg.drop_path,
+    };
+    let (model, store, _) = build_classifier(&ccfg, cfg.init.as_deref(), cfg.mode, cfg.seed, &dev)?;
+    let depth = cfg.encoder.depth;
+    let mut opt = AdamW::with_params(
+        finetune_param_specs(&store, depth, cfg.weight_decay, cfg.layer_decay),
+        AdamWConfig::mae_finetune(0.0, cfg.weight_decay),
+    )?;
+    let train_idx: Vec<usize> = data.split.train.clone();
+    let weights = match (cfg.class_weighting, data.labels.kind) {
+        (ClassWeighting::InverseFrequency, TargetKind::Classes(_)) => {
+            Some(data.labels.class_weights(Some(&train_idx)))
+        }
+        _ => None,
+    };
+    let world = opts.all_reduce.world_size();
+    let lc = LoaderConfig {
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        drop_last: true,
+        seed: cfg.seed,
+        workers: cfg.workers,
+        prefetch: 2 * cfg.workers.max(1),
+        channels: cfg.encoder.in_chans,
+        shard: (world > 1).then(|| (opts.all_reduce.rank(), world)),
+    };
+    let loader = Loader::new(data.train.clone(), cfg.augment.clone(), lc, dev.clone())?;
+    let mut steps_per_epoch = loader.batches_per_epoch() as u64;
+    let drop_last_used = steps_per_epoch > 0;
+    let loader = if drop_last_used {
+        loader
+    } else {
+        // Fewer training cases than a batch: one smaller batch per epoch.
+        let mut lc = loader.config().clone();
+        lc.drop_last = false;
+        let l = Loader::new(data.train.clone(), cfg.augment.clone(), lc, dev.clone())?;
+        steps_per_epoch = l.batches_per_epoch() as u64;
+        l
+    };
+    if steps_per_epoch == 0 {
+        return Err(Error::Train(format!(
+            "no training cases for {}",
+            data.labels.task.name()
+        )));
+    }
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let sched = LrSchedule {
+        lr: cfg
+            .lr
+            .unwrap_or_else(|| scaled_lr(cfg.blr, cfg.batch_size * world)),
+        min_lr: cfg.min_lr,
+        warmup_epochs: cfg.warmup_epochs,
+        epochs: cfg.epochs as f64,
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert("kind".to_string(), "finetune".to_string());
+    meta.insert(
+        "config".to_string(),
+        serde_json::to_string(&ccfg).map_err(|e| Error::Train(e.to_string()))?,
+    );
+    meta.insert(
+        "train_config".to_string(),
+        serde_json::to_string(cfg).map_err(|e| Error::Train(e.to_string()))?,
+    );
+    meta.insert(
+        "class_names".to_string(),
+        serde_json::to_string(&data.labels.class_names).unwrap_or_default(),
+    );
+
+    // Resume from the newest epoch checkpoint.
+    let mut step = 0u64;
+    let mut best = (usize::MAX, f64::NEG_INFINITY);
+    if opts.resume {
+        if let Some((_, path)) = run.latest_checkpoint() {
+            let st = read_train_state(&path, "finetune", &dev)?;
+            if st.metadata.get("train_config") != meta.get("train_config") {
+                return Err(Error::Checkpoint {
+                    path,
+                    message: "the run was started with another configuration; resume with the configuration in its config.json".into(),
+                });
+            }
+            for (name, t) in &st.model {
+                store.set(name, t)?;
+            }
+            opt.load_state(&st.optimizer, &st.metadata)?;
+            step = st.step;
+            if let (Some(e), Some(a)) = (
+                st.metadata.get("best_epoch"),
+                st.metadata.get("best_val_auc"),
+            ) {
+                best = (
+                    e.parse().unwrap_or(usize::MAX),
+                    a.parse().unwrap_or(f64::NEG_INFINITY),
+                );
+            }
+            run.truncate_log_after(step)?;
+        }
+    }
+    run.write_config(cfg)?;
+    let params = store.trainable();
+    let started = Instant::now();
+    let start_step = step;
+    observer.event(&Event::Start {
+        phase: Phase::Finetune,
+        total_steps,
+        start_step,
+        description: format!(
+            "fine-tuning for {} ({} classes, {} training cases), {total_steps} steps",
+            data.labels.task.name(),
+            k,
+            data.train.len()
+        ),
+    });
+    let stop_at = opts.stop_after.map_or(total_steps, |s| s.min(total_steps));
+    let eval_cfg = EvalConfig {
+        bootstrap_resamples: 0,
+        ..EvalConfig::default()
+    };
+    while step < stop_at {
+        let epoch = step / steps_per_epoch;
+        let first = (step % steps_per_epoch) as usize;
+        let mut losses = Vec::new();
+        for batch in loader.epoch(epoch).skip(first) {
+            if step >= stop_at {
+                break;
+            }
+            let batch = batch?;
+            let t0 = Instant::now();
+            let lr = sched.lr_at_step(step, steps_per_epoch, 1, steps_per_epoch);
+            let mut rng = Rng::keyed(cfg.seed, &[DROP_STREAM, step]);
+            let logits = model.forward_train(&batch.images, &mut rng)?;
+            let loss = batch_loss(&logits, &batch.targets, weights.as_deref())?;
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !lv.is_finite() {
+                return Err(Error::NonFiniteLoss {
+                    step: step + 1,
+                    value: lv,
+                    losses: vec![],
+                    last_checkpoint: run
+                        .latest_checkpoint()
+                        .map_or("none".into(), |(_, p)| p.display().to_string()),
+                });
+            }
+            let mut grads = Grads::from_backward(&loss.backward()?, &params);
+            opts.all_reduce.all_reduce_mean(&mut grads)?;
+            let grad_norm = match cfg.clip_grad {
+                Some(c) => grads.clip_global_norm(c)?,
+                None => grads.global_norm()?,
+            };
+            opt.set_lr(lr);
+            opt.step(&grads)?;
+            step += 1;
+            losses.push(lv);
+            let n = batch.images.dim(0)? * world;
+            let eta = started.elapsed().as_secs_f64() / (step - start_step) as f64
+                * (total_steps - step) as f64;
+            let ev = Event::Step(StepEvent {
+                phase: Phase::Finetune,
+                step,
+                total_steps,
+                epoch,
+                loss: opts.all_reduce.mean_scalar(lv)?,
+                losses: vec![],
+                lr,
+                grad_norm,
+                images_per_sec: n as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                eta_secs: eta,
+            });
+            if opts.all_reduce.rank() == 0 {
+                run.log(&ev)?;
+            }
+            observer.event(&ev);
+        }
+        if step % steps_per_epoch != 0 && step < total_steps {
+            // Stopped inside an epoch (stop_after): checkpoint where it stands.
+            let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
+            run.save_step(step, &t, &m, cfg.keep_last)?;
+            break;
+        }
+        // End of an epoch: validation, model selection, checkpoints.
+        let val = predict(
+            &model,
+            data.validation.clone(),
+            &data.labels.task.name(),
+            &data.labels.class_names,
+            cfg.batch_size,
+            &dev,
+        )?;
+        let vm = evaluate(&val, &eval_cfg)?;
+        let auc = vm.auc.unwrap_or(f64::NAN);
+        let mut metrics = BTreeMap::new();
+        metrics.insert("macro_auc".to_string(), auc);
+        metrics.insert("macro_ap".to_string(), vm.ap.unwrap_or(f64::NAN));
+        metrics.insert(
+            "train_loss".to_string(),
+            losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+        );
+        let ev = Event::Eval(EvalEvent {
+            phase: Phase::Finetune,
+            step,
+            epoch,
+            subset: "validation".into(),
+            metrics,
+        });
+        if opts.all_reduce.rank() == 0 {
+            run.log(&ev)?;
+        }
+        observer.event(&ev);
+        let improved = (auc.is_finite() && auc > best.1)
+            || (best.0 == usize::MAX && !best.1.is_finite() && !auc.is_finite());
+        if improved {
+            best = (
+                epoch as usize,
+                if auc.is_finite() {
+                    auc
+                } else {
+                    f64::NEG_INFINITY
+                },
+            );
+            let mut m = meta_with_best(&meta, best);
+            m.insert("format".into(), crate::checkpoint::FORMAT.into());
+            let p = run.save_best(&store.state_dict(), &m)?;
+            observer.event(&Event::Checkpoint {
+                phase: Phase::Finetune,
+                step,
+                path: p,
+                best: true,
+            });
+        } else if !best.1.is_finite() {
+            // AUC never defined: keep the latest weights.
+            best = (epoch as usize, f64::NEG_INFINITY);
+            let mut m = meta_with_best(&meta, best);
+            m.insert("format".into(), crate::checkpoint::FORMAT.into());
+            run.save_best(&store.state_dict(), &m)?;
+        }
+        let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
+        let p = run.save_step(step, &t, &m, cfg.keep_last)?;
+        observer.event(&Event::Checkpoint {
+            phase: Phase::Finetune,
+            step,
+            path: p,
+            best: false,
+        });
+    }
+    if step < total_steps {
+        return Err(Error::Train(format!(
+            "stopped at step {step} of {total_steps} (stop_after); resume to finish"
+        )));
+    }
+    // Test evaluation with the best weights.
+    let best_path = run.best_checkpoint();
+    let ck = read_checkpoint(&best_path, &dev)?;
+    for (name, t) in &ck.tensors {
+        store.set(name, t)?;
+    }
+    let test = predict(
+        &model,
+        data.test.clone(),
+        &data.labels.task.name(),
+        &data.labels.class_names,
+        cfg.batch_size,
+        &dev,
+    )?;
+    let tm = evaluate(
+        &test,
+        &EvalConfig {
+            bootstrap_resamples: cfg.bootstrap_resamples,
+            level: 0.95,
+            seed: cfg.seed,
+        },
+    )?;
+    test.write_csv(&run.path().join("predictions.csv"))?;
+    let js = serde_json::to_string_pretty(&tm).map_err(|e| Error::Train(e.to_string()))?;
+    crate::checkpoint::write_atomic(&run.path().join("metrics.json"), js.as_bytes())?;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("macro_auc".to_string(), tm.auc.unwrap_or(f64::NAN));
+    metrics.insert("macro_ap".to_string(), tm.ap.unwrap_or(f64::NAN));
+    let ev = Event::Eval(EvalEvent {
+        phase: Phase::Evaluate,
+        step,
+        epoch: best.0 as u64,
+        subset: "test".into(),
+        metrics,
+    });
+    run.log(&ev)?;
+    observer.event(&ev);
+    observer.event(&Event::Done {
+        phase: Phase::Finetune,
+        step,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(FinetuneOutcome {
+        best_epoch: best.0,
+        best_val_auc: if best.1.is_finite() { best.1 } else { f64::NAN },
+        best_checkpoint: best_path,
+        test_predictions: test,
+        test_metrics: tm,
+    })
+}
+
+fn meta_with_best(meta: &BTreeMap<String, String>, best: (usize, f64)) -> BTreeMap<String, String> {
+    let mut m = meta.clone();
+    m.insert("best_epoch".into(), best.0.to_string());
+    m.insert("best_val_auc".into(), best.1.to_string());
+    m
+}
+
+/// Loads a fine-tuned classifier written by [`finetune`] (`best.safetensors`): its
+/// configuration and class names come from the metadata.
+pub fn load_classifier(
+    path: &Path,
+    device: &Device,
+) -> Result<(VitClassifier, ClassifierConfig, Vec<String>)> {
+    let ck = read_checkpoint(path, device)?;
+    let bad = |m: &str| Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: m.to_string(),
+    };
+    let cfg: ClassifierConfig = serde_json::from_str(
+        ck.metadata
+            .get("config")
+            .ok_or_else(|| bad("no config in the metadata"))?,
+    )
+    .map_err(|e| bad(&format!("config: {e}")))?;
+    let names: Vec<String> = ck
+        .metadata
+        .get("class_names")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_else(|| (0..cfg.num_classes).map(|i| i.to_string()).collect());
+    let (model, _, report) = build_classifier(&cfg, Some(path), FinetuneMode::Full, 0, device)?;
+    if !report.is_exact() {
+        return Err(Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            details: report.to_string(),
+        });
+    }
+    Ok((model, cfg, names))
+}
+
+/// Trains nothing: the figures of a fine-tuned classifier on `data`'s test set.
+pub fn evaluate_checkpoint(
+    path: &Path,
+    data: &TaskData,
+    eval: &EvalConfig,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(Predictions, TaskMetrics)> {
+    let (model, _, _) = load_classifier(path, device)?;
+    let preds = predict(
+        &model,
+        data.test.clone(),
+        &data.labels.task.name(),
+        &data.labels.class_names,
+        batch_size,
+        device,
+    )?;
+    let m = evaluate(&preds, eval)?;
+    Ok((preds, m))
+}

@@ -1,0 +1,79 @@
+//! The training engine: pre-training, fine-tuning and evaluation as resumable, deterministic
+//! runs, from a dataset root to reported AP and AUC.
+//!
+//! - [`data`]: index, crop cache, pre-training and task datasets, splits.
+//! - [`pretrain()`] and [`finetune()`]: the runs, with a [`RunDir`] (resolved
+//!   `config.json`, `log.jsonl` of every step and evaluation, atomic checkpoints keeping the
+//!   last K and the best) and an [`Observer`] receiving progress [`Event`]s.
+//! - [`evaluate()`], [`compare()`]: figures with bootstrap intervals, DeLong's test,
+//!   predictions as CSV.
+//! - [`distributed`]: the all-reduce point of data parallelism.
+//!
+//! Every random stream is keyed by `(seed, stream, step)`, so a resumed run draws exactly
+//! the numbers an uninterrupted one would.
+
+pub mod data;
+pub mod distributed;
+pub mod evaluate;
+pub mod events;
+pub mod finetune;
+pub mod pretrain;
+pub mod run_dir;
+pub mod schedule;
+pub mod state;
+
+use std::sync::Arc;
+
+use candle_core::Device;
+
+pub use data::{prepare_data, DataConfig, PreparedData, TaskData};
+pub use distributed::{AllReduce, SingleProcess};
+pub use evaluate::{compare, evaluate, predict, Comparison, EvalConfig, Predictions, TaskMetrics};
+pub use events::{Event, Observer, Phase, Silent, StepEvent};
+pub use finetune::{finetune, ClassWeighting, FinetuneConfig, FinetuneMode, FinetuneOutcome};
+pub use pretrain::{pretrain, PretrainConfig, PretrainOutcome};
+pub use run_dir::RunDir;
+pub use schedule::LrSchedule;
+
+/// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch])`).
+pub const NOISE_STREAM: u64 = 0x6e6f_6973_65;
+/// Stream of the Performer redraws (`Rng::keyed(seed, &[REDRAW_STREAM, step])`).
+pub const REDRAW_STREAM: u64 = 0x7265_6472_6177;
+/// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step])`).
+pub const DROP_STREAM: u64 = 0x6472_6f70;
+
+/// How a run is executed (not part of its configuration).
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Where tensors live.
+    pub device: Device,
+    /// Continue from the run folder's newest checkpoint when there is one.
+    pub resume: bool,
+    /// Stop after this many optimiser steps (a time-boxed or interrupted run).
+    pub stop_after: Option<u64>,
+    /// The all-reduce of data parallelism.
+    pub all_reduce: Arc<dyn AllReduce>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("device", &self.device)
+            .field("resume", &self.resume)
+            .field("stop_after", &self.stop_after)
+            .field("world_size", &self.all_reduce.world_size())
+            .finish()
+    }
+}
+
+impl RunOptions {
+    /// One process on `device`, resuming when a checkpoint exists.
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            resume: true,
+            stop_after: None,
+            all_reduce: Arc::new(SingleProcess),
+        }
+    }
+}
