@@ -13,9 +13,9 @@ use miram_cbis_ddsm::AbnormalityType;
 /// A small configuration that still has both types and both splits.
 fn tiny(seed: u64, layout: SynthLayout) -> SynthConfig {
     SynthConfig {
-        patients: 8,
-        image_width: 256,
-        image_height: 416,
+        patients: 6,
+        image_width: 224,
+        image_height: 368,
         ..SynthConfig::small()
     }
     .with_seed(seed)
