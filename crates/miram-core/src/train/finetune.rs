@@ -382,9 +382,7 @@ pub fn finetune(
                     message: "the run was started with another configuration; resume with the configuration in its config.json".into(),
                 });
             }
-            for (name, t) in &st.model {
-                store.set(name, t)?;
-            }
+            restore(&store, &st.model)?;
             opt.load_state(&st.optimizer, &st.metadata)?;
             step = st.step;
             if let (Some(e), Some(a)) = (
@@ -553,9 +551,7 @@ pub fn finetune(
     // Test evaluation with the best weights.
     let best_path = run.best_checkpoint();
     let ck = read_checkpoint(&best_path, &dev)?;
-    for (name, t) in &ck.tensors {
-        store.set(name, t)?;
-    }
+    restore(&store, &ck.tensors)?;
     let test = predict(
         &model,
         data.test.clone(),
@@ -599,6 +595,16 @@ pub fn finetune(
         test_predictions: test,
         test_metrics: tm,
     })
+}
+
+/// Sets the trained values (parameters and buffers) of `store` from `tensors`; frozen
+/// parameters never change and are left as they are.
+fn restore(store: &ParamStore, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    for (name, _) in store.trainable().into_iter().chain(store.buffers()) {
+        let t = tensors.get(&name).ok_or_else(|| Error::Train(format!("the checkpoint lacks {name}")))?;
+        store.set(&name, t)?;
+    }
+    Ok(())
 }
 
 fn meta_with_best(meta: &BTreeMap<String, String>, best: (usize, f64)) -> BTreeMap<String, String> {
@@ -659,4 +665,54 @@ pub fn evaluate_checkpoint(
     )?;
     let m = evaluate(&preds, eval)?;
     Ok((preds, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClassifierConfig {
+        ClassifierConfig {
+            encoder: EncoderConfig { img_size: 16, patch_size: 8, in_chans: 1, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2.0 },
+            num_classes: 3,
+            drop_path: 0.1,
+        }
+    }
+
+    #[test]
+    fn layer_ids_follow_mae() {
+        assert_eq!(layer_id("cls_token", 12), 0);
+        assert_eq!(layer_id("patch_embed.proj.weight", 12), 0);
+        assert_eq!(layer_id("blocks.0.attn.qkv.weight", 12), 1);
+        assert_eq!(layer_id("blocks.11.mlp.fc2.bias", 12), 12);
+        assert_eq!(layer_id("fc_norm.weight", 12), 13);
+        assert_eq!(layer_id("head.weight", 12), 13);
+    }
+
+    #[test]
+    fn parameter_groups_decay_and_scale_as_mae() -> Result<()> {
+        let (_, store, _) = build_classifier(&cfg(), None, FinetuneMode::Full, 0, &Device::Cpu)?;
+        let specs = finetune_param_specs(&store, 2, 0.05, Some(0.5));
+        let get = |n: &str| specs.iter().find(|s| s.name == n).expect(n);
+        assert_eq!(get("cls_token").weight_decay, 0.0);
+        assert_eq!(get("cls_token").lr_scale, 0.125); // 0.5^(3 - 0)
+        assert_eq!(get("blocks.1.attn.qkv.weight").weight_decay, 0.05);
+        assert_eq!(get("blocks.1.attn.qkv.weight").lr_scale, 0.5); // 0.5^(3 - 2)
+        assert_eq!(get("blocks.1.attn.qkv.bias").weight_decay, 0.0);
+        assert_eq!(get("head.weight").lr_scale, 1.0);
+        assert_eq!(get("fc_norm.weight").weight_decay, 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn linear_probe_trains_only_the_head() -> Result<()> {
+        let (model, store, _) = build_classifier(&cfg(), None, FinetuneMode::LinearProbe, 0, &Device::Cpu)?;
+        let names: Vec<String> = store.trainable().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]);
+        // The frozen encoder still computes, and is saved with the weights.
+        let x = Tensor::zeros((2, 1, 16, 16), DType::F32, &Device::Cpu)?;
+        assert_eq!(model.forward(&x)?.dims(), &[2, 3]);
+        assert!(store.state_dict().contains_key("blocks.0.attn.qkv.weight"));
+        Ok(())
+    }
 }
