@@ -428,7 +428,10 @@ pub fn finetune(
             let batch = batch?;
             let t0 = Instant::now();
             let lr = sched.lr_at_step(step, steps_per_epoch, 1, steps_per_epoch);
-            let mut rng = Rng::keyed(cfg.seed, &[DROP_STREAM, step]);
+            let mut rng = Rng::keyed(
+                cfg.seed,
+                &[DROP_STREAM, step, opts.all_reduce.rank() as u64],
+            );
             let logits = model.forward_train(&batch.images, &mut rng)?;
             let loss = batch_loss(&logits, &batch.targets, weights.as_deref())?;
             let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -601,7 +604,9 @@ pub fn finetune(
 /// parameters never change and are left as they are.
 fn restore(store: &ParamStore, tensors: &std::collections::HashMap<String, Tensor>) -> Result<()> {
     for (name, _) in store.trainable().into_iter().chain(store.buffers()) {
-        let t = tensors.get(&name).ok_or_else(|| Error::Train(format!("the checkpoint lacks {name}")))?;
+        let t = tensors
+            .get(&name)
+            .ok_or_else(|| Error::Train(format!("the checkpoint lacks {name}")))?;
         store.set(&name, t)?;
     }
     Ok(())
@@ -673,7 +678,15 @@ mod tests {
 
     fn cfg() -> ClassifierConfig {
         ClassifierConfig {
-            encoder: EncoderConfig { img_size: 16, patch_size: 8, in_chans: 1, embed_dim: 16, depth: 2, num_heads: 2, mlp_ratio: 2.0 },
+            encoder: EncoderConfig {
+                img_size: 16,
+                patch_size: 8,
+                in_chans: 1,
+                embed_dim: 16,
+                depth: 2,
+                num_heads: 2,
+                mlp_ratio: 2.0,
+            },
             num_classes: 3,
             drop_path: 0.1,
         }
@@ -706,9 +719,13 @@ mod tests {
 
     #[test]
     fn linear_probe_trains_only_the_head() -> Result<()> {
-        let (model, store, _) = build_classifier(&cfg(), None, FinetuneMode::LinearProbe, 0, &Device::Cpu)?;
+        let (model, store, _) =
+            build_classifier(&cfg(), None, FinetuneMode::LinearProbe, 0, &Device::Cpu)?;
         let names: Vec<String> = store.trainable().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]);
+        assert_eq!(
+            names,
+            ["fc_norm.bias", "fc_norm.weight", "head.bias", "head.weight"]
+        );
         // The frozen encoder still computes, and is saved with the weights.
         let x = Tensor::zeros((2, 1, 16, 16), DType::F32, &Device::Cpu)?;
         assert_eq!(model.forward(&x)?.dims(), &[2, 3]);

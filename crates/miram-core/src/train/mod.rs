@@ -35,11 +35,11 @@ pub use pretrain::{pretrain, PretrainConfig, PretrainOutcome};
 pub use run_dir::RunDir;
 pub use schedule::LrSchedule;
 
-/// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch])`).
+/// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch, rank])`).
 pub const NOISE_STREAM: u64 = 0x6e6f_6973_65;
 /// Stream of the Performer redraws (`Rng::keyed(seed, &[REDRAW_STREAM, step])`).
 pub const REDRAW_STREAM: u64 = 0x7265_6472_6177;
-/// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step])`).
+/// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step, rank])`).
 pub const DROP_STREAM: u64 = 0x6472_6f70;
 
 /// How a run is executed (not part of its configuration).

@@ -301,7 +301,10 @@ pub fn pretrain<D: CropDataset + 'static>(
                 };
                 let n = batch.images.dim(0)?;
                 let micro = step * accum + a;
-                let mut rng = Rng::keyed(cfg.seed, &[NOISE_STREAM, micro]);
+                let mut rng = Rng::keyed(
+                    cfg.seed,
+                    &[NOISE_STREAM, micro, opts.all_reduce.rank() as u64],
+                );
                 let noise = model.random_noise(n, &mut rng)?;
                 let hires: Option<Vec<Option<Tensor>>> = hires_index.map(|hi| {
                     (0..mc.scales.len())
