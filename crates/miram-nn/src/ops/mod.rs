@@ -10,7 +10,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+mod attention;
 pub mod math;
+
+pub use attention::{attention_packed, attention_packed_composed};
 
 /// Rows handled by one rayon task; fixed so that reductions are reproducible.
 const ROW_CHUNK: usize = 32;
@@ -312,6 +315,21 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// The backward pass of a last-dimension softmax: `y * (g - sum(g * y))` row by row, from its
+/// output `y` and the gradient `g` of that output (fused on the CPU for `f32`).
+///
+/// # Shapes
+/// - `y`, `g`: `[..., n]`, returns `[..., n]`
+pub fn softmax_backward(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_fast_path(&[y, g]) {
+        y.contiguous()?
+            .apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwdOp)
+    } else {
+        let row = (g * y)?.sum_keepdim(D::Minus1)?;
+        y * g.broadcast_sub(&row)?
+    }
+}
+
 struct SoftmaxOp;
 
 impl CustomOp1 for SoftmaxOp {
@@ -341,8 +359,7 @@ impl CustomOp1 for SoftmaxOp {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let grad = grad.contiguous()?;
-        Ok(Some(y.apply_op2_no_bwd(&grad, &SoftmaxBwdOp)?))
+        Ok(Some(softmax_backward(y, grad)?))
     }
 }
 
