@@ -661,6 +661,12 @@ impl<D: CropDataset + 'static> Loader<D> {
 
     /// The batches of `epoch`, in an order fixed by `(seed, epoch)`.
     pub fn epoch(&self, epoch: u64) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on: the same batches as the end of
+    /// [`Loader::epoch`], without making the skipped ones (a resumed run starts mid-epoch).
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> EpochIter {
         let indices = self.epoch_indices(epoch);
         let mut batches: Vec<Vec<usize>> = indices
             .chunks(self.cfg.batch_size)
@@ -673,6 +679,7 @@ impl<D: CropDataset + 'static> Loader<D> {
         {
             batches.pop();
         }
+        batches.drain(..first.min(batches.len()));
         let maker = Arc::new(BatchMaker {
             dataset: self.dataset.clone() as Arc<dyn CropDataset>,
             augment: self.augment.clone(),
@@ -952,6 +959,34 @@ mod tests {
             }
             other => panic!("expected classes, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn epoch_from_equals_the_end_of_the_epoch() {
+        let l = Loader::new(
+            dataset(10, 8),
+            AugmentConfig::finetune(),
+            LoaderConfig {
+                seed: 3,
+                ..LoaderConfig::train(3)
+            },
+            Device::Cpu,
+        )
+        .unwrap();
+        let all: Vec<Batch> = l.epoch(2).map(|b| b.unwrap()).collect();
+        let tail: Vec<Batch> = l.epoch_from(2, 1).map(|b| b.unwrap()).collect();
+        assert_eq!(tail.len(), all.len() - 1);
+        for (a, b) in all[1..].iter().zip(&tail) {
+            assert_eq!(a.items, b.items);
+            let d = (&a.images - &b.images)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+        assert_eq!(l.epoch_from(2, 99).count(), 0);
     }
 
     #[test]

@@ -421,7 +421,7 @@ pub fn finetune(
         let epoch = step / steps_per_epoch;
         let first = (step % steps_per_epoch) as usize;
         let mut losses = Vec::new();
-        for batch in loader.epoch(epoch).skip(first) {
+        for batch in loader.epoch_from(epoch, first) {
             if step >= stop_at {
                 break;
             }

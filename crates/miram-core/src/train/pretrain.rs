@@ -282,7 +282,7 @@ pub fn pretrain<D: CropDataset + 'static>(
     while step < stop_at {
         let epoch = step / steps_per_epoch;
         let first_batch = ((step % steps_per_epoch) * accum) as usize;
-        let mut it = loader.epoch(epoch).skip(first_batch);
+        let mut it = loader.epoch_from(epoch, first_batch);
         while step < stop_at && step / steps_per_epoch == epoch {
             let t0 = Instant::now();
             let lr = sched.lr_at_step(step, steps_per_epoch, accum, batches);
