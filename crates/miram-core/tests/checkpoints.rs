@@ -2,6 +2,8 @@
 //! a mismatched or truncated file is refused with every name and shape listed, the 3-to-1
 //! channel adaptation is timm's, and the optimiser state restores exactly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,8 @@
 //! official test cases; the report has every figure and the predictions file one row per
 //! test case.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 
 use candle_core::Device;

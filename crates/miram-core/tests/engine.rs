@@ -3,6 +3,8 @@
 //! one, a non-finite loss stops the run and leaves the previous checkpoint loadable, and a
 //! corrupt or mismatched checkpoint is refused with the names and shapes listed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use candle_core::Device;

@@ -5,6 +5,8 @@
 //! within the tolerances of `shared/fixtures/README.md`; and an official MAE checkpoint loads
 //! into the fine-tuning model with exactly `fc_norm.*` and `head.*` missing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

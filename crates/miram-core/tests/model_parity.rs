@@ -4,6 +4,8 @@
 //! `config` metadata and weights, run on its inputs, and compared with its outputs, losses,
 //! gradients and one AdamW step, within the tolerances of `shared/fixtures/README.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,8 @@
 //! parameter receives a non-zero gradient. The `paper*` presets (137M parameters) run their
 //! forward and backward only when `MIRAM_SLOW_TESTS=1`; their parameter counts always.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use candle_core::{DType, Device, Tensor};
 use miram_core::optim::Grads;
 use miram_core::{Miram, MiramConfig, PRESETS};

@@ -37,7 +37,7 @@ fn orthogonal_block(n: usize, rng: &mut Rng) -> Vec<f64> {
 /// scaled by the norm of an independent Gaussian vector of length `cols`.
 pub fn gaussian_orthogonal(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
     let mut m: Vec<f64> = Vec::with_capacity(rows * cols);
-    let full = if cols == 0 { 0 } else { rows / cols };
+    let full = rows.checked_div(cols).unwrap_or(0);
     for _ in 0..full {
         m.extend(orthogonal_block(cols, rng));
     }

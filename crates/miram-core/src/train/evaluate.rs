@@ -415,8 +415,7 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
         ..ReportConfig::default()
     };
     let report = if preds.is_binary() {
-        binary_report(&preds.labels_of(1), &preds.scores_of(1), &rc)
-            .map(|r| serde_json::to_value(r))
+        binary_report(&preds.labels_of(1), &preds.scores_of(1), &rc).map(serde_json::to_value)
     } else if preds.multilabel {
         let y: Vec<u8> = preds
             .rows
@@ -428,7 +427,7 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             .iter()
             .flat_map(|r| r.scores.iter().copied())
             .collect();
-        multilabel_report(&y, &s, k, &rc).map(|r| serde_json::to_value(r))
+        multilabel_report(&y, &s, k, &rc).map(serde_json::to_value)
     } else {
         let y: Vec<usize> = preds
             .rows
@@ -440,7 +439,7 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             .iter()
             .flat_map(|r| r.scores.iter().copied())
             .collect();
-        multiclass_report(&y, &p, k, &rc).map(|r| serde_json::to_value(r))
+        multiclass_report(&y, &p, k, &rc).map(serde_json::to_value)
     };
     let report = match report {
         Ok(Ok(v)) => Some(v),

@@ -36,7 +36,7 @@ pub use run_dir::RunDir;
 pub use schedule::LrSchedule;
 
 /// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch, rank])`).
-pub const NOISE_STREAM: u64 = 0x6e6f_6973_65;
+pub const NOISE_STREAM: u64 = 0x006e_6f69_7365;
 /// Stream of the Performer redraws (`Rng::keyed(seed, &[REDRAW_STREAM, step])`).
 pub const REDRAW_STREAM: u64 = 0x7265_6472_6177;
 /// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step, rank])`).

@@ -87,11 +87,11 @@ impl AttentionConfig {
         }
         match *self {
             Self::Softmax => Ok(()),
-            Self::Linformer { k, .. } if k == 0 => {
+            Self::Linformer { k: 0, .. } => {
                 Err(Error::Config("linformer k must be at least 1".into()))
             }
             Self::Linformer { .. } => Ok(()),
-            Self::Nystrom { landmarks, .. } if landmarks == 0 => {
+            Self::Nystrom { landmarks: 0, .. } => {
                 Err(Error::Config("nystrom landmarks must be at least 1".into()))
             }
             Self::Nystrom {
