@@ -68,15 +68,13 @@ fn check_close(
     let mut worst = (0.0f32, 0usize);
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let excess = (a - b).abs() - (atol + rtol * b.abs());
-        if !(excess <= worst.0) || !a.is_finite() {
-            worst = (
-                if excess.is_nan() {
-                    f32::INFINITY
-                } else {
-                    excess
-                },
-                i,
-            );
+        let excess = if excess.is_nan() || !a.is_finite() {
+            f32::INFINITY
+        } else {
+            excess
+        };
+        if excess > worst.0 {
+            worst = (excess, i);
         }
     }
     if worst.0 > 0.0 {
