@@ -6,6 +6,7 @@ use clap::Args;
 use miram_core::MiramConfig;
 
 use crate::commands::device;
+use crate::GlobalArgs;
 
 /// Arguments of `miram bench`.
 #[derive(Debug, Args)]
@@ -23,16 +24,11 @@ pub struct BenchArgs {
     /// Worker threads (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Seed of the weights, images and masks.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Device: cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
 }
 
-/// Runs the benchmark and prints its JSON line.
-pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
+/// Runs the benchmark and prints its JSON line (`--seed` seeds the weights, images and
+/// masks; `--device` picks the device).
+pub fn run(a: &BenchArgs, g: &GlobalArgs) -> anyhow::Result<()> {
     if let Some(t) = a.threads {
         anyhow::ensure!(t > 0, "--threads must be at least 1");
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
@@ -46,8 +42,15 @@ pub fn run(a: &BenchArgs) -> anyhow::Result<()> {
         "--batch and --steps must be at least 1"
     );
     let cfg = MiramConfig::preset(&a.preset)?;
-    let dev = device::parse(&a.device)?;
-    let report = miram_core::bench::pretrain_step(&a.preset, &cfg, a.batch, a.steps, a.seed, &dev)?;
+    let dev = device::parse(g.device.as_deref().unwrap_or("cpu"))?;
+    let report = miram_core::bench::pretrain_step(
+        &a.preset,
+        &cfg,
+        a.batch,
+        a.steps,
+        g.seed.unwrap_or(0),
+        &dev,
+    )?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

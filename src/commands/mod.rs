@@ -1,4 +1,13 @@
-//! The subcommands of `miram`.
+//! The subcommands of `miram`, one module each.
 
 pub mod bench;
 pub mod device;
+pub mod evaluate;
+pub mod finetune;
+pub mod index;
+pub mod inspect;
+pub mod metrics;
+pub mod pretrain;
+pub mod quickstart;
+pub mod reconstruct;
+pub mod synth;

@@ -1,0 +1,434 @@
+//! The steps shared by `pretrain`, `finetune`, `evaluate`, `reconstruct` and `quickstart`:
+//! preparing a dataset (index and crop cache) with progress bars, one pre-training run, one
+//! fine-tuning run, the curves of a task, and reconstruction grids. Each step calls the
+//! training engine (`miram_core::train`) and records what it did for the reports.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use miram_core::candle_core::{IndexOp, D};
+use miram_core::cbis_ddsm::loader::CropDataset;
+use miram_core::cbis_ddsm::tasks::Task;
+use miram_core::checkpoint::read_checkpoint;
+use miram_core::losses::reconstruction_target;
+use miram_core::nn::unpatchify;
+use miram_core::train::{
+    finetune, prepare_data, pretrain, DataConfig, FinetuneConfig, PreparedData, PretrainConfig,
+    RunDir, RunOptions, TaskData, TaskMetrics,
+};
+use miram_core::{Device, Miram, MiramConfig, Tensor};
+
+use crate::plot::{image_grid, save_panels, LineChart, Series, Tile};
+use crate::report::{Figure, PretrainResult, RunResult, TaskResult};
+use crate::runs::{loss_chart, read_steps, scale_names, UiObserver};
+use crate::ui::Ui;
+
+/// Pixel sizes of the PNG charts.
+pub const CHART_SIZE: (u32, u32) = (900, 600);
+
+/// A task from its command-line name: `pathology` (malignant vs benign), `pathology4`
+/// (mass/calcification x benign/malignant), `margins` (the five mass margins, multi-label),
+/// or `column:<CSV column>` (any categorical column, multi-label).
+pub fn parse_task(name: &str) -> Result<Task> {
+    Ok(match name {
+        "pathology" | "pathology_binary" => Task::PathologyBinary,
+        "pathology4" | "pathology_4" => Task::Pathology4,
+        "margins" | "mass_margins" => Task::MassMargins,
+        s => match s.strip_prefix("column:") {
+            Some(c) if !c.is_empty() => Task::Categorical {
+                column: c.to_string(),
+            },
+            _ => bail!(
+                "unknown task `{s}`; use pathology, pathology4, margins or column:<CSV column>"
+            ),
+        },
+    })
+}
+
+/// A readable description of a task.
+pub fn describe_task(task: &Task) -> String {
+    match task {
+        Task::PathologyBinary => {
+            "pathology, malignant vs benign (BENIGN_WITHOUT_CALLBACK is benign)".into()
+        }
+        Task::Pathology4 => {
+            "pathology, 4 classes (mass/calcification x benign/malignant), macro one-vs-rest".into()
+        }
+        Task::MassMargins => "mass margins, 5 classes multi-label, macro one-vs-rest".into(),
+        Task::Categorical { column } => format!("`{column}`, multi-label, macro one-vs-rest"),
+    }
+}
+
+/// The device named by `--device` (default cpu).
+pub fn device(name: Option<&str>) -> Result<Device> {
+    crate::commands::device::parse(name.unwrap_or("cpu"))
+}
+
+/// Checks a dataset root before any work.
+pub fn check_data(cfg: &DataConfig) -> Result<()> {
+    if cfg.root.as_os_str().is_empty() {
+        bail!("no dataset: give --data DIR (or data.root in the configuration file)");
+    }
+    crate::commands::index::check_root(&cfg.root, "--data")
+}
+
+/// Indexes the dataset and builds (or reuses) its crop cache, with progress bars.
+pub fn prepare(
+    ui: &Ui,
+    cfg: &DataConfig,
+    size: usize,
+    hires_scale: Option<u32>,
+    seed: u64,
+) -> Result<PreparedData> {
+    check_data(cfg)?;
+    let t = Instant::now();
+    let mut obs = UiObserver::new(ui, "data", Vec::new());
+    let prepared = prepare_data(cfg, size as u32, hires_scale, seed, &mut obs)?;
+    obs.close();
+    let skipped = prepared.index.unresolved.len();
+    if skipped > 0 {
+        ui.warn(format!(
+            "{skipped} CSV rows of {} have no image files and are left out; `miram index {}` lists them with the paths tried",
+            cfg.root.display(),
+            cfg.root.display()
+        ));
+    }
+    ui.info(format!(
+        "{:>12} {} rows indexed, {} crops of {size} px in {} ({})",
+        "data",
+        prepared.index.len(),
+        prepared.cache.len(),
+        prepared.cache.path().display(),
+        crate::ui::fmt_duration(t.elapsed())
+    ));
+    Ok(prepared)
+}
+
+/// The model configuration stored in a checkpoint's metadata, if any.
+pub fn checkpoint_model_config(path: &Path) -> Result<Option<MiramConfig>> {
+    let ck = read_checkpoint(path, &Device::Cpu)?;
+    match ck.metadata.get("config") {
+        Some(c) => Ok(MiramConfig::from_json(c).ok()),
+        None => Ok(None),
+    }
+}
+
+/// A checkpoint path from `--init` / `--model`: a file, or a run folder holding
+/// `model.safetensors` (pre-training) or `checkpoints/best.safetensors` (fine-tuning).
+pub fn resolve_checkpoint(path: &Path, what: &str) -> Result<PathBuf> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_dir() {
+        for c in [
+            path.join("model.safetensors"),
+            path.join("checkpoints").join("best.safetensors"),
+        ] {
+            if c.is_file() {
+                return Ok(c);
+            }
+        }
+        bail!(
+            "{what} {}: the folder has no model.safetensors (a finished pre-training run) nor checkpoints/best.safetensors (a fine-tuning run)",
+            path.display()
+        );
+    }
+    bail!("{what} {}: no such file or folder", path.display())
+}
+
+/// Runs one pre-training in `run_dir` and summarises it.
+pub fn pretrain_run(
+    ui: &Ui,
+    name: &str,
+    preset: &str,
+    cfg: &PretrainConfig,
+    data: &PreparedData,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<PretrainResult> {
+    let t = Instant::now();
+    let run = RunDir::create(run_dir)?;
+    let scales = scale_names(&cfg.model);
+    let mut obs = UiObserver::new(ui, name, scales.clone());
+    let dataset = Arc::new(data.pretraining_set());
+    if dataset.is_empty() {
+        bail!(
+            "no pre-training crops in {}: the official training split has no resolved rows",
+            data.config.root.display()
+        );
+    }
+    let out = pretrain(cfg, dataset, &run, opts, &mut obs)
+        .with_context(|| format!("pre-training {name}"))?;
+    obs.close();
+    let steps = read_steps(run_dir).unwrap_or_default();
+    let last = steps.last();
+    Ok(PretrainResult {
+        name: name.to_string(),
+        preset: preset.to_string(),
+        run_dir: run_dir.to_path_buf(),
+        model: out.model_path,
+        steps: out.steps,
+        final_loss: out.final_loss,
+        final_losses: scales
+            .iter()
+            .cloned()
+            .zip(last.map(|s| s.losses.clone()).unwrap_or_default())
+            .collect(),
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Draws the loss curves of pre-training runs into `path`.
+pub fn loss_figure(runs: &[PretrainResult], models: &[MiramConfig], path: &Path) -> Result<()> {
+    let mut data = Vec::new();
+    for (r, m) in runs.iter().zip(models) {
+        data.push((r.name.clone(), scale_names(m), read_steps(&r.run_dir)?));
+    }
+    loss_chart(&data).save(path, CHART_SIZE.0, CHART_SIZE.1)
+}
+
+/// Runs one fine-tuning (with test evaluation of the best weights) in `run_dir`.
+pub fn finetune_run(
+    ui: &Ui,
+    name: &str,
+    cfg: &FinetuneConfig,
+    data: &TaskData,
+    run_dir: &Path,
+    opts: &RunOptions,
+) -> Result<RunResult> {
+    let run = RunDir::create(run_dir)?;
+    let mut obs = UiObserver::new(ui, name, Vec::new());
+    let out =
+        finetune(cfg, data, &run, opts, &mut obs).with_context(|| format!("fine-tuning {name}"))?;
+    obs.close();
+    let m = &out.test_metrics;
+    ui.info(format!(
+        "{:>12} test: AUC {}, AP {} ({} cases; best epoch {})",
+        name,
+        crate::report::with_ci(m.auc, m.auc_ci.map(|c| (c.lower, c.upper))),
+        crate::report::with_ci(m.ap, m.ap_ci.map(|c| (c.lower, c.upper))),
+        m.n_cases,
+        out.best_epoch + 1
+    ));
+    Ok(RunResult {
+        run: name.to_string(),
+        init: cfg.init.clone(),
+        run_dir: run_dir.to_path_buf(),
+        metrics: out.test_metrics,
+        vs_baseline: None,
+        predictions: Some(out.test_predictions),
+    })
+}
+
+/// ROC and precision-recall charts of every run of a task: one chart with a line per run
+/// for a binary task; one panel per run with a line per class otherwise.
+pub fn curve_figures(t: &TaskResult, dir: &Path, rel: &Path) -> Result<Vec<Figure>> {
+    type Pick = fn(&TaskMetrics) -> &Vec<miram_core::train::evaluate::Curve>;
+    let series_of = |r: &RunResult, pick: Pick, auc: bool, with_run: bool| -> Vec<Series> {
+        pick(&r.metrics)
+            .iter()
+            .map(|c| {
+                let class = r.metrics.per_class.iter().find(|p| p.name == c.class);
+                let fig = class.and_then(|p| if auc { p.auc } else { p.ap });
+                let name = if with_run {
+                    r.run.clone()
+                } else {
+                    c.class.clone()
+                };
+                let name = match fig {
+                    Some(v) => format!("{name} ({} {v:.3})", if auc { "AUC" } else { "AP" }),
+                    None => name,
+                };
+                Series {
+                    name,
+                    points: c.x.iter().copied().zip(c.y.iter().copied()).collect(),
+                }
+            })
+            .collect()
+    };
+    let binary = t.runs.iter().all(|r| r.metrics.roc_curves.len() <= 1);
+    let mut figures = Vec::new();
+    for (kind, auc, pick) in [
+        ("roc", true, (|m: &TaskMetrics| &m.roc_curves) as Pick),
+        ("pr", false, |m: &TaskMetrics| &m.pr_curves),
+    ] {
+        let make = |title: &str, series: Vec<Series>| {
+            if auc {
+                LineChart::roc(title, series)
+            } else {
+                LineChart::precision_recall(title, series)
+            }
+        };
+        let what = if auc { "ROC" } else { "Precision-recall" };
+        let charts: Vec<LineChart> = if binary {
+            let series = t
+                .runs
+                .iter()
+                .flat_map(|r| series_of(r, pick, auc, true))
+                .collect();
+            vec![make(&format!("{what}, test set: {}", t.task), series)]
+        } else {
+            t.runs
+                .iter()
+                .map(|r| {
+                    make(
+                        &format!("{what}: {}, {}", t.task, r.run),
+                        series_of(r, pick, auc, false),
+                    )
+                })
+                .collect()
+        };
+        let name = format!("{kind}_{}.png", t.task);
+        let (w, h) = if binary { CHART_SIZE } else { (640, 560) };
+        save_panels(&dir.join(&name), &charts, w, h)?;
+        figures.push(Figure {
+            title: format!("{what} curves, {} (test set)", t.task),
+            path: rel.join(name),
+        });
+    }
+    Ok(figures)
+}
+
+/// Undoes the per-patch normalisation of `norm_pix_loss` on predicted patches with the
+/// statistics of the target patches (the inverse of `miram_losses::norm_pix`), as MAE's
+/// visualisation does.
+///
+/// # Shapes
+/// - `pred`, `target`: `[N, L, p * p * C]`
+pub fn denormalize(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let d = target.dim(D::Minus1)?;
+    let mean = target.mean_keepdim(D::Minus1)?;
+    let var =
+        (target.broadcast_sub(&mean)?.sqr()?.sum_keepdim(D::Minus1)? / (d.max(2) - 1) as f64)?;
+    Ok(pred
+        .broadcast_mul(&(var + 1e-6)?.sqrt()?)?
+        .broadcast_add(&mean)?)
+}
+
+/// One PNG per image `indices` of `dataset`: the original, the masked input (removed patches
+/// grey) and the reconstruction at each scale of `model`.
+/// Returns the files written, named `<prefix>_<k>.png` in `dir`.
+pub fn reconstruction_grids<D: CropDataset>(
+    model: &Miram,
+    label: &str,
+    dataset: &D,
+    indices: &[usize],
+    seed: u64,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<PathBuf>> {
+    let cfg = model.config();
+    let (side, p, c) = (cfg.img_size, cfg.patch_size, cfg.in_chans);
+    if dataset.size() != side {
+        bail!(
+            "the dataset's crops are {} px, the model takes {side} px",
+            dataset.size()
+        );
+    }
+    let mut written = Vec::new();
+    for &i in indices {
+        let s = dataset.get(i)?;
+        // One channel in the dataset; the model may take 3 (repeated, as the loader does).
+        let mut img = Vec::with_capacity(c * side * side);
+        for _ in 0..c {
+            img.extend_from_slice(&s.image);
+        }
+        let x = Tensor::from_vec(img.clone(), (1, c, side, side), model.device())?;
+        let mut rng = miram_core::rand::Rng::keyed(seed, &[0x7265_636f, i as u64]);
+        let noise = model.random_noise(1, &mut rng)?;
+        let out = model.forward(&x, &noise)?;
+        let mask: Vec<f32> = out.masking.mask.flatten_all()?.to_vec1::<f32>()?;
+        let (lo, hi) = s
+            .image
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let first = |v: &[f32], sd: usize| Tile::normalized(sd, sd, &v[..sd * sd], lo, hi);
+        let mut tiles = vec![first(&img, side)];
+        let g = side / p;
+        let mut masked = Tile::normalized(side, side, &img[..side * side], lo, hi);
+        for (t, &m) in mask.iter().enumerate() {
+            if m > 0.5 {
+                let (gy, gx) = (t / g, t % g);
+                for y in 0..p {
+                    for x in 0..p {
+                        masked.pixels[(gy * p + y) * side + gx * p + x] = 0.5;
+                    }
+                }
+            }
+        }
+        tiles.push(masked);
+        let mut columns = vec!["original".to_string(), "masked input".to_string()];
+        for (k, sc) in cfg.scales.iter().enumerate() {
+            let big = side * sc.scale;
+            let target = reconstruction_target(&x, None, p, sc.scale, false)?; // [1, L s^2, p p C]
+            let pred = if cfg.norm_pix_loss {
+                denormalize(&out.preds[k], &target)?
+            } else {
+                out.preds[k].clone()
+            };
+            let rec = unpatchify(&pred, p, c, g * sc.scale, g * sc.scale)?; // [1, C, H s, W s]
+            let rec: Vec<f32> = rec.i((0, 0))?.flatten_all()?.to_vec1::<f32>()?;
+            tiles.push(Tile::normalized(big, big, &rec, lo, hi));
+            columns.push(format!("reconstruction {}x ({big} px)", sc.scale));
+        }
+        let path = dir.join(format!("{prefix}_{i:03}.png"));
+        let title = format!(
+            "{label}: {} {} abnormality {} ({})",
+            s.meta.patient_id, s.meta.image_folder, s.meta.abnormality_id, s.meta.label
+        );
+        image_grid(
+            &path,
+            &title,
+            &columns,
+            &[(format!("mask {:.0}%", cfg.mask_ratio * 100.0), tiles)],
+            192,
+        )?;
+        written.push(path);
+    }
+    if written.is_empty() {
+        return Err(anyhow!("no images to reconstruct"));
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_parse_by_name_and_unknown_names_say_what_works() {
+        assert_eq!(parse_task("pathology").ok(), Some(Task::PathologyBinary));
+        assert_eq!(parse_task("margins").ok(), Some(Task::MassMargins));
+        assert_eq!(
+            parse_task("column:calc type").ok(),
+            Some(Task::Categorical {
+                column: "calc type".into()
+            })
+        );
+        let e = parse_task("birads").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown task `birads`") && e.contains("margins"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn denormalize_inverts_the_norm_pix_target() -> Result<()> {
+        use miram_core::losses::norm_pix;
+        let mut rng = miram_core::rand::Rng::new(5);
+        let target = Tensor::from_vec(
+            rng.normal_vec(2 * 3 * 16, 0.3, 2.0),
+            (2, 3, 16),
+            &Device::Cpu,
+        )?;
+        let normed = norm_pix(&target)?;
+        let back = denormalize(&normed, &target)?;
+        let diff = (back - &target)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "{diff}");
+        Ok(())
+    }
+}
