@@ -16,6 +16,7 @@
 //! The whole pipeline on a generated dataset (the same code runs on a TCIA download):
 //!
 //! ```
+//! use std::path::PathBuf;
 //! use std::sync::Arc;
 //!
 //! use miram_cbis_ddsm::augment::AugmentConfig;
@@ -49,6 +50,7 @@
 //! # Ok::<(), miram_cbis_ddsm::DdsmError>(())
 //! ```
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -205,7 +207,8 @@ impl CachedCrops {
 
     /// Every crop of the cache without targets (pre-training): the lesions of `records`
     /// (indices into the index's entries; all when `None`) and, when `background` is set,
-    /// every background patch.
+    /// the background patches of their full images (so that restricting `records` to the
+    /// official training split keeps every test image out of pre-training).
     pub fn pretraining(
         cache: Arc<CropCache>,
         index: &DatasetIndex,
@@ -218,10 +221,15 @@ impl CachedCrops {
         // The patient and case folder of each full image, for background patches.
         let mut by_image: std::collections::HashMap<&std::path::Path, (String, String)> =
             std::collections::HashMap::new();
-        for x in &index.entries {
+        let mut wanted_images: std::collections::HashSet<&std::path::Path> =
+            std::collections::HashSet::new();
+        for (i, x) in index.entries.iter().enumerate() {
             by_image
                 .entry(x.full_image.as_path())
                 .or_insert_with(|| (x.record.patient_id.clone(), x.record.image_folder()));
+            if wanted.as_ref().is_none_or(|w| w.contains(&i)) {
+                wanted_images.insert(x.full_image.as_path());
+            }
         }
         for (e, entry) in cache.entries().iter().enumerate() {
             let meta = match entry.kind {
@@ -241,13 +249,12 @@ impl CachedCrops {
                     }
                 }
                 CacheEntryKind::Background { image } => {
-                    if !background {
+                    let path = cache.images().get(image).map(PathBuf::as_path);
+                    if !background || !path.is_some_and(|p| wanted_images.contains(p)) {
                         continue;
                     }
-                    let folder = cache
-                        .images()
-                        .get(image)
-                        .and_then(|p| by_image.get(p.as_path()).cloned())
+                    let folder = path
+                        .and_then(|p| by_image.get(p).cloned())
                         .unwrap_or_default();
                     ItemMeta {
                         index: 0,

@@ -53,6 +53,13 @@ fn generate_pretrain_finetune_evaluate() {
         checkpoint_every: 100,
         ..PretrainConfig::paper(model.clone())
     };
+    // Pre-training sees the official training images only (lesions and background).
+    let pre_set = data.pretraining_set();
+    assert!(pre_set.len() > 0);
+    for i in 0..pre_set.len() {
+        let folder = pre_set.get(i).unwrap().meta.image_folder;
+        assert!(folder.contains("-Training_"), "{folder}");
+    }
     let pre_run = RunDir::create(dir.path().join("pretrain")).unwrap();
     let pre = pretrain(
         &pcfg,
