@@ -132,10 +132,22 @@ pub fn results_table(tasks: &[TaskResult]) -> String {
         .find_map(|t| t.baseline.clone())
         .unwrap_or_else(|| "baseline".into());
     let p_head = format!("p vs {baseline} (DeLong)");
+    let tw = tasks
+        .iter()
+        .map(|t| t.task.len())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
+    let rw = tasks
+        .iter()
+        .flat_map(|t| t.runs.iter().map(|r| r.run.len()))
+        .chain([3])
+        .max()
+        .unwrap_or(3);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:<12} {:>6} {:<24} {:<24} {}",
+        "{:<tw$}  {:<rw$}  {:>5}  {:<22}  {:<22}  {}",
         "task", "run", "cases", "AUC [95% CI]", "AP [95% CI]", p_head
     );
     for t in tasks {
@@ -143,7 +155,7 @@ pub fn results_table(tasks: &[TaskResult]) -> String {
             let [auc, ap, p] = cells(r);
             let _ = writeln!(
                 out,
-                "{:<18} {:<12} {:>6} {auc:<24} {ap:<24} {p}",
+                "{:<tw$}  {:<rw$}  {:>5}  {auc:<22}  {ap:<22}  {p}",
                 t.task, r.run, r.metrics.n_cases
             );
         }

@@ -61,6 +61,16 @@ pub fn describe_task(task: &Task) -> String {
     }
 }
 
+/// The warm-up of a recipe whose epochs changed from `epochs` to `new_epochs` without a
+/// warm-up given: the same share of the epochs (the paper's 40 of 500 becomes 0.8 of 10).
+pub fn keep_warmup_share(warmup: &f64, epochs: usize, new_epochs: usize) -> f64 {
+    if epochs == new_epochs || epochs == 0 {
+        *warmup
+    } else {
+        warmup * new_epochs as f64 / epochs as f64
+    }
+}
+
 /// The device named by `--device` (default cpu).
 pub fn device(name: Option<&str>) -> Result<Device> {
     crate::commands::device::parse(name.unwrap_or("cpu"))
@@ -414,6 +424,13 @@ mod tests {
             e.contains("unknown task `birads`") && e.contains("margins"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn warmup_keeps_its_share_of_shortened_recipes() {
+        assert_eq!(keep_warmup_share(&40.0, 500, 500), 40.0);
+        assert_eq!(keep_warmup_share(&40.0, 500, 10), 0.8);
+        assert_eq!(keep_warmup_share(&2.0, 100, 1), 0.02);
     }
 
     #[test]

@@ -57,12 +57,13 @@ pub fn read_run(dir: &Path) -> Result<FinetuneCommand> {
         bail!("run {}: no such folder", dir.display());
     }
     let p = dir.join("command.json");
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "run {}: no command.json; is it a folder written by `miram finetune`?",
+    if !p.is_file() {
+        bail!(
+            "run {}: no command.json; give folders written by `miram finetune` or `miram quickstart` (runs/finetune-*)",
             dir.display()
-        )
-    })?;
+        );
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}", p.display()))
 }
 

@@ -79,9 +79,12 @@ pub struct FinetuneArgs {
     /// The run's name in reports (default: the initial checkpoint's folder, or `random init`).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Epochs.
+    /// Epochs (without --warmup-epochs, the warm-up keeps the recipe's share of them).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Warm-up epochs.
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<f64>,
     /// Images per batch.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -172,7 +175,7 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
         data: DataConfig::new(""),
         finetune: ft,
     };
-    let cfg: FinetuneCommand = config::resolve(
+    let mut cfg: FinetuneCommand = config::resolve(
         &base,
         file,
         &[
@@ -182,12 +185,24 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             ("finetune.init", init.as_ref().map(|p| json!(p))),
             ("finetune.task", Some(serde_json::to_value(&task)?)),
             ("finetune.epochs", config::flag(&a.epochs)),
+            ("finetune.warmup_epochs", config::flag(&a.warmup_epochs)),
             ("finetune.batch_size", config::flag(&a.batch_size)),
             ("finetune.lr", config::flag(&a.lr)),
             ("finetune.bootstrap_resamples", config::flag(&a.bootstrap)),
             ("finetune.seed", config::flag(&g.seed)),
         ],
     )?;
+    let warmup_given = a.warmup_epochs.is_some()
+        || file_ft
+            .as_ref()
+            .is_some_and(|f| f.get("warmup_epochs").is_some());
+    if !warmup_given {
+        cfg.finetune.warmup_epochs = study::keep_warmup_share(
+            &base.finetune.warmup_epochs,
+            base.finetune.epochs,
+            cfg.finetune.epochs,
+        );
+    }
     cfg.finetune.validate()?;
     study::check_data(&cfg.data)?;
     Ok(cfg)

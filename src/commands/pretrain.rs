@@ -65,9 +65,12 @@ pub struct PretrainArgs {
     /// Pre-train single-scale MAE (the baseline) instead of MIRAM.
     #[arg(long)]
     pub single_scale: bool,
-    /// Epochs.
+    /// Epochs (without --warmup-epochs, the warm-up keeps the recipe's share of them).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
+    /// Warm-up epochs.
+    #[arg(long, value_name = "N")]
+    pub warmup_epochs: Option<f64>,
     /// Images per micro-batch.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -121,13 +124,14 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
     let base = defaults(&preset, single)?;
-    let cfg: PretrainCommand = config::resolve(
+    let mut cfg: PretrainCommand = config::resolve(
         &base,
         file,
         &[
             ("out", config::flag(&a.out)),
             ("data.root", config::flag(&a.data)),
             ("pretrain.epochs", config::flag(&a.epochs)),
+            ("pretrain.warmup_epochs", config::flag(&a.warmup_epochs)),
             ("pretrain.batch_size", config::flag(&a.batch_size)),
             ("pretrain.accum_iter", config::flag(&a.accum_iter)),
             ("pretrain.blr", config::flag(&a.blr)),
@@ -135,6 +139,15 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             ("pretrain.seed", config::flag(&g.seed)),
         ],
     )?;
+    let warmup_given = a.warmup_epochs.is_some()
+        || config::peek(file, "pretrain")?.is_some_and(|p| p.get("warmup_epochs").is_some());
+    if !warmup_given {
+        cfg.pretrain.warmup_epochs = study::keep_warmup_share(
+            &base.pretrain.warmup_epochs,
+            base.pretrain.epochs,
+            cfg.pretrain.epochs,
+        );
+    }
     cfg.pretrain.validate()?;
     study::check_data(&cfg.data)?;
     Ok(cfg)

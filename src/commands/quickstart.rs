@@ -19,7 +19,7 @@ use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::commands::finetune::task_slug;
+use crate::commands::finetune::{task_slug, FinetuneCommand};
 use crate::config;
 use crate::report::{results_table, Figure, Report, TaskResult};
 use crate::study;
@@ -264,6 +264,19 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
                 name.replace(' ', "-").to_lowercase()
             ));
             let ft = cfg.finetune(&model, task.clone(), init.clone());
+            // The record `miram evaluate` reads to evaluate the run again.
+            let cmd = FinetuneCommand {
+                preset: cfg.preset.clone(),
+                name: name.to_string(),
+                out: dir.clone(),
+                data: data_cfg.clone(),
+                finetune: ft.clone(),
+            };
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("command.json"),
+                serde_json::to_string_pretty(&cmd)?,
+            )?;
             t.runs
                 .push(study::finetune_run(ui, name, &ft, &td, &dir, &opts)?);
         }
