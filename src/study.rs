@@ -11,7 +11,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use miram_core::candle_core::{IndexOp, D};
 use miram_core::cbis_ddsm::loader::CropDataset;
 use miram_core::cbis_ddsm::tasks::Task;
-use miram_core::checkpoint::read_checkpoint;
 use miram_core::losses::reconstruction_target;
 use miram_core::nn::unpatchify;
 use miram_core::train::{
@@ -116,13 +115,33 @@ pub fn prepare(
     Ok(prepared)
 }
 
-/// The model configuration stored in a checkpoint's metadata, if any.
+/// The model configuration stored in a safetensors checkpoint's metadata (MIRAM checkpoints
+/// record it), read from the file's header only; `None` for other files (an MAE `.pth`).
 pub fn checkpoint_model_config(path: &Path) -> Result<Option<MiramConfig>> {
-    let ck = read_checkpoint(path, &Device::Cpu)?;
-    match ck.metadata.get("config") {
-        Some(c) => Ok(MiramConfig::from_json(c).ok()),
-        None => Ok(None),
+    use std::io::Read;
+    if path.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(None);
     }
+    let mut f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > size.saturating_sub(8) {
+        bail!(
+            "{}: not a safetensors file (header of {len} bytes in a file of {size})",
+            path.display()
+        );
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .with_context(|| format!("{}", path.display()))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| anyhow!("{}: not a safetensors header: {e}", path.display()))?;
+    Ok(header["__metadata__"]["config"]
+        .as_str()
+        .and_then(|c| MiramConfig::from_json(c).ok()))
 }
 
 /// A checkpoint path from `--init` / `--model`: a file, or a run folder holding
@@ -424,6 +443,19 @@ mod tests {
             e.contains("unknown task `birads`") && e.contains("margins"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_model_configuration_is_read_from_the_checkpoint_header() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("m.safetensors");
+        let cfg = MiramConfig::micro();
+        Miram::init(&cfg, 0, &Device::Cpu)?.save(&path, &Default::default())?;
+        assert_eq!(checkpoint_model_config(&path)?, Some(cfg));
+        assert_eq!(checkpoint_model_config(&dir.path().join("mae.pth"))?, None);
+        std::fs::write(dir.path().join("bad.safetensors"), [255u8; 16])?;
+        assert!(checkpoint_model_config(&dir.path().join("bad.safetensors")).is_err());
+        Ok(())
     }
 
     #[test]

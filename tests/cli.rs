@@ -364,6 +364,19 @@ fn bad_input_gives_one_clear_line_and_a_failing_exit() {
         &miram(&["metrics", "--task", "binary", "--input", &s(&p)]),
         &["line 3", "column `score`", "`zero`"],
     );
+    // A device this build cannot use.
+    assert_one_line_error(
+        &miram(&[
+            "pretrain",
+            "--preset",
+            "micro",
+            "--data",
+            &s(&empty),
+            "--device",
+            "gpu",
+        ]),
+        &["unknown device `gpu`", "cuda:N"],
+    );
     // An unknown task.
     assert_one_line_error(
         &miram(&[

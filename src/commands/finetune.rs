@@ -211,8 +211,8 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
 /// Runs `miram finetune`.
 pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
-    ui.config("finetune", &cfg);
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    ui.config("finetune", &cfg);
     opts.resume = !a.restart;
     let data = study::prepare(
         ui,

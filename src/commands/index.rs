@@ -145,7 +145,7 @@ pub fn index_dataset(
         let mut cur = stages.lock().unwrap_or_else(|e| e.into_inner());
         if cur.as_ref().is_none_or(|(s, _)| *s != p.stage) {
             if let Some((_, bar)) = cur.take() {
-                bar.finish("done");
+                bar.finish_quietly();
             }
             let (name, unit) = match p.stage {
                 IndexStage::ReadingCsv => ("csv", "files"),
@@ -167,7 +167,7 @@ pub fn index_dataset(
         load_or_build_index(root, opts, &on_progress)?
     };
     if let Some((_, bar)) = stages.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        bar.finish("done");
+        bar.finish_quietly();
     }
     Ok(index)
 }

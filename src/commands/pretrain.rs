@@ -156,8 +156,8 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
 /// Runs `miram pretrain`.
 pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
-    ui.config("pretrain", &cfg);
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    ui.config("pretrain", &cfg);
     opts.resume = !a.restart;
     opts.stop_after = a.stop_after;
     let model = &cfg.pretrain.model;

@@ -89,8 +89,9 @@ pub fn run(a: &ReconstructArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     }
     let ck = study::resolve_checkpoint(&cfg.model, "--model")?;
     study::check_data(&cfg.data)?;
+    let dev = study::device(g.device.as_deref())?;
     ui.config("reconstruct", &cfg);
-    let model = Miram::load(&ck, &study::device(g.device.as_deref())?)?;
+    let model = Miram::load(&ck, &dev)?;
     let data = study::prepare(ui, &cfg.data, model.config().img_size, None, cfg.seed)?;
     let test = data
         .task(&Task::PathologyBinary, &SplitConfig::default())?
