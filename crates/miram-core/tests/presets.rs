@@ -115,15 +115,27 @@ fn paper_presets_contract() {
 #[test]
 fn the_same_seed_gives_the_same_weights() {
     let cfg = MiramConfig::micro();
-    let a = Miram::init(&cfg, 3, &Device::Cpu).unwrap().store().state_dict();
-    let b = Miram::init(&cfg, 3, &Device::Cpu).unwrap().store().state_dict();
-    let c = Miram::init(&cfg, 4, &Device::Cpu).unwrap().store().state_dict();
+    let a = Miram::init(&cfg, 3, &Device::Cpu)
+        .unwrap()
+        .store()
+        .state_dict();
+    let b = Miram::init(&cfg, 3, &Device::Cpu)
+        .unwrap()
+        .store()
+        .state_dict();
+    let c = Miram::init(&cfg, 4, &Device::Cpu)
+        .unwrap()
+        .store()
+        .state_dict();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (k, v) in &a {
         assert_eq!(flat(v), flat(&b[k]), "{k}");
     }
-    assert_ne!(flat(&a["blocks.0.attn.qkv.weight"]), flat(&c["blocks.0.attn.qkv.weight"]));
+    assert_ne!(
+        flat(&a["blocks.0.attn.qkv.weight"]),
+        flat(&c["blocks.0.attn.qkv.weight"])
+    );
     // MAE's initialisation: LayerNorm 1 / 0, biases 0, tokens with std about 0.02.
     assert!(flat(&a["norm.weight"]).iter().all(|&v| v == 1.0));
     assert!(flat(&a["blocks.0.attn.qkv.bias"]).iter().all(|&v| v == 0.0));

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use miram_cbis_ddsm::crop::{BackgroundConfig, CacheConfig, CropCache, CropConfig, CropProgress};
+use miram_cbis_ddsm::crop::{
+    BackgroundConfig, CacheConfig, CropCache, CropConfig, CropProgress, Normalization,
+};
 use miram_cbis_ddsm::index::{load_or_build_index, DatasetIndex, IndexOptions, IndexProgress};
 use miram_cbis_ddsm::loader::CachedCrops;
 use miram_cbis_ddsm::records::{CaseRecord, OfficialSplit};
@@ -20,6 +22,10 @@ use crate::Result;
 
 fn default_background() -> usize {
     2
+}
+
+fn default_normalization() -> Normalization {
+    Normalization::PerCrop
 }
 
 /// Where the data is and how crops are made.
@@ -40,6 +46,13 @@ pub struct DataConfig {
     /// Background patches per full image, for pre-training.
     #[serde(default = "default_background")]
     pub background_per_image: usize,
+    /// How crops become model inputs. The default standardises each crop to zero mean and
+    /// unit variance: scanned films differ widely in exposure and a lesion crop spans a
+    /// narrow band of grey levels (a standard deviation of a few percent of the range), so
+    /// the model sees the lesion's structure rather than the film's density. The
+    /// normalisation is applied when crops are read, so changing it never rebuilds the cache.
+    #[serde(default = "default_normalization")]
+    pub normalization: Normalization,
 }
 
 impl DataConfig {
@@ -51,6 +64,7 @@ impl DataConfig {
             cache_dir: None,
             crop_margin: 0.0,
             background_per_image: default_background(),
+            normalization: default_normalization(),
         }
     }
 
@@ -163,6 +177,7 @@ impl PreparedData {
             Some(&train),
             self.config.background_per_image > 0,
         )
+        .with_normalization(self.config.normalization)
     }
 
     /// The labels, split and datasets of `task`.
@@ -172,7 +187,8 @@ impl PreparedData {
         let make = |subset: &[usize]| -> Result<Arc<CachedCrops>> {
             Ok(Arc::new(
                 CachedCrops::for_task(self.cache.clone(), &self.index, &labels, Some(subset))?
-                    .without_hires(),
+                    .without_hires()
+                    .with_normalization(self.config.normalization),
             ))
         };
         let train = make(&sp.train)?;
