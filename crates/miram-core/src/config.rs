@@ -145,9 +145,9 @@ impl MiramConfig {
         }
     }
 
-    /// The authors' setting: ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16,
-    /// 1x softmax (masked) + 2x softmax (all).
-    pub fn paper() -> Self {
+    /// ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16 (the authors' sizes) with the
+    /// 2x decoder's attention `high` and an optional 4x decoder.
+    fn paper_with(high: AttentionConfig, four: Option<AttentionConfig>) -> Self {
         Self::vit(
             112,
             16,
@@ -158,72 +158,34 @@ impl MiramConfig {
             512,
             8,
             16,
-            paper_scales(AttentionConfig::Softmax, None),
+            paper_scales(high, four),
         )
+    }
+
+    /// The authors' setting: ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16,
+    /// 1x softmax (masked) + 2x softmax (all).
+    pub fn paper() -> Self {
+        Self::paper_with(AttentionConfig::Softmax, None)
     }
 
     /// `paper` with a 2x Nystrom decoder (64 landmarks, 6 iterations, conv 33).
     pub fn paper_nystrom() -> Self {
-        Self::vit(
-            112,
-            16,
-            3,
-            768,
-            12,
-            12,
-            512,
-            8,
-            16,
-            paper_scales(NYSTROM, None),
-        )
+        Self::paper_with(NYSTROM, None)
     }
 
     /// `paper` with a 2x Linformer decoder (k 128, one shared kv head).
     pub fn paper_linformer() -> Self {
-        Self::vit(
-            112,
-            16,
-            3,
-            768,
-            12,
-            12,
-            512,
-            8,
-            16,
-            paper_scales(LINFORMER, None),
-        )
+        Self::paper_with(LINFORMER, None)
     }
 
     /// `paper` with a 2x Performer decoder (110 features).
     pub fn paper_performer() -> Self {
-        Self::vit(
-            112,
-            16,
-            3,
-            768,
-            12,
-            12,
-            512,
-            8,
-            16,
-            paper_scales(PERFORMER, None),
-        )
+        Self::paper_with(PERFORMER, None)
     }
 
     /// `paper` plus a 4x Nystrom decoder.
     pub fn paper_3scale() -> Self {
-        Self::vit(
-            112,
-            16,
-            3,
-            768,
-            12,
-            12,
-            512,
-            8,
-            16,
-            paper_scales(AttentionConfig::Softmax, Some(NYSTROM)),
-        )
+        Self::paper_with(AttentionConfig::Softmax, Some(NYSTROM))
     }
 
     /// ViT-S/16, 1 channel, decoders 256 x 4 x 8.
