@@ -143,3 +143,40 @@ fn the_same_seed_gives_the_same_weights() {
     let sd = (m.iter().map(|v| v * v).sum::<f32>() / m.len() as f32).sqrt();
     assert!((0.01..0.03).contains(&sd), "{sd}");
 }
+
+#[test]
+fn the_model_is_generic_over_the_dtype() {
+    // The same weights in f64 (composed candle ops everywhere) and f32 (fused CPU kernels).
+    let cfg = MiramConfig::micro();
+    let a = Miram::init(&cfg, 5, &Device::Cpu).unwrap();
+    let store64 = miram_core::nn::ParamStore::from_tensors(
+        a.store().state_dict().into_iter().collect(),
+        5,
+        DType::F64,
+        &Device::Cpu,
+    );
+    let b = Miram::new(&cfg, store64.root()).unwrap();
+    let mut rng = Rng::new(6);
+    let imgs = Tensor::from_vec(
+        rng.normal_vec(2 * 64 * 64, 0.0, 1.0),
+        (2, 1, 64, 64),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let noise = a.random_noise(2, &mut rng).unwrap();
+    let la = a
+        .forward(&imgs, &noise)
+        .unwrap()
+        .loss
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    let out = b
+        .forward(&imgs.to_dtype(DType::F64).unwrap(), &noise)
+        .unwrap();
+    assert_eq!(out.loss.dtype(), DType::F64);
+    let lb = out.loss.to_scalar::<f64>().unwrap();
+    assert!((la - lb).abs() < 1e-4 * lb.abs(), "{la} vs {lb}");
+    out.loss.backward().unwrap();
+}

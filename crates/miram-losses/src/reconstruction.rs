@@ -143,7 +143,8 @@ impl MultiScaleLoss {
             LossOn::All => Ok(per_patch.mean_all()?),
             LossOn::Masked => {
                 let (_, _, h, w) = imgs.dims4()?;
-                let m = scale_mask(mask, h / self.patch_size, w / self.patch_size, sc.scale)?;
+                let m = scale_mask(mask, h / self.patch_size, w / self.patch_size, sc.scale)?
+                    .to_dtype(per_patch.dtype())?;
                 Ok((per_patch * &m)?.sum_all()?.div(&m.sum_all()?)?)
             }
         }

@@ -93,13 +93,13 @@ impl Block {
     pub fn forward_drop(&self, x: &Tensor, drop: Option<&DropPathMasks>) -> Result<Tensor> {
         let a = self.attn.forward(&self.norm1.forward(x)?)?;
         let a = match drop {
-            Some(d) => a.broadcast_mul(&d.attn)?,
+            Some(d) => a.broadcast_mul(&d.attn.to_dtype(a.dtype())?)?,
             None => a,
         };
         let x = (x + a)?;
         let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
         let m = match drop {
-            Some(d) => m.broadcast_mul(&d.mlp)?,
+            Some(d) => m.broadcast_mul(&d.mlp.to_dtype(m.dtype())?)?,
             None => m,
         };
         Ok((x + m)?)

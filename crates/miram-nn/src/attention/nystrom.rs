@@ -34,8 +34,8 @@ pub struct NystromAttention {
 /// - `x`: `[..., m, m]`, returns `[..., m, m]`
 pub fn pinv_iterative(x: &Tensor, iters: usize) -> Result<Tensor> {
     let a = x.abs()?;
-    let col = a.sum_keepdim(D::Minus1)?.max_keepdim(D::Minus2)?; // [.., 1, 1]: max row sum
-    let row = a.sum_keepdim(D::Minus2)?.max_keepdim(D::Minus1)?; // [.., 1, 1]: max column sum
+    let col = amax_keepdim(&a.sum_keepdim(D::Minus1)?, D::Minus2)?; // [.., 1, 1]: max row sum
+    let row = amax_keepdim(&a.sum_keepdim(D::Minus2)?, D::Minus1)?; // [.., 1, 1]: max column sum
     let mut z = x.t()?.contiguous()?.broadcast_div(&(col * row)?)?;
     let m = x.dim(D::Minus1)?;
     let eye = Tensor::eye(m, x.dtype(), x.device())?;
@@ -47,6 +47,21 @@ pub fn pinv_iterative(x: &Tensor, iters: usize) -> Result<Tensor> {
         z = (z.matmul(&inner)? * 0.25)?;
     }
     Ok(z)
+}
+
+/// The maximum over `dim` (kept) with PyTorch's `amax` gradient: split evenly between tied
+/// maxima. candle's `max` gives the whole gradient to every tied element, which differs as
+/// soon as two rows of the landmark matrix coincide (landmarks made only of padding).
+///
+/// The value is exactly the maximum; the gradient flows through the mean of the tied elements.
+fn amax_keepdim(x: &Tensor, dim: D) -> Result<Tensor> {
+    let m = x.max_keepdim(dim)?.detach();
+    let tied = x.broadcast_eq(&m)?.to_dtype(x.dtype())?;
+    let mean_tied = (x * &tied)?
+        .sum_keepdim(dim)?
+        .div(&tied.sum_keepdim(dim)?)?;
+    // m + (t - t): the value of the maximum, the gradient of the tied mean.
+    Ok(m.add(&(mean_tied.clone() - mean_tied.detach())?)?)
 }
 
 impl NystromAttention {
@@ -132,5 +147,37 @@ impl NystromAttention {
         }
         let out = self.to_out.forward(&merge_heads(&out)?)?; // [b, np, c]
         Ok(out.narrow(1, pad, n)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn amax_splits_the_gradient_between_ties_as_pytorch() -> Result<()> {
+        let x = Var::from_tensor(&Tensor::new(&[[1.0f64, 3.0, 3.0, 2.0]], &Device::Cpu)?)?;
+        let y = amax_keepdim(&x, D::Minus1)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f64>()?, vec![3.0]);
+        let g = y.sum_all()?.backward()?;
+        let gx = g.get(&x).expect("grad").flatten_all()?.to_vec1::<f64>()?;
+        assert_eq!(gx, vec![0.0, 0.5, 0.5, 0.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn pinv_inverts_a_well_conditioned_matrix() -> Result<()> {
+        let a = Tensor::new(
+            &[[[0.7f64, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]],
+            &Device::Cpu,
+        )?;
+        let z = pinv_iterative(&a, 20)?;
+        let i = a.matmul(&z)?.flatten_all()?.to_vec1::<f64>()?;
+        for (k, v) in i.iter().enumerate() {
+            let want = if k % 4 == 0 { 1.0 } else { 0.0 };
+            assert!((v - want).abs() < 1e-9, "{k}: {v}");
+        }
+        Ok(())
     }
 }
