@@ -281,22 +281,33 @@ pub struct TaskMetrics {
     pub notes: Vec<String>,
 }
 
+/// The labels and scores of one scored class, column by column.
+struct ClassColumn {
+    labels: Vec<u8>,
+    scores: Vec<f64>,
+}
+
+/// The mean of `f` over the columns where it is defined, on every case (`idx` `None`) or on
+/// the resampled cases `idx`.
 fn macro_over(
-    preds: &Predictions,
-    classes: &[usize],
+    columns: &[ClassColumn],
     idx: Option<&[usize]>,
     f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>,
 ) -> Option<f64> {
     let mut vals = Vec::new();
-    for &k in classes {
-        let (y, s): (Vec<u8>, Vec<f64>) = match idx {
-            Some(ix) => ix
-                .iter()
-                .map(|&i| (preds.labels_of(k)[i], preds.rows[i].scores[k]))
-                .unzip(),
-            None => (preds.labels_of(k), preds.scores_of(k)),
+    let (mut y, mut s) = (Vec::new(), Vec::new());
+    for col in columns {
+        let v = match idx {
+            Some(ix) => {
+                y.clear();
+                s.clear();
+                y.extend(ix.iter().map(|&i| col.labels[i]));
+                s.extend(ix.iter().map(|&i| col.scores[i]));
+                f(&y, &s)
+            }
+            None => f(&col.labels, &col.scores),
         };
-        if let Ok(v) = f(&y, &s) {
+        if let Ok(v) = v {
             vals.push(v);
         }
     }
@@ -353,8 +364,15 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             ap,
         });
     }
-    let auc = macro_over(preds, &classes, None, roc_auc);
-    let ap = macro_over(preds, &classes, None, average_precision);
+    let columns: Vec<ClassColumn> = classes
+        .iter()
+        .map(|&c| ClassColumn {
+            labels: preds.labels_of(c),
+            scores: preds.scores_of(c),
+        })
+        .collect();
+    let auc = macro_over(&columns, None, roc_auc);
+    let ap = macro_over(&columns, None, average_precision);
     // Bootstrap stratified on the (first) positive class of each case.
     let (auc_ci, ap_ci) = if cfg.bootstrap_resamples > 0 {
         let strata: Vec<usize> = preds
@@ -375,11 +393,9 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
         };
         let ci = |f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>| -> Option<Interval> {
             stratified_bootstrap(&strata, &bc, |idx| {
-                macro_over(preds, &classes, Some(idx), f).ok_or(
-                    miram_metrics::MetricsError::Empty {
-                        what: "defined classes",
-                    },
-                )
+                macro_over(&columns, Some(idx), f).ok_or(miram_metrics::MetricsError::Empty {
+                    what: "defined classes",
+                })
             })
             .ok()
             .map(|b| Interval {

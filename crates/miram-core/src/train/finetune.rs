@@ -320,7 +320,8 @@ pub fn finetune(
     let lc = LoaderConfig {
         batch_size: cfg.batch_size,
         shuffle: true,
-        drop_last: true,
+        // Fewer training cases than a batch: one smaller batch per epoch instead of none.
+        drop_last: data.train.len() / world >= cfg.batch_size,
         seed: cfg.seed,
         workers: cfg.workers,
         prefetch: 2 * cfg.workers.max(1),
@@ -328,18 +329,7 @@ pub fn finetune(
         shard: (world > 1).then(|| (opts.all_reduce.rank(), world)),
     };
     let loader = Loader::new(data.train.clone(), cfg.augment.clone(), lc, dev.clone())?;
-    let mut steps_per_epoch = loader.batches_per_epoch() as u64;
-    let drop_last_used = steps_per_epoch > 0;
-    let loader = if drop_last_used {
-        loader
-    } else {
-        // Fewer training cases than a batch: one smaller batch per epoch.
-        let mut lc = loader.config().clone();
-        lc.drop_last = false;
-        let l = Loader::new(data.train.clone(), cfg.augment.clone(), lc, dev.clone())?;
-        steps_per_epoch = l.batches_per_epoch() as u64;
-        l
-    };
+    let steps_per_epoch = loader.batches_per_epoch() as u64;
     if steps_per_epoch == 0 {
         return Err(Error::Train(format!(
             "no training cases for {}",
