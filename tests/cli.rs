@@ -32,7 +32,7 @@ fn miram(args: &[&str]) -> Output {
 fn fixtures(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures")
+            .join("fixtures")
             .join(default)
     })
 }

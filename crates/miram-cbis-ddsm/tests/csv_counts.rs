@@ -20,7 +20,7 @@ fn csv_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/cbis-ddsm"
+                "/../../fixtures/cbis-ddsm"
             ))
         })
 }

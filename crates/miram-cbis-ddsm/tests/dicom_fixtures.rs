@@ -50,7 +50,7 @@ fn fixture_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/fixtures/dicom"
+                "/../../fixtures/dicom"
             ))
         })
 }

@@ -15,7 +15,7 @@ fn csv_dir() -> PathBuf {
         || {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/data/cbis-ddsm"
+                "/../../fixtures/cbis-ddsm"
             ))
         },
         PathBuf::from,

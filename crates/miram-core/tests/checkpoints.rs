@@ -14,7 +14,7 @@ use miram_core::{Miram, MiramConfig};
 use miram_rand::Rng;
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

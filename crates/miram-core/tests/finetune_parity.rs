@@ -21,7 +21,7 @@ use miram_core::train::finetune::{build_classifier, FinetuneMode};
 fn fixture_dir() -> PathBuf {
     match std::env::var_os("MIRAM_FINETUNE_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/finetune"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/finetune"),
     }
 }
 
@@ -185,7 +185,7 @@ fn every_finetune_fixture_matches_the_reference() {
 
 #[test]
 fn mae_checkpoint_leaves_exactly_the_head_missing() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let fixture = read_checkpoint(&shared.join("model/mae_rgb.safetensors"), &Device::Cpu).unwrap();
     let mc = miram_core::MiramConfig::from_json(&fixture.metadata["config"]).unwrap();
     let cfg = ClassifierConfig {

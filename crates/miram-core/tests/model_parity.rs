@@ -18,7 +18,7 @@ use miram_nn::ParamStore;
 fn fixture_dir() -> PathBuf {
     match std::env::var_os("MIRAM_MODEL_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/model"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model"),
     }
 }
 

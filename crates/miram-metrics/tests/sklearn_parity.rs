@@ -1,25 +1,13 @@
 //! Parity with scikit-learn and the DeLong reference: computes every key of `expected` of
 //! every case of every `*.json` fixture in `$MIRAM_METRICS_FIXTURES` (default
-//! `shared/fixtures/metrics`, made by `shared/reference/gen_metrics_fixtures.py` with
-//! scikit-learn and `delong_ref.py`) and compares it within the tolerances of
-//! `shared/fixtures/README.md`: 1e-9 for AUC, AP and accuracies, 1e-7 for DeLong figures,
+//! the repository's `fixtures/metrics`, computed with scikit-learn 1.9.1 and a DeLong
+//! reference) and compares it within the tolerances of
+//! `fixtures/README.md`: 1e-9 for AUC, AP and accuracies, 1e-7 for DeLong figures,
 //! exact counts for confusion matrices. `"error"` means the metric must fail. A key this test
 //! does not know fails the test, so new fixture keys are noticed, never skipped.
 //!
 //! Each key is computed through the public functions and, where the report carries it,
 //! through the task's report as well, so both paths are held to the reference.
-//!
-//! One known defect of the generator is handled, loudly: `multiclass_case` scores the
-//! renormalised probabilities `p` but writes `round(p, 6)`. Where the logits were rounded to
-//! integers (the "ties" cases), rows that should tie differ by an ulp or so in `p`, which
-//! scikit-learn ranks as distinct, while the file holds exact ties; the expected ranking
-//! metrics are then not a function of the stored inputs (scikit-learn itself, run on the
-//! stored rows, gives this crate's values). For such a key only, when the exact comparison
-//! fails, the test checks instead that the expected value lies between the metric with the
-//! stored ties broken against and in favour of the true class (rounding is monotone, so only
-//! stored ties can hide an order) and prints a notice. `MIRAM_METRICS_STRICT=1` turns this
-//! off. With the generator fixed to score the rounded rows it writes, every value matches
-//! exactly.
 
 use std::path::{Path, PathBuf};
 
@@ -38,7 +26,7 @@ fn fixture_dir() -> PathBuf {
         Some(dir) => PathBuf::from(dir),
         None => Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/fixtures/metrics"
+            "/../../fixtures/metrics"
         ))
         .to_path_buf(),
     }
@@ -334,51 +322,6 @@ fn delong_key(case: &Case<'_>, key: &str) -> Result<(Computed, Option<Computed>)
     Ok((direct, None))
 }
 
-/// For a multiclass ranking key: the least and the greatest value of the metric over the
-/// orderings that the stored ties may hide. Rounding is monotone, so a strict order in the
-/// file is the order scikit-learn saw; a tie may have been any refinement of it. Both AUC and
-/// step-wise AP are smallest when, inside every tie, the negatives come first and the
-/// positives follow one by one (a group of tied positives shares the precision at its end,
-/// which is more than a strict order gives them), and greatest when the positives come
-/// first as one group. Each row's true-class probability is moved by at most 2e-9 (far
-/// below the 1e-6 grid of the stored values, far inside scikit-learn's sum-to-one
-/// tolerance): down by a distinct amount per row, or up by the same amount.
-/// `Err` when the case is not of the kind the generator defect can affect.
-fn multiclass_tie_bounds(case: &Case<'_>, key: &str) -> Result<(f64, f64), String> {
-    let k = case.n_classes()?;
-    let y: Vec<usize> = case.labels()?.into_iter().map(|v| v as usize).collect();
-    let (p, _) = flatten_rows(&case.score_rows("y_prob")?).map_err(|e| e.to_string())?;
-    if p.iter().any(|v| (v * 1e6 - (v * 1e6).round()).abs() > 1e-6) {
-        return Err("y_prob is not on the 1e-6 grid of the generator".into());
-    }
-    let has_ties = (0..k).any(|c| {
-        let mut col: Vec<f64> = p.iter().skip(c).step_by(k).copied().collect();
-        col.sort_by(f64::total_cmp);
-        col.windows(2).any(|w| w[0] == w[1])
-    });
-    if !has_ties {
-        return Err("y_prob has no ties, so the stored inputs determine the metric".into());
-    }
-    let n = y.len() as f64;
-    let metric = |delta: &dyn Fn(usize) -> f64| -> Result<f64, String> {
-        let mut q = p.clone();
-        for (i, &c) in y.iter().enumerate() {
-            q[i * k + c] += delta(i);
-        }
-        let r = if let Some(avg) = key.strip_prefix("roc_auc_ovr_") {
-            roc_auc_ovr(&y, &q, k, average_of(avg).ok_or("unknown average")?)
-        } else if let Some(avg) = key.strip_prefix("average_precision_") {
-            average_precision_ovr(&y, &q, k, average_of(avg).ok_or("unknown average")?)
-        } else {
-            return Err(format!("`{key}` is not a ranking metric"));
-        };
-        r.map_err(|e| e.to_string())
-    };
-    let lowest = metric(&|i| -1e-9 * (1.0 + i as f64 / n))?;
-    let highest = metric(&|_| 1e-9)?;
-    Ok((lowest, highest))
-}
-
 /// Compares a computed value with the expected JSON value; `Err` describes a mismatch.
 fn compare(got: &Computed, want: &Value, tol: f64) -> Result<(), String> {
     if want.as_str() == Some("error") {
@@ -436,9 +379,7 @@ fn every_fixture_key_matches_the_reference() {
     files.sort();
     assert!(!files.is_empty(), "no *.json fixture in {}", dir.display());
 
-    let strict = std::env::var("MIRAM_METRICS_STRICT").is_ok_and(|v| v == "1");
     let mut failures = Vec::new();
-    let mut notices = Vec::new();
     let mut checked = 0usize;
     for file in &files {
         let name = file.display();
@@ -476,27 +417,8 @@ fn every_fixture_key_matches_the_reference() {
                             results.push((compare(&r, want, tol), " via report"));
                         }
                         for (result, path) in results {
-                            let Err(e) = result else { continue };
-                            // The generator defect described in the header, multiclass only.
-                            let fallback = match (task, want.as_f64()) {
-                                ("multiclass", Some(w)) if !strict => {
-                                    multiclass_tie_bounds(&case, key).map(|(lo, hi)| (w, lo, hi))
-                                }
-                                _ => Err("no fallback".to_string()),
-                            };
-                            match fallback {
-                                Ok((w, lo, hi)) if lo - tol <= w && w <= hi + tol => {
-                                    notices.push(format!(
-                                        "{here}{path}: {e}; the stored y_prob has ties the \
-                                         generator's unrounded p did not, and {w} lies in \
-                                         [{lo}, {hi}], the range over the ways of breaking them"
-                                    ))
-                                }
-                                Ok((w, lo, hi)) => failures.push(format!(
-                                    "{here}{path}: {e}, and {w} lies outside [{lo}, {hi}], the \
-                                     range over the ways of breaking the stored ties"
-                                )),
-                                Err(_) => failures.push(format!("{here}{path}: {e}")),
+                            if let Err(e) = result {
+                                failures.push(format!("{here}{path}: {e}"));
                             }
                         }
                         checked += 1;
@@ -504,14 +426,6 @@ fn every_fixture_key_matches_the_reference() {
                 }
             }
         }
-    }
-    if !notices.is_empty() {
-        println!(
-            "NOTICE: {} value(s) checked against tie bounds, not exactly (set \
-             MIRAM_METRICS_STRICT=1 to fail them instead):\n{}",
-            notices.len(),
-            notices.join("\n")
-        );
     }
     assert!(
         failures.is_empty(),
