@@ -1,5 +1,5 @@
 //! The four real case-description CSVs (`$MIRAM_CBIS_DDSM_CSV`, default
-//! `shared/data/cbis-ddsm`) read as they are: the counts of design/cbis-ddsm.md per file, the
+//! the repository's `fixtures/cbis-ddsm`) read as they are: the published counts per file, the
 //! mass-margin counts, and a write/read round trip.
 //!
 //! Every number below was computed independently with Python's csv module; the one-liners are
@@ -30,7 +30,7 @@ fn read(name: &str) -> Vec<CaseRecord> {
     read_case_csv(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The table of design/cbis-ddsm.md:
+/// The row counts of each file, computed with Python's csv module:
 /// python3 -c "import csv,collections as c; [print(f, len(r), len({x['patient_id'] for x in r}),
 ///   c.Counter(x['pathology'] for x in r)) for f in FILES for r in [list(csv.DictReader(open(f, newline='')))]]"
 const TABLE: [(&str, usize, usize, usize, usize, usize); 4] = [

@@ -1,5 +1,5 @@
 //! DICOM decoding against pydicom: every file of `$MIRAM_DICOM_FIXTURES` (default
-//! `shared/fixtures/dicom`, made by `shared/reference/gen_dicom_fixtures.py` with pydicom 3)
+//! the repository's `fixtures/dicom`, the values computed with pydicom 3.0)
 //! must give the header fields, shape, min, max, sum, first values and SHA-256 of the stored
 //! values that pydicom's `pixel_array` gave; an `error` entry must give an error. Bad input
 //! (truncated files, absurd sizes) must give errors naming the file, never a panic or a huge
@@ -48,10 +48,7 @@ fn fixture_dir() -> PathBuf {
     std::env::var_os("MIRAM_DICOM_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../fixtures/dicom"
-            ))
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/dicom"))
         })
 }
 

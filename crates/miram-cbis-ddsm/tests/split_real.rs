@@ -1,5 +1,5 @@
 //! The validation split on the real CBIS-DDSM rows (`$MIRAM_CBIS_DDSM_CSV`, default the
-//! repository's `../shared/data/cbis-ddsm`): over many seeds no patient is on both sides,
+//! repository's `fixtures/cbis-ddsm`): over many seeds no patient is on both sides,
 //! every class gets close to 30% of its training rows, the official test rows stay in test.
 
 use std::collections::HashSet;

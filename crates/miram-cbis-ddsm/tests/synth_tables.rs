@@ -1,6 +1,6 @@
 //! The label tables embedded in the generator are those of the real CSVs: every table is
 //! recomputed from the four case-description files in `$MIRAM_CBIS_DDSM_CSV` (default the
-//! repository's `../shared/data/cbis-ddsm`) through the crate's own CSV reader.
+//! repository's `fixtures/cbis-ddsm`) through the crate's own CSV reader.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

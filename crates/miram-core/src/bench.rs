@@ -32,6 +32,8 @@ pub struct BenchReport {
     pub params: usize,
     /// Peak resident memory of the process in MiB (Linux), if known.
     pub peak_rss_mib: Option<f64>,
+    /// The model configuration that was timed (what `benches/torch/bench_step.py` builds).
+    pub config: MiramConfig,
 }
 
 fn median_ms(mut v: Vec<f64>) -> f64 {
@@ -110,5 +112,6 @@ pub fn pretrain_step(
         masked_encoder_ms_median: median_ms(enc),
         params: model.num_parameters(),
         peak_rss_mib: peak_rss_mib(),
+        config: cfg.clone(),
     })
 }

@@ -1,5 +1,5 @@
-//! The MIRAM configuration (the JSON schema of `shared/design/spec.md` and of every model
-//! fixture) and the named presets of `shared/reference/presets.py`.
+//! The MIRAM configuration (the JSON schema of every model fixture and checkpoint header,
+//! `docs/formats.md`) and the named presets.
 
 use miram_decoder::{DecoderConfig, DecoderScale};
 use miram_encoder::EncoderConfig;
@@ -67,7 +67,7 @@ pub struct MiramConfig {
     pub scales: Vec<ScaleConfig>,
 }
 
-/// The names of the presets, in the order of `shared/reference/presets.py`.
+/// The names of the presets, from the largest to the smallest.
 pub const PRESETS: [&str; 8] = [
     "paper",
     "paper-nystrom",

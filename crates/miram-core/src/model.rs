@@ -1,5 +1,5 @@
 //! The MIRAM model: one encoder, the shared decoder head, one decoder per scale and the
-//! multi-scale loss (mirrors `Miram.forward` of `shared/reference/miram_ref.py`).
+//! multi-scale loss (the PyTorch form of the same model is `benches/torch/miram_torch.py`).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! Parity of the fine-tuning model with MAE's `models_vit` (global pooling, `fc_norm`,
-//! `head`) as `shared/reference/gen_finetune_fixtures.py` wrote it: every `*.safetensors` in
-//! `$MIRAM_FINETUNE_FIXTURES` (default `../shared/fixtures/finetune`) gives the logits, the
+//! `head`) computed with PyTorch 2.15: every `*.safetensors` in `$MIRAM_FINETUNE_FIXTURES`
+//! (default the repository's `fixtures/finetune`) gives the logits, the
 //! loss (class-weighted cross-entropy, or BCE with logits for multi-label) and every gradient,
-//! within the tolerances of `shared/fixtures/README.md`; and an official MAE checkpoint loads
+//! within the tolerances of `fixtures/README.md`; and an official MAE checkpoint loads
 //! into the fine-tuning model with exactly `fc_norm.*` and `head.*` missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

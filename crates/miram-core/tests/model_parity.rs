@@ -1,8 +1,7 @@
-//! Parity with the PyTorch reference (`shared/reference/miram_ref.py`): every
-//! `*.safetensors` in `$MIRAM_MODEL_FIXTURES` (default `../shared/fixtures/model`, written by
-//! `shared/reference/gen_model_fixtures.py`) is one case. The model is built from the file's
+//! Parity with the PyTorch reference: every `*.safetensors` in `$MIRAM_MODEL_FIXTURES`
+//! (default the repository's `fixtures/model`, written with PyTorch 2.15) is one case. The model is built from the file's
 //! `config` metadata and weights, run on its inputs, and compared with its outputs, losses,
-//! gradients and one AdamW step, within the tolerances of `shared/fixtures/README.md`.
+//! gradients and one AdamW step, within the tolerances of `fixtures/README.md`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,5 +1,5 @@
 //! The contract of every preset (timm's `test_models.py` for MIRAM): the trainable parameter
-//! count equals the reference's (`shared/reference/presets.py` built in PyTorch), a forward
+//! count equals the PyTorch reference's (the same configuration built in PyTorch), a forward
 //! pass at a small batch gives the documented shapes and finite values, and every trainable
 //! parameter receives a non-zero gradient. The `paper*` presets (137M parameters) run their
 //! forward and backward only when `MIRAM_SLOW_TESTS=1`; their parameter counts always.

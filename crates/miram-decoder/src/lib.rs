@@ -1,5 +1,5 @@
-//! The multi-scale decoders of MIRAM (mirrors `Miram.forward_decoders` and `ScaleDecoder` of
-//! `shared/reference/miram_ref.py`; Vo et al., arXiv 2503.07157).
+//! The multi-scale decoders of MIRAM (Vo et al., arXiv 2503.07157; the
+//! same decoders in PyTorch are `ScaleDecoder` of `benches/torch/miram_torch.py`).
 //!
 //! One shared `decoder_embed` maps the encoder's latent to the decoder width, `mask_token`
 //! copies fill the removed positions and the tokens are put back in grid order. Each scale

@@ -1,6 +1,6 @@
 //! The ViT encoder of MIRAM: MAE's encoder with timm's weight names (mirrors
-//! `MaskedAutoencoderViT.forward_encoder` of facebookresearch/mae and `Miram.forward_encoder`
-//! of `shared/reference/miram_ref.py`), for any image size, patch size and channel count.
+//! `MaskedAutoencoderViT.forward_encoder` of facebookresearch/mae and `Miram.encode_masked`
+//! of `benches/torch/miram_torch.py`), for any image size, patch size and channel count.
 //!
 //! - [`VitEncoder::forward_masked`]: pre-training; patch embedding, the fixed 2-D sin-cos
 //!   table, random masking, cls token, blocks, final norm -> `latent`.

@@ -1,5 +1,5 @@
 //! MIRAM's losses (mirrors `Miram.target` and `Miram.forward` of
-//! `shared/reference/miram_ref.py`, and the fine-tuning losses of MAE's `main_finetune.py`).
+//! `benches/torch/miram_torch.py`, and the fine-tuning losses of MAE's `main_finetune.py`).
 //!
 //! - Reconstruction: the target of scale `s` is the input upsampled `s x` by nearest
 //!   neighbour (PyTorch `F.interpolate(mode="nearest")`) or a real `s x` image given by the

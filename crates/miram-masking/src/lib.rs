@@ -1,5 +1,5 @@
 //! MAE random masking for MIRAM (mirrors `random_masking` of facebookresearch/mae's
-//! `models_mae.py` and of `shared/reference/miram_ref.py`).
+//! `models_mae.py`, and `Miram.encode_masked` of `benches/torch/miram_torch.py`).
 //!
 //! Per sample: `ids_shuffle = argsort(noise)` (ascending), `ids_restore = argsort(ids_shuffle)`,
 //! the first `keep = floor(L * (1 - mask_ratio))` tokens of the shuffle are kept, and

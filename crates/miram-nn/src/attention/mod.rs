@@ -1,7 +1,7 @@
 //! The four attention kinds of MIRAM's decoders: softmax (timm), Linformer, Nystromformer and
 //! Performer, behind one configuration enum whose JSON form is the `attention` object of the
 //! MIRAM configuration schema (`{"kind": "softmax"}`, `{"kind": "linformer", "k": 128, ...}`).
-//! Parameter names follow the reference (`shared/reference/miram_ref.py`), which follows the
+//! Parameter names follow the PyTorch reference, which follows the
 //! libraries the authors used (timm, linformer, nystrom-attention, performer-pytorch).
 
 mod linformer;
