@@ -203,7 +203,8 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             cfg.finetune.epochs,
         );
     }
-    cfg.finetune.validate()?;
+    cfg.finetune.validate().map_err(|e| e.under("finetune"))?;
+    cfg.data.validate().map_err(|e| e.under("data"))?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }
@@ -213,6 +214,7 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     ui.config("finetune", &cfg);
+    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
     let data = study::prepare(
         ui,
@@ -222,12 +224,8 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         cfg.finetune.seed,
     )?;
     let task_data = data.task(&cfg.finetune.task, &cfg.finetune.split)?;
-    std::fs::create_dir_all(&cfg.out)?;
-    std::fs::write(
-        cfg.out.join("command.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &task_data, &cfg.out, &opts)?;
+    run.write_json("command.json", &cfg)?;
+    let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &data, &task_data, &run, &opts)?;
     let t = TaskResult {
         task: task_slug(&cfg.finetune.task),
         description: study::describe_task(&cfg.finetune.task),

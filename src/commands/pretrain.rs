@@ -148,7 +148,8 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             cfg.pretrain.epochs,
         );
     }
-    cfg.pretrain.validate()?;
+    cfg.pretrain.validate().map_err(|e| e.under("pretrain"))?;
+    cfg.data.validate().map_err(|e| e.under("data"))?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }
@@ -158,6 +159,7 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     ui.config("pretrain", &cfg);
+    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
     opts.stop_after = a.stop_after;
     let model = &cfg.pretrain.model;
@@ -169,12 +171,8 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         .filter(|&s| s > 1);
     let data = study::prepare(ui, &cfg.data, model.img_size, hires, cfg.pretrain.seed)?;
     let name = if cfg.single_scale { "MAE" } else { "MIRAM" };
-    std::fs::create_dir_all(&cfg.out)?;
-    std::fs::write(
-        cfg.out.join("command.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &cfg.out, &opts)?;
+    run.write_json("command.json", &cfg)?;
+    let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &run, &opts)?;
     let loss_png = cfg.out.join("loss.png");
     study::loss_figure(
         std::slice::from_ref(&r),
