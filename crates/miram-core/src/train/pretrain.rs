@@ -532,7 +532,7 @@ pub(crate) fn prepare_run_folder(
 
 /// Refuses to resume a train state saved with a configuration (other than the keys of
 /// [`RESUME_FREE_KEYS`]) or data other than now's, listing every difference.
-pub(crate) fn check_resume<T: Serialize>(
+pub(crate) fn check_resume<T: Serialize + serde::de::DeserializeOwned>(
     run: &RunDir,
     path: &std::path::Path,
     metadata: &BTreeMap<String, String>,

@@ -158,15 +158,21 @@ pub fn resume_state(
 /// The keys (dotted paths) whose values differ between a run's saved configuration (JSON)
 /// and `now`, as `key: was -> now`, leaving out top-level `free` keys (settings that change
 /// nothing a resume reproduces).
-pub fn config_differences<T: serde::Serialize>(
+pub fn config_differences<T: serde::Serialize + serde::de::DeserializeOwned>(
     saved: &str,
     now: &T,
     free: &[&str],
 ) -> std::result::Result<Vec<String>, String> {
-    let saved: serde_json::Value = serde_json::from_str(saved).map_err(|e| e.to_string())?;
-    // Through text, as the saved one was (an f32 reads back as the same f64 on both sides).
-    let now = serde_json::to_string(now).map_err(|e| e.to_string())?;
-    let now: serde_json::Value = serde_json::from_str(&now).map_err(|e| e.to_string())?;
+    // Both sides typed and written by the same serialiser, so equal values read the same
+    // (an f32 written as text and read back as an f64 would not); a saved configuration of
+    // another shape is compared as it is.
+    let text = |v: &T| serde_json::to_string(v).map_err(|e| e.to_string());
+    let saved = match serde_json::from_str::<T>(saved) {
+        Ok(t) => text(&t)?,
+        Err(_) => saved.to_string(),
+    };
+    let saved: serde_json::Value = serde_json::from_str(&saved).map_err(|e| e.to_string())?;
+    let now: serde_json::Value = serde_json::from_str(&text(now)?).map_err(|e| e.to_string())?;
     let mut a = BTreeMap::new();
     let mut b = BTreeMap::new();
     flatten("", &saved, &mut a);
