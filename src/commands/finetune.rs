@@ -203,8 +203,10 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             cfg.finetune.epochs,
         );
     }
-    cfg.finetune.validate().map_err(|e| e.under("finetune"))?;
-    cfg.data.validate().map_err(|e| e.under("data"))?;
+    miram_core::settings::merge([
+        cfg.finetune.validate().map_err(|e| e.under("finetune")),
+        cfg.data.validate().map_err(|e| e.under("data")),
+    ])?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }

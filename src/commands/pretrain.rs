@@ -148,8 +148,10 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             cfg.pretrain.epochs,
         );
     }
-    cfg.pretrain.validate().map_err(|e| e.under("pretrain"))?;
-    cfg.data.validate().map_err(|e| e.under("data"))?;
+    miram_core::settings::merge([
+        cfg.pretrain.validate().map_err(|e| e.under("pretrain")),
+        cfg.data.validate().map_err(|e| e.under("data")),
+    ])?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }

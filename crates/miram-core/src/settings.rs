@@ -117,3 +117,21 @@ impl Checks {
         }
     }
 }
+
+/// The problems of several checks as one error (a check failing otherwise is returned as it
+/// is): the command line validates the recipe and the data settings at once.
+pub fn merge(results: impl IntoIterator<Item = Result<()>>) -> Result<()> {
+    let mut problems = Vec::new();
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(Error::InvalidSettings { problems: p }) => problems.extend(p),
+            Err(e) => return Err(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidSettings { problems })
+    }
+}
