@@ -217,7 +217,12 @@ pub fn pretrain_run(
         run_dir: run_dir.to_path_buf(),
         model: out.model_path,
         steps: out.steps,
-        final_loss: out.final_loss,
+        // A resumed finished run from before train states recorded their loss: the log's.
+        final_loss: if out.final_loss.is_finite() {
+            out.final_loss
+        } else {
+            last.map_or(f64::NAN, |s| s.loss)
+        },
         final_losses: scales
             .iter()
             .cloned()

@@ -102,9 +102,11 @@ pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
         .filter(|(_, t)| t.dtype().is_float())
         .map(|(k, t)| (k.as_ref(), t))
         .collect();
-    // x - x is 0 for a finite x and NaN otherwise, so the sum cannot overflow.
+    // 0 x is 0 for a finite x and NaN otherwise, so the sum cannot overflow.
     let zero = |t: &Tensor| -> Result<Tensor> {
-        Ok((t - t)?.sum_all()?.to_dtype(candle_core::DType::F32)?)
+        Ok(t.affine(0.0, 0.0)?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F32)?)
     };
     let mut acc: Option<Tensor> = None;
     for (_, t) in &floats {

@@ -547,7 +547,7 @@ pub fn finetune(
             }
             observer.event(&ev);
         }
-        if step % steps_per_epoch != 0 && step < total_steps {
+        if !step.is_multiple_of(steps_per_epoch) && step < total_steps {
             // Stopped inside an epoch (stop_after): checkpoint where it stands.
             let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
             run.save_step(step, &t, &m, cfg.keep_last)?;
