@@ -205,6 +205,12 @@ fn a_run_folder_is_held_by_one_opening_at_a_time() {
         msg.contains(&dir.path().display().to_string()) && msg.contains("in use by process"),
         "{msg}"
     );
+    // Another rank of the same run joins without the lock, and never moves the run aside.
+    std::fs::write(dir.path().join("log.jsonl"), "{}\n").unwrap();
+    let rank1 = RunDir::attach(dir.path()).unwrap();
+    assert_eq!(rank1.start_over().unwrap(), None);
+    assert!(dir.path().join("log.jsonl").exists());
+    drop(rank1);
     // A clone shares the lock; the lock goes with the last of them.
     let clone = first.clone();
     drop(first);
@@ -607,6 +613,19 @@ fn nonsensical_settings_are_refused_with_their_key_and_range() {
         assert!(pretrain(&c, images(24, 7), &run, &opts(true, None), &mut Silent).is_err());
         assert!(run.step_checkpoints().is_empty());
     }
+    // Stopping after no step at all is no run.
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path()).unwrap();
+    let err = pretrain(
+        &base,
+        images(24, 7),
+        &run,
+        &opts(true, Some(0)),
+        &mut Silent,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("stop_after = 0: must be at least 1"), "{err}");
     // Every key at fault, under the prefix the command line gives.
     let mut c = base.clone();
     c.blr = -1.0;

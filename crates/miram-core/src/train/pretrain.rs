@@ -506,6 +506,11 @@ pub(crate) fn prepare_run_folder(
     phase: Phase,
     observer: &mut dyn Observer,
 ) -> Result<()> {
+    if let Some(s) = opts.stop_after {
+        let mut c = Checks::new();
+        c.at_least("stop_after", s, 1);
+        c.finish()?;
+    }
     for p in run.removed_temp_files() {
         observer.event(&Event::Warning {
             phase,
@@ -515,7 +520,7 @@ pub(crate) fn prepare_run_folder(
             ),
         });
     }
-    if !opts.resume {
+    if !opts.resume && opts.all_reduce.rank() == 0 {
         if let Some(p) = run.start_over()? {
             observer.event(&Event::Warning {
                 phase,

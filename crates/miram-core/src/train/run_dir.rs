@@ -81,7 +81,7 @@ impl DataIdentity {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
-    _lock: Arc<std::fs::File>,
+    _lock: Option<Arc<std::fs::File>>,
     started_over: Arc<AtomicBool>,
     removed: Arc<Vec<PathBuf>>,
 }
@@ -187,9 +187,25 @@ impl RunDir {
         }
         Ok(Self {
             root,
-            _lock: Arc::new(lock),
+            _lock: Some(Arc::new(lock)),
             started_over: Arc::new(AtomicBool::new(false)),
             removed: Arc::new(removed),
+        })
+    }
+
+    /// Joins a run folder that another process of the same run holds (data parallelism: rank
+    /// 0 creates and locks it, the other ranks read its checkpoints and write nothing). No
+    /// lock is taken and [`RunDir::start_over`] does nothing.
+    pub fn attach(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if !root.is_dir() {
+            return Err(not_a_folder(&root));
+        }
+        Ok(Self {
+            root,
+            _lock: None,
+            started_over: Arc::new(AtomicBool::new(true)),
+            removed: Arc::new(Vec::new()),
         })
     }
 
