@@ -693,6 +693,54 @@ fn nonsensical_settings_are_refused_with_their_key_and_range() {
 }
 
 #[test]
+fn a_new_run_without_a_checkpoint_sets_the_earlier_outputs_aside() {
+    // A run killed before its first checkpoint left logged steps; another run's final model
+    // is there too (its checkpoints deleted).
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::create(dir.path()).unwrap();
+    let old_log = "{\"event\":\"step\",\"step\":1}\n{\"event\":\"step\",\"step\":2}\n";
+    std::fs::write(dir.path().join("log.jsonl"), old_log).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), "old model").unwrap();
+    let mut events = Vec::new();
+    let mut cfg = config(1);
+    cfg.checkpoint_every = 1;
+    pretrain(
+        &cfg,
+        images(24, 9),
+        &run,
+        &opts(true, Some(1)),
+        &mut |e: &Event| events.push(e.clone()),
+    )
+    .unwrap();
+    assert_eq!(logged_steps(dir.path()), [1]);
+    let w = warnings(&events);
+    let prev: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("previous-")
+        })
+        .collect();
+    assert_eq!(prev.len(), 1, "{w:?}");
+    assert_eq!(
+        std::fs::read_to_string(prev[0].join("log.jsonl")).unwrap(),
+        old_log
+    );
+    assert_eq!(
+        std::fs::read_to_string(prev[0].join("model.safetensors")).unwrap(),
+        "old model"
+    );
+    assert!(
+        w.iter().any(|m| m.contains(&prev[0].display().to_string())),
+        "{w:?}"
+    );
+}
+
+#[test]
 fn temporary_files_of_a_killed_write_are_removed_on_opening() {
     let dir = tempfile::tempdir().unwrap();
     let ck = dir.path().join("checkpoints");

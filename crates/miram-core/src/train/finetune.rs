@@ -29,7 +29,7 @@ use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMet
 use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
 use crate::train::pretrain::MAX_WORKERS;
 use crate::train::pretrain::{
-    beyond_schedule, check_resume, prepare_run_folder, DATA_FILE, DATA_KEY,
+    beyond_schedule, check_resume, prepare_run_folder, set_aside_leftovers, DATA_FILE, DATA_KEY,
 };
 use crate::train::run_dir::RunDir;
 use crate::train::schedule::{scaled_lr, LrSchedule};
@@ -446,7 +446,7 @@ pub fn finetune(
             }
             run.truncate_log_after(step)?;
         }
-        None => run.truncate_log_after(0)?,
+        None => set_aside_leftovers(run, opts, phase, observer)?,
     }
     run.write_config(cfg)?;
     run.write_json(DATA_FILE, &identity)?;

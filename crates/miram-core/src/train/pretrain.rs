@@ -305,8 +305,7 @@ pub fn pretrain<D: CropDataset + 'static>(
             (model, opt, st.step)
         }
         None => {
-            // Steps logged by a run killed before its first checkpoint are not this run's.
-            run.truncate_log_after(0)?;
+            set_aside_leftovers(run, opts, phase, observer)?;
             let model = Miram::init(mc, cfg.seed, &dev)?;
             let opt = AdamW::new(model.store().trainable(), opt_cfg(0.0))?;
             (model, opt, 0)
@@ -531,6 +530,31 @@ pub(crate) fn prepare_run_folder(
                 ),
             });
         }
+    }
+    Ok(())
+}
+
+/// A new run without a checkpoint to resume: what an earlier run left (steps logged by a run
+/// killed before its first checkpoint, or outputs whose checkpoints were deleted) moves aside,
+/// with a warning.
+pub(crate) fn set_aside_leftovers(
+    run: &RunDir,
+    opts: &RunOptions,
+    phase: Phase,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if opts.all_reduce.rank() != 0 {
+        return Ok(());
+    }
+    if let Some(p) = run.set_aside_leftovers()? {
+        observer.event(&Event::Warning {
+            phase,
+            message: format!(
+                "no checkpoint to resume in {}: the earlier run's log and outputs were moved to {}",
+                run.path().display(),
+                p.display()
+            ),
+        });
     }
     Ok(())
 }

@@ -242,7 +242,47 @@ impl RunDir {
             }
             entries.push(p);
         }
-        if entries.is_empty() {
+        let moved = self.move_aside(&entries)?;
+        std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
+        Ok(moved)
+    }
+
+    /// The outputs of an earlier run found where a new run starts without a checkpoint to
+    /// resume (a log with steps, final or best weights, test results), moved into
+    /// `previous-<UTC time>/` so that the new run neither mixes with them nor overwrites
+    /// them. Returns that folder, none when there was nothing.
+    pub fn set_aside_leftovers(&self) -> Result<Option<PathBuf>> {
+        let log = self.log_path();
+        let has_steps = std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.lines().any(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some()
+            })
+        });
+        let mut found = Vec::new();
+        if has_steps {
+            found.push(log);
+        }
+        for rel in [
+            "model.safetensors",
+            "metrics.json",
+            "predictions.csv",
+            "checkpoints/best.safetensors",
+        ] {
+            let p = self.root.join(rel);
+            if p.is_file() {
+                found.push(p);
+            }
+        }
+        self.move_aside(&found)
+    }
+
+    /// Moves `paths` (inside the folder) into a new `previous-<UTC time>/`, keeping their
+    /// places relative to the folder.
+    fn move_aside(&self, paths: &[PathBuf]) -> Result<Option<PathBuf>> {
+        if paths.is_empty() {
             return Ok(None);
         }
         let stamp = utc_stamp(std::time::SystemTime::now());
@@ -253,11 +293,14 @@ impl RunDir {
             n += 1;
         }
         std::fs::create_dir(&dest).map_err(|e| Error::io(&dest, e))?;
-        for p in entries {
-            let to = dest.join(p.file_name().unwrap_or_default());
-            std::fs::rename(&p, &to).map_err(|e| Error::io(&p, e))?;
+        for p in paths {
+            let rel = p.strip_prefix(&self.root).unwrap_or(p);
+            let to = dest.join(rel);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::rename(p, &to).map_err(|e| Error::io(p, e))?;
         }
-        std::fs::create_dir_all(&ck).map_err(|e| Error::io(&ck, e))?;
         Ok(Some(dest))
     }
 
