@@ -48,7 +48,10 @@ fn fixture_dir() -> PathBuf {
     std::env::var_os("MIRAM_DICOM_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/dicom"))
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../fixtures/dicom"
+            ))
         })
 }
 
