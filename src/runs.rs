@@ -162,6 +162,9 @@ impl Observer for UiObserver<'_> {
                     json!({ "run": self.label, "step": step, "path": path, "best": best }),
                 );
             }
+            Event::Warning { message, .. } => {
+                self.ui.warn(format!("{}: {message}", self.label));
+            }
             Event::Done {
                 phase,
                 step,

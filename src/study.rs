@@ -167,18 +167,36 @@ pub fn resolve_checkpoint(path: &Path, what: &str) -> Result<PathBuf> {
     bail!("{what} {}: no such file or folder", path.display())
 }
 
-/// Runs one pre-training in `run_dir` and summarises it.
+/// Opens (and locks) the run folder `dir`; with `restart`, an earlier run's files move into
+/// `previous-<UTC time>/`, which is reported.
+pub fn open_run(ui: &Ui, dir: &Path, restart: bool) -> Result<RunDir> {
+    let run = RunDir::create(dir)?;
+    if restart {
+        if let Some(p) = run.start_over()? {
+            ui.warn(format!(
+                "--restart: the previous run in {} was moved to {}",
+                dir.display(),
+                p.display()
+            ));
+        }
+    }
+    Ok(run)
+}
+
+/// Runs one pre-training in the run folder `run` and summarises it.
 pub fn pretrain_run(
     ui: &Ui,
     name: &str,
     preset: &str,
     cfg: &PretrainConfig,
     data: &PreparedData,
-    run_dir: &Path,
+    run: &RunDir,
     opts: &RunOptions,
 ) -> Result<PretrainResult> {
     let t = Instant::now();
-    let run = RunDir::create(run_dir)?;
+    let run_dir = run.path();
+    let mut opts = opts.clone();
+    opts.data = Some(data.identity());
     let scales = scale_names(&cfg.model);
     let mut obs = UiObserver::new(ui, name, scales.clone());
     let dataset = Arc::new(data.pretraining_set());
@@ -188,7 +206,7 @@ pub fn pretrain_run(
             data.config.root.display()
         );
     }
-    let out = pretrain(cfg, dataset, &run, opts, &mut obs)
+    let out = pretrain(cfg, dataset, run, &opts, &mut obs)
         .with_context(|| format!("pre-training {name}"))?;
     obs.close();
     let steps = read_steps(run_dir).unwrap_or_default();
@@ -199,7 +217,12 @@ pub fn pretrain_run(
         run_dir: run_dir.to_path_buf(),
         model: out.model_path,
         steps: out.steps,
-        final_loss: out.final_loss,
+        // A resumed finished run from before train states recorded their loss: the log's.
+        final_loss: if out.final_loss.is_finite() {
+            out.final_loss
+        } else {
+            last.map_or(f64::NAN, |s| s.loss)
+        },
         final_losses: scales
             .iter()
             .cloned()
@@ -218,19 +241,23 @@ pub fn loss_figure(runs: &[PretrainResult], models: &[MiramConfig], path: &Path)
     loss_chart(&data).save(path, CHART_SIZE.0, CHART_SIZE.1)
 }
 
-/// Runs one fine-tuning (with test evaluation of the best weights) in `run_dir`.
+/// Runs one fine-tuning (with test evaluation of the best weights) in the run folder `run`
+/// on `data` (a task of `prepared`, whose identity the run records).
 pub fn finetune_run(
     ui: &Ui,
     name: &str,
     cfg: &FinetuneConfig,
+    prepared: &PreparedData,
     data: &TaskData,
-    run_dir: &Path,
+    run: &RunDir,
     opts: &RunOptions,
 ) -> Result<RunResult> {
-    let run = RunDir::create(run_dir)?;
+    let run_dir = run.path();
+    let mut opts = opts.clone();
+    opts.data = Some(prepared.identity());
     let mut obs = UiObserver::new(ui, name, Vec::new());
     let out =
-        finetune(cfg, data, &run, opts, &mut obs).with_context(|| format!("fine-tuning {name}"))?;
+        finetune(cfg, data, run, &opts, &mut obs).with_context(|| format!("fine-tuning {name}"))?;
     obs.close();
     let m = &out.test_metrics;
     ui.info(format!(

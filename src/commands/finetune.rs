@@ -47,8 +47,12 @@ Defaults: the authors' protocol (full fine-tuning, lr 1e-5, weight decay 0.01, 1
 2 warm-up, batch 32, drop path 0.1, inverse-frequency class weights, flips / rotation 25 deg /
 scale 0.8-1.2 / intensity shift, validation = 30% of train grouped by patient). The epoch of
 best validation macro AUC is evaluated on the official test set. The run folder gets
-config.json, log.jsonl, checkpoints/best.safetensors, predictions.csv (score any way you like
-with `miram metrics`), metrics.json, roc.png and pr.png.
+config.json, data.json, log.jsonl, checkpoints/best.safetensors, predictions.csv (score any
+way you like with `miram metrics`), metrics.json, roc.png and pr.png. The run resumes from its
+newest intact checkpoint with the same recipe and data (the differences are listed otherwise);
+--restart moves the previous run into <out>/previous-<UTC time>/. One process at a time holds
+a run folder. Initial weights holding NaN or inf are refused, naming the tensor; a non-finite
+gradient, weight or optimiser moment stops the run before anything of that step is saved.
 
 The configuration file (TOML or JSON) has the keys of the resolved configuration printed at
 the start: preset, name, out, [data] and [finetune] (task, init, mode, epochs, warmup_epochs,
@@ -94,7 +98,8 @@ pub struct FinetuneArgs {
     /// Bootstrap resamples of the test intervals.
     #[arg(long, value_name = "N")]
     pub bootstrap: Option<usize>,
-    /// Start over instead of resuming.
+    /// Start a new run instead of resuming: the previous run's files move into
+    /// <out>/previous-<UTC time>/.
     #[arg(long)]
     pub restart: bool,
     /// Configuration file (.toml or .json).
@@ -203,7 +208,10 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             cfg.finetune.epochs,
         );
     }
-    cfg.finetune.validate()?;
+    miram_core::settings::merge([
+        cfg.finetune.validate().map_err(|e| e.under("finetune")),
+        cfg.data.validate().map_err(|e| e.under("data")),
+    ])?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }
@@ -213,6 +221,7 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     ui.config("finetune", &cfg);
+    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
     let data = study::prepare(
         ui,
@@ -222,12 +231,8 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         cfg.finetune.seed,
     )?;
     let task_data = data.task(&cfg.finetune.task, &cfg.finetune.split)?;
-    std::fs::create_dir_all(&cfg.out)?;
-    std::fs::write(
-        cfg.out.join("command.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &task_data, &cfg.out, &opts)?;
+    run.write_json("command.json", &cfg)?;
+    let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &data, &task_data, &run, &opts)?;
     let t = TaskResult {
         task: task_slug(&cfg.finetune.task),
         description: study::describe_task(&cfg.finetune.task),

@@ -37,9 +37,17 @@ pub struct PretrainCommand {
 #[command(after_long_help = "\
 Defaults: the authors' recipe for the preset (500 epochs, 40 warm-up, effective batch 1024 as
 64 x 16 accumulated, base lr 1.5e-4 scaled by batch/256, weight decay 0.05, betas 0.9/0.95,
-random resized crops). The run folder gets config.json (the resolved recipe), log.jsonl (one
-line per step), checkpoints/ (resumable; the run resumes from the newest one unless
---restart), model.safetensors at the end, and loss.png (loss per scale over steps).
+random resized crops). The run folder gets config.json (the resolved recipe), data.json (what
+it is trained on), log.jsonl (one line per step), checkpoints/ (resumable; the run resumes
+from the newest intact one unless --restart), model.safetensors at the end, and loss.png
+(loss per scale over steps).
+
+Run folders: one process at a time (a second one is refused, naming the holder's pid). A
+resume must use the same recipe and the same data (the differences are listed; --workers may
+change); a truncated newest checkpoint is skipped for the previous one, with a warning.
+--restart moves the previous run's files into <out>/previous-<UTC time>/ and starts clean.
+A non-finite gradient, weight or optimiser moment stops the run before anything of that step
+is saved. Every setting out of its range is refused before any work, naming its key.
 
 The configuration file (TOML or JSON) has the keys of the resolved configuration printed at
 the start: preset, single_scale, out, [data] (root, layout, cache_dir, crop_margin,
@@ -83,7 +91,8 @@ pub struct PretrainArgs {
     /// Loader worker threads.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Start over instead of resuming from the run folder's newest checkpoint.
+    /// Start a new run instead of resuming: the previous run's files move into
+    /// <out>/previous-<UTC time>/.
     #[arg(long)]
     pub restart: bool,
     /// Stop after this many optimiser steps (resume later).
@@ -148,7 +157,10 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             cfg.pretrain.epochs,
         );
     }
-    cfg.pretrain.validate()?;
+    miram_core::settings::merge([
+        cfg.pretrain.validate().map_err(|e| e.under("pretrain")),
+        cfg.data.validate().map_err(|e| e.under("data")),
+    ])?;
     study::check_data(&cfg.data)?;
     Ok(cfg)
 }
@@ -158,6 +170,7 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     ui.config("pretrain", &cfg);
+    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
     opts.stop_after = a.stop_after;
     let model = &cfg.pretrain.model;
@@ -169,12 +182,8 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         .filter(|&s| s > 1);
     let data = study::prepare(ui, &cfg.data, model.img_size, hires, cfg.pretrain.seed)?;
     let name = if cfg.single_scale { "MAE" } else { "MIRAM" };
-    std::fs::create_dir_all(&cfg.out)?;
-    std::fs::write(
-        cfg.out.join("command.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &cfg.out, &opts)?;
+    run.write_json("command.json", &cfg)?;
+    let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &run, &opts)?;
     let loss_png = cfg.out.join("loss.png");
     study::loss_figure(
         std::slice::from_ref(&r),

@@ -213,7 +213,7 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         &cfg.preset,
         &cfg.pretrain(model.clone()),
         &data,
-        &runs_dir.join("pretrain-miram"),
+        &study::open_run(ui, &runs_dir.join("pretrain-miram"), false)?,
         &opts,
     )?;
     let mae = study::pretrain_run(
@@ -222,7 +222,7 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         &cfg.preset,
         &cfg.pretrain(mae_model.clone()),
         &data,
-        &runs_dir.join("pretrain-mae"),
+        &study::open_run(ui, &runs_dir.join("pretrain-mae"), false)?,
         &opts,
     )?;
     let mut figures = Vec::new();
@@ -272,13 +272,10 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
                 data: data_cfg.clone(),
                 finetune: ft.clone(),
             };
-            std::fs::create_dir_all(&dir)?;
-            std::fs::write(
-                dir.join("command.json"),
-                serde_json::to_string_pretty(&cmd)?,
-            )?;
+            let run = study::open_run(ui, &dir, false)?;
+            run.write_json("command.json", &cmd)?;
             t.runs
-                .push(study::finetune_run(ui, name, &ft, &td, &dir, &opts)?);
+                .push(study::finetune_run(ui, name, &ft, &data, &td, &run, &opts)?);
         }
         let base = t
             .runs

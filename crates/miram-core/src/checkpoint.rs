@@ -92,6 +92,48 @@ fn read_pth(path: &Path, device: &Device) -> Result<Checkpoint> {
     ))
 }
 
+/// The name of the first tensor holding a NaN or infinite value (floating-point tensors
+/// only), or none. One reduction over every tensor, then a search only when one is found.
+pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
+    tensors: impl IntoIterator<Item = (&'a K, &'a Tensor)>,
+) -> Result<Option<String>> {
+    let floats: Vec<(&str, &Tensor)> = tensors
+        .into_iter()
+        .filter(|(_, t)| t.dtype().is_float())
+        .map(|(k, t)| (k.as_ref(), t))
+        .collect();
+    // 0 x is 0 for a finite x and NaN otherwise, so the sum cannot overflow.
+    let zero = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.affine(0.0, 0.0)?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F32)?)
+    };
+    let mut acc: Option<Tensor> = None;
+    for (_, t) in &floats {
+        let z = zero(t)?;
+        acc = Some(match acc {
+            None => z,
+            Some(a) => {
+                let z = z.to_device(a.device())?;
+                (a + z)?
+            }
+        });
+    }
+    let total = match acc {
+        Some(a) => a.to_scalar::<f32>()?,
+        None => 0.0,
+    };
+    if total == 0.0 {
+        return Ok(None);
+    }
+    for (k, t) in floats {
+        if zero(t)?.to_scalar::<f32>()? != 0.0 {
+            return Ok(Some(k.to_string()));
+        }
+    }
+    Ok(None)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,
 /// then fsync of the folder. A crash leaves either the old file or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -333,44 +333,58 @@ impl MiramConfig {
             .collect()
     }
 
-    /// Checks every field; the message names the field and the value at fault.
+    /// Checks every field; the error names each key at fault with its value and allowed
+    /// range ([`Error::InvalidSettings`]).
     pub fn validate(&self) -> Result<()> {
-        self.encoder()
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        self.decoder()
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        if !(0.0..1.0).contains(&self.mask_ratio) {
-            return Err(Error::Config(format!(
-                "mask_ratio must be in [0, 1), got {}",
-                self.mask_ratio
-            )));
-        }
-        if miram_masking::num_keep(self.num_patches(), self.mask_ratio) == 0 {
-            return Err(Error::Config(format!(
-                "mask_ratio {} keeps no patch of {}",
-                self.mask_ratio,
-                self.num_patches()
-            )));
-        }
-        if self.scales.first().map(|s| s.scale) != Some(1) {
-            return Err(Error::Config("the first scale must be 1".into()));
-        }
-        for (i, s) in self.scales.iter().enumerate() {
-            if !s.weight.is_finite() || s.weight < 0.0 {
-                return Err(Error::Config(format!(
-                    "scales[{i}].weight must be finite and >= 0, got {}",
-                    s.weight
-                )));
+        let mut c = crate::settings::Checks::new();
+        c.other("encoder", self.encoder().validate());
+        c.other("decoder", self.decoder().validate());
+        c.real(
+            "mask_ratio",
+            self.mask_ratio,
+            Some((0.0, false)),
+            Some((1.0, false)),
+        );
+        if self.mask_ratio.is_finite() && self.mask_ratio > 0.0 && self.mask_ratio < 1.0 {
+            let l = self.num_patches();
+            let keep = miram_masking::num_keep(l, self.mask_ratio);
+            if keep == 0 || keep >= l {
+                c.fail(
+                    "mask_ratio",
+                    self.mask_ratio,
+                    format!(
+                        "keeps {keep} of {l} patches; it must keep at least one and remove at least one"
+                    ),
+                );
             }
         }
-        if self.norm_pix_loss && self.patch_size * self.patch_size * self.in_chans < 2 {
-            return Err(Error::Config(
-                "norm_pix_loss needs patches of 2 or more values".into(),
-            ));
+        if self.scales.first().map(|s| s.scale) != Some(1) {
+            c.fail(
+                "scales[0].scale",
+                self.scales
+                    .first()
+                    .map_or("none".into(), |s| s.scale.to_string()),
+                "the first scale must be 1",
+            );
         }
-        Ok(())
+        for (i, s) in self.scales.iter().enumerate() {
+            c.non_negative(&format!("scales[{i}].weight"), s.weight);
+        }
+        if !self.scales.is_empty() && self.scales.iter().all(|s| s.weight == 0.0) {
+            c.fail(
+                "scales.weight",
+                0,
+                "at least one scale's weight must be > 0",
+            );
+        }
+        if self.norm_pix_loss && self.patch_size * self.patch_size * self.in_chans < 2 {
+            c.fail(
+                "norm_pix_loss",
+                true,
+                "needs patches of 2 or more values (patch_size x patch_size x in_chans)",
+            );
+        }
+        c.finish()
     }
 }
 

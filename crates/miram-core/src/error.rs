@@ -84,12 +84,114 @@ pub enum Error {
     /// A training or evaluation setting that cannot work, with the value at fault.
     #[error("training: {0}")]
     Train(String),
+    /// Settings out of their allowed range: every one at fault, with its key, value and range.
+    #[error("{}", InvalidSetting::join(problems))]
+    InvalidSettings {
+        /// The settings at fault.
+        problems: Vec<InvalidSetting>,
+    },
+    /// Another process holds the run folder.
+    #[error("run folder {path} is in use by process {pid} (lock file {lock}); wait for that run to end or stop it, or use another --out")]
+    RunLocked {
+        /// The run folder.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's process id, as written in the lock file (`unknown` when unreadable).
+        pid: String,
+    },
+    /// A run folder that cannot be resumed with this configuration or data.
+    #[error("cannot resume the run in {path}: it was started with {what} ({}); run it with what it was started with, or start a new run with --restart (RunOptions::resume = false), which moves the old run aside", differences.join("; "))]
+    ResumeMismatch {
+        /// The run folder.
+        path: PathBuf,
+        /// `another configuration` or `other data`.
+        what: String,
+        /// Each difference, `key: was -> now`.
+        differences: Vec<String>,
+    },
+    /// A gradient with a NaN or infinite value: the step was not applied.
+    #[error("non-finite gradient of {parameter} at step {step}: the step was not applied and training stopped; the last good checkpoint is {last_checkpoint}")]
+    NonFiniteGradient {
+        /// The optimiser step being computed.
+        step: u64,
+        /// The first parameter whose gradient is not finite.
+        parameter: String,
+        /// The last checkpoint written, or `none`.
+        last_checkpoint: String,
+    },
+    /// A weight or optimiser moment became NaN or infinite after a step.
+    #[error("non-finite value in {tensor} after step {step}: training stopped, nothing of this step was saved; the last good checkpoint is {last_checkpoint}")]
+    NonFiniteState {
+        /// The optimiser step just applied.
+        step: u64,
+        /// The first tensor (parameter or `exp_avg.*` / `exp_avg_sq.*` moment) at fault.
+        tensor: String,
+        /// The last checkpoint written, or `none`.
+        last_checkpoint: String,
+    },
+    /// A checkpoint file (read or about to be written) holding a NaN or infinite value.
+    #[error("{path}: tensor {tensor} holds NaN or infinite values")]
+    NonFiniteTensor {
+        /// The file.
+        path: PathBuf,
+        /// The first tensor at fault.
+        tensor: String,
+    },
+}
+
+/// One setting out of its allowed range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting {
+    /// The key, dotted (`blr`, `model.mask_ratio`, `pretrain.betas.1`).
+    pub key: String,
+    /// The value given.
+    pub value: String,
+    /// What is allowed (`must be > 0`, `must be in [0, 1)`).
+    pub allowed: String,
+}
+
+impl std::fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.key, self.allowed)
+        } else {
+            write!(f, "{} = {}: {}", self.key, self.value, self.allowed)
+        }
+    }
+}
+
+impl InvalidSetting {
+    fn join(problems: &[InvalidSetting]) -> String {
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The same error with setting keys under `prefix` (`blr` becomes `pretrain.blr`);
+    /// other errors are returned as they are.
+    pub fn under(self, prefix: &str) -> Self {
+        match self {
+            Self::InvalidSettings { problems } => Self::InvalidSettings {
+                problems: problems
+                    .into_iter()
+                    .map(|p| InvalidSetting {
+                        key: format!("{prefix}.{}", p.key),
+                        ..p
+                    })
+                    .collect(),
+            },
+            e => e,
+        }
+    }
+
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {

@@ -34,11 +34,12 @@ pub mod config;
 mod error;
 mod model;
 pub mod optim;
+pub mod settings;
 #[cfg(all(feature = "dataset", feature = "metrics"))]
 pub mod train;
 
 pub use config::{MiramConfig, ScaleConfig, PRESETS};
-pub use error::{Error, Result};
+pub use error::{Error, InvalidSetting, Result};
 pub use model::{Miram, MiramOutput};
 
 #[cfg(feature = "dataset")]

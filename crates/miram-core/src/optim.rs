@@ -153,6 +153,11 @@ impl Grads {
         Ok(norm)
     }
 
+    /// The first parameter (by name) whose gradient holds a NaN or infinite value, or none.
+    pub fn first_non_finite(&self) -> Result<Option<String>> {
+        crate::checkpoint::first_non_finite(self.map.iter())
+    }
+
     /// True when every gradient is finite.
     pub fn all_finite(&self) -> Result<bool> {
         for g in self.map.values() {
@@ -312,6 +317,18 @@ impl AdamW {
             s.var.set(&(p - upd)?)?;
         }
         Ok(())
+    }
+
+    /// The first parameter or moment (`exp_avg.{name}`, `exp_avg_sq.{name}`) holding a NaN or
+    /// infinite value, or none: what is checked after a step, before the state may be saved.
+    pub fn first_non_finite(&self) -> Result<Option<String>> {
+        let mut named: Vec<(String, Tensor)> = Vec::with_capacity(3 * self.slots.len());
+        for s in &self.slots {
+            named.push((s.name.clone(), s.var.as_tensor().clone()));
+            named.push((format!("exp_avg.{}", s.name), s.m.clone()));
+            named.push((format!("exp_avg_sq.{}", s.name), s.v.clone()));
+        }
+        crate::checkpoint::first_non_finite(named.iter().map(|(k, t)| (k, t)))
     }
 
     /// The state as tensors (`exp_avg.{name}`, `exp_avg_sq.{name}`) and metadata (`step`,

@@ -17,7 +17,11 @@ use miram_cbis_ddsm::tasks::{Task, TaskLabels};
 use miram_cbis_ddsm::Layout;
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
+use crate::settings::Checks;
 use crate::train::events::{Event, Observer, Phase};
+use crate::train::run_dir::DataIdentity;
 use crate::Result;
 
 fn default_background() -> usize {
@@ -74,7 +78,32 @@ impl DataConfig {
             .clone()
             .unwrap_or_else(|| self.root.join(".miram-cache"))
     }
+
+    /// Checks the numeric settings; the error ([`crate::Error::InvalidSettings`]) names each
+    /// key at fault with its allowed range.
+    pub fn validate(&self) -> Result<()> {
+        let mut c = Checks::new();
+        c.real(
+            "crop_margin",
+            f64::from(self.crop_margin),
+            Some((0.0, true)),
+            Some((MAX_CROP_MARGIN, true)),
+        );
+        c.count(
+            "background_per_image",
+            self.background_per_image as u64,
+            0,
+            MAX_BACKGROUND_PER_IMAGE,
+        );
+        c.finish()
+    }
 }
+
+/// The largest `crop_margin` (the box side grows by at most this fraction on each side).
+pub const MAX_CROP_MARGIN: f64 = 4.0;
+
+/// The most background patches drawn per full image.
+pub const MAX_BACKGROUND_PER_IMAGE: u64 = 64;
 
 /// A dataset ready for training: its index, records and crop cache.
 #[derive(Debug, Clone)]
@@ -161,6 +190,31 @@ pub fn prepare_data(
 }
 
 impl PreparedData {
+    /// What this data is, for the run folders trained on it: the dataset folder, the number
+    /// of records, and a SHA-256 of the records and of the settings that make samples of
+    /// them (crop margin, background patches, normalisation). A resume on data with
+    /// another identity is refused.
+    pub fn identity(&self) -> DataIdentity {
+        let mut h = Sha256::new();
+        // Records and plain settings serialise without failure.
+        h.update(serde_json::to_vec(&self.records).unwrap_or_default());
+        h.update(
+            serde_json::to_vec(&(
+                self.config.crop_margin,
+                self.config.background_per_image,
+                self.config.normalization,
+            ))
+            .unwrap_or_default(),
+        );
+        let digest = h.finalize();
+        DataIdentity {
+            root: Some(self.index.root.clone()),
+            records: Some(self.records.len()),
+            samples: 0,
+            fingerprint: Some(digest.iter().map(|b| format!("{b:02x}")).collect()),
+        }
+    }
+
     /// Pre-training crops: the lesions of the official training split and the background
     /// patches (the official test lesions are never seen before evaluation).
     pub fn pretraining_set(&self) -> CachedCrops {

@@ -100,6 +100,14 @@ pub enum Event {
         /// It is the best so far.
         best: bool,
     },
+    /// Something the user should know that does not stop the run (a restart moving the
+    /// previous run aside, a corrupt checkpoint skipped, temporary files removed).
+    Warning {
+        /// The phase.
+        phase: Phase,
+        /// What happened, naming the files.
+        message: String,
+    },
     /// A phase ended.
     Done {
         /// The phase.

@@ -23,12 +23,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{prepare_for_model, read_checkpoint};
 use crate::optim::{AdamW, AdamWConfig, Grads, ParamSpec};
+use crate::settings::Checks;
 use crate::train::data::TaskData;
 use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMetrics};
 use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
+use crate::train::pretrain::MAX_WORKERS;
+use crate::train::pretrain::{
+    beyond_schedule, check_resume, prepare_run_folder, set_aside_leftovers, DATA_FILE, DATA_KEY,
+};
 use crate::train::run_dir::RunDir;
 use crate::train::schedule::{scaled_lr, LrSchedule};
-use crate::train::state::{read_train_state, train_state};
+use crate::train::state::{resume_state, train_state};
 use crate::train::{RunOptions, DROP_STREAM};
 use crate::{Error, Result};
 
@@ -135,27 +140,58 @@ impl FinetuneConfig {
         }
     }
 
-    /// Checks the values, naming the one at fault.
+    /// Checks every value; the error ([`Error::InvalidSettings`]) names each key at fault
+    /// (`lr = -1: must be > 0`).
     pub fn validate(&self) -> Result<()> {
-        self.encoder
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::Config(format!(
-                "epochs ({}) and batch_size ({}) must be at least 1",
-                self.epochs, self.batch_size
-            )));
+        let mut c = Checks::new();
+        c.other("encoder", self.encoder.validate());
+        c.count("epochs", self.epochs as u64, 1, 1_000_000);
+        c.count("batch_size", self.batch_size as u64, 1, 1 << 20);
+        c.real(
+            "warmup_epochs",
+            self.warmup_epochs,
+            Some((0.0, true)),
+            Some((self.epochs as f64, true)),
+        );
+        c.positive("blr", self.blr);
+        if let Some(lr) = self.lr {
+            c.positive("lr", lr);
         }
-        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
-            return Err(Error::Config(format!(
-                "warmup_epochs {} must be in [0, epochs]",
-                self.warmup_epochs
-            )));
+        c.non_negative("min_lr", self.min_lr);
+        let peak = self
+            .lr
+            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size));
+        if self.min_lr.is_finite() && peak.is_finite() && peak > 0.0 && self.min_lr > peak {
+            c.fail(
+                "min_lr",
+                self.min_lr,
+                format!("must be <= the peak learning rate {peak} (lr, or blr x batch_size / 256)"),
+            );
         }
-        if self.layer_decay.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
-            return Err(Error::Config("layer_decay must be in (0, 1]".into()));
+        c.real(
+            "weight_decay",
+            self.weight_decay,
+            Some((0.0, true)),
+            Some((1.0, true)),
+        );
+        if let Some(d) = self.layer_decay {
+            c.real("layer_decay", d, Some((0.0, false)), Some((1.0, true)));
         }
-        Ok(())
+        c.unit_open("drop_path", self.drop_path);
+        if let Some(g) = self.clip_grad {
+            c.positive("clip_grad", g);
+        }
+        c.other("augment", self.augment.validate());
+        c.unit_open("split.val_fraction", self.split.val_fraction);
+        c.count("workers", self.workers as u64, 0, MAX_WORKERS);
+        c.count(
+            "bootstrap_resamples",
+            self.bootstrap_resamples as u64,
+            0,
+            1_000_000,
+        );
+        c.count("keep_last", self.keep_last as u64, 1, 1_000_000);
+        c.finish()
     }
 }
 
@@ -187,6 +223,12 @@ pub fn build_classifier(
         None => ParamStore::new(seed, DType::F32, device),
         Some(p) => {
             let ck = read_checkpoint(p, device)?;
+            if let Some(tensor) = crate::checkpoint::first_non_finite(ck.tensors.iter())? {
+                return Err(Error::NonFiniteTensor {
+                    path: p.to_path_buf(),
+                    tensor,
+                });
+            }
             let tensors = prepare_for_model(ck.tensors, cfg.encoder.in_chans)?
                 .into_iter()
                 .filter(|(k, _)| !is_pretraining_only(k))
@@ -360,17 +402,35 @@ pub fn finetune(
         serde_json::to_string(&data.labels.class_names).unwrap_or_default(),
     );
 
-    // Resume from the newest epoch checkpoint.
+    let mut identity = opts.data.clone().unwrap_or_default();
+    identity.samples = data.train.len();
+    meta.insert(
+        DATA_KEY.to_string(),
+        serde_json::to_string(&identity).map_err(|e| Error::Train(e.to_string()))?,
+    );
+
+    // The run folder: a new run starts clean; a resume takes the newest intact checkpoint.
+    let phase = Phase::Finetune;
+    prepare_run_folder(run, opts, phase, observer)?;
     let mut step = 0u64;
     let mut best = (usize::MAX, f64::NEG_INFINITY);
-    if opts.resume {
-        if let Some((_, path)) = run.latest_checkpoint() {
-            let st = read_train_state(&path, "finetune", &dev)?;
-            if st.metadata.get("train_config") != meta.get("train_config") {
-                return Err(Error::Checkpoint {
-                    path,
-                    message: "the run was started with another configuration; resume with the configuration in its config.json".into(),
-                });
+    let resume = if opts.resume {
+        resume_state(run, "finetune", &dev, &mut |message| {
+            observer.event(&Event::Warning { phase, message })
+        })?
+    } else {
+        None
+    };
+    match resume {
+        Some(st) => {
+            check_resume(run, &st.path, &st.metadata, cfg, &identity, phase, observer)?;
+            if st.step > total_steps {
+                return Err(beyond_schedule(
+                    &st.path,
+                    st.step,
+                    total_steps,
+                    steps_per_epoch,
+                ));
             }
             restore(&store, &st.model)?;
             opt.load_state(&st.optimizer, &st.metadata)?;
@@ -386,8 +446,10 @@ pub fn finetune(
             }
             run.truncate_log_after(step)?;
         }
+        None => set_aside_leftovers(run, opts, phase, observer)?,
     }
     run.write_config(cfg)?;
+    run.write_json(DATA_FILE, &identity)?;
     let params = store.trainable();
     let started = Instant::now();
     let start_step = step;
@@ -441,8 +503,28 @@ pub fn finetune(
                 Some(c) => grads.clip_global_norm(c)?,
                 None => grads.global_norm()?,
             };
+            let last_good = || {
+                run.latest_checkpoint()
+                    .map_or("none".into(), |(_, p)| p.display().to_string())
+            };
+            if !grad_norm.is_finite() {
+                return Err(Error::NonFiniteGradient {
+                    step: step + 1,
+                    parameter: grads
+                        .first_non_finite()?
+                        .unwrap_or_else(|| format!("the global norm ({grad_norm})")),
+                    last_checkpoint: last_good(),
+                });
+            }
             opt.set_lr(lr);
             opt.step(&grads)?;
+            if let Some(tensor) = opt.first_non_finite()? {
+                return Err(Error::NonFiniteState {
+                    step: step + 1,
+                    tensor,
+                    last_checkpoint: last_good(),
+                });
+            }
             step += 1;
             losses.push(lv);
             let n = batch.images.dim(0)? * world;
@@ -465,7 +547,7 @@ pub fn finetune(
             }
             observer.event(&ev);
         }
-        if step % steps_per_epoch != 0 && step < total_steps {
+        if !step.is_multiple_of(steps_per_epoch) && step < total_steps {
             // Stopped inside an epoch (stop_after): checkpoint where it stands.
             let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
             run.save_step(step, &t, &m, cfg.keep_last)?;

@@ -32,7 +32,7 @@ pub use evaluate::{compare, evaluate, predict, Comparison, EvalConfig, Predictio
 pub use events::{Event, Observer, Phase, Silent, StepEvent};
 pub use finetune::{finetune, ClassWeighting, FinetuneConfig, FinetuneMode, FinetuneOutcome};
 pub use pretrain::{pretrain, PretrainConfig, PretrainOutcome};
-pub use run_dir::RunDir;
+pub use run_dir::{DataIdentity, RunDir};
 pub use schedule::LrSchedule;
 
 /// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch, rank])`).
@@ -47,12 +47,17 @@ pub const DROP_STREAM: u64 = 0x6472_6f70;
 pub struct RunOptions {
     /// Where tensors live.
     pub device: Device,
-    /// Continue from the run folder's newest checkpoint when there is one.
+    /// Continue from the run folder's newest intact checkpoint when there is one; when false,
+    /// start a new run, moving an earlier run's files into `previous-<UTC time>/`.
     pub resume: bool,
     /// Stop after this many optimiser steps (a time-boxed or interrupted run).
     pub stop_after: Option<u64>,
     /// The all-reduce of data parallelism.
     pub all_reduce: Arc<dyn AllReduce>,
+    /// What the data is (see [`PreparedData::identity`]): recorded in the run folder and
+    /// checked on resume. The engine sets `samples` itself; without it, only the number of
+    /// samples is checked.
+    pub data: Option<DataIdentity>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -62,6 +67,7 @@ impl std::fmt::Debug for RunOptions {
             .field("resume", &self.resume)
             .field("stop_after", &self.stop_after)
             .field("world_size", &self.all_reduce.world_size())
+            .field("data", &self.data)
             .finish()
     }
 }
@@ -74,6 +80,7 @@ impl RunOptions {
             resume: true,
             stop_after: None,
             all_reduce: Arc::new(SingleProcess),
+            data: None,
         }
     }
 }

@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::prepare_for_model;
 use crate::optim::{AdamW, AdamWConfig, Grads};
+use crate::settings::Checks;
 use crate::train::events::{Event, Observer, Phase, StepEvent};
-use crate::train::run_dir::RunDir;
+use crate::train::run_dir::{refuse_non_finite, DataIdentity, RunDir};
 use crate::train::schedule::{scaled_lr, LrSchedule};
-use crate::train::state::{read_train_state, train_state};
+use crate::train::state::{config_differences, resume_state, train_state};
 use crate::train::{RunOptions, NOISE_STREAM, REDRAW_STREAM};
 use crate::{Error, Miram, MiramConfig, Result};
 
@@ -99,31 +100,81 @@ impl PretrainConfig {
         }
     }
 
-    /// Checks the values, naming the one at fault.
+    /// The peak learning rate at an effective batch of `world` processes.
+    pub fn peak_lr(&self, world: usize) -> f64 {
+        self.lr.unwrap_or_else(|| {
+            scaled_lr(self.blr, self.batch_size * self.accum_iter * world.max(1))
+        })
+    }
+
+    /// Checks every value; the error ([`Error::InvalidSettings`]) names each key at fault
+    /// (`blr = -1: must be > 0`), with the model's keys under `model.`.
     pub fn validate(&self) -> Result<()> {
-        self.model.validate()?;
-        let bad = |m: String| Err(Error::Config(m));
-        if self.epochs == 0 || self.batch_size == 0 || self.accum_iter == 0 {
-            return bad(format!(
-                "epochs ({}), batch_size ({}) and accum_iter ({}) must be at least 1",
-                self.epochs, self.batch_size, self.accum_iter
-            ));
+        let mut c = Checks::new();
+        c.nested("model", self.model.validate());
+        c.count("epochs", self.epochs as u64, 1, 1_000_000);
+        c.count("batch_size", self.batch_size as u64, 1, 1 << 20);
+        c.count("accum_iter", self.accum_iter as u64, 1, 1 << 20);
+        c.real(
+            "warmup_epochs",
+            self.warmup_epochs,
+            Some((0.0, true)),
+            Some((self.epochs as f64, true)),
+        );
+        c.positive("blr", self.blr);
+        if let Some(lr) = self.lr {
+            c.positive("lr", lr);
         }
-        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
-            return bad(format!(
-                "warmup_epochs {} must be in [0, epochs]",
-                self.warmup_epochs
-            ));
+        c.non_negative("min_lr", self.min_lr);
+        let peak = self.peak_lr(1);
+        if self.min_lr.is_finite() && peak.is_finite() && peak > 0.0 && self.min_lr > peak {
+            c.fail(
+                "min_lr",
+                self.min_lr,
+                format!(
+                    "must be <= the peak learning rate {peak} (lr, or blr x batch_size x accum_iter / 256)"
+                ),
+            );
         }
-        if self.checkpoint_every == 0 {
-            return bad("checkpoint_every must be at least 1".into());
+        c.real(
+            "weight_decay",
+            self.weight_decay,
+            Some((0.0, true)),
+            Some((1.0, true)),
+        );
+        c.unit_open("betas.0", self.betas.0);
+        c.unit_open("betas.1", self.betas.1);
+        if let Some(g) = self.clip_grad {
+            c.positive("clip_grad", g);
         }
-        if self.clip_grad.is_some_and(|c| c <= 0.0) {
-            return bad("clip_grad must be positive".into());
+        if let Some(k) = self.performer_redraw_interval {
+            c.require(
+                k >= 1,
+                "performer_redraw_interval",
+                k,
+                "must be at least 1 (leave it out to never redraw)",
+            );
         }
-        Ok(())
+        c.other("augment", self.augment.validate());
+        c.count("workers", self.workers as u64, 0, MAX_WORKERS);
+        c.at_least("checkpoint_every", self.checkpoint_every, 1);
+        c.count("keep_last", self.keep_last as u64, 1, 1_000_000);
+        c.finish()
     }
 }
+
+/// The most loader worker threads a configuration may ask for.
+pub const MAX_WORKERS: u64 = 256;
+
+/// The keys of a training configuration that do not change what is computed (how many
+/// loader threads, how often and how many checkpoints are kept, how many bootstrap
+/// resamples the final test intervals draw): a resume may change them.
+pub const RESUME_FREE_KEYS: [&str; 4] = [
+    "workers",
+    "keep_last",
+    "checkpoint_every",
+    "bootstrap_resamples",
+];
 
 /// What a pre-training run produced.
 #[derive(Debug, Clone)]
@@ -205,9 +256,15 @@ pub fn pretrain<D: CropDataset + 'static>(
         ));
     }
 
-    // The model and optimiser, fresh or resumed.
+    // The run folder: a new run starts clean; a resume takes the newest intact checkpoint.
+    let mut identity = opts.data.clone().unwrap_or_default();
+    identity.samples = loader.dataset().len();
+    let phase = Phase::Pretrain;
+    prepare_run_folder(run, opts, phase, observer)?;
     let resume = if opts.resume {
-        run.latest_checkpoint()
+        resume_state(run, "pretrain", &dev, &mut |message| {
+            observer.event(&Event::Warning { phase, message })
+        })?
     } else {
         None
     };
@@ -218,21 +275,18 @@ pub fn pretrain<D: CropDataset + 'static>(
         eps: 1e-8,
         weight_decay: cfg.weight_decay,
     };
+    let mut final_loss = f64::NAN;
     let (model, mut opt, mut step) = match resume {
-        Some((_, path)) => {
-            let st = read_train_state(&path, "pretrain", &dev)?;
-            if let Some(saved) = st.metadata.get("train_config") {
-                let saved: PretrainConfig =
-                    serde_json::from_str(saved).map_err(|e| Error::Checkpoint {
-                        path: path.clone(),
-                        message: format!("train_config: {e}"),
-                    })?;
-                if &saved != cfg {
-                    return Err(Error::Checkpoint {
-                        path,
-                        message: "the run was started with another configuration; resume with the configuration in its config.json".into(),
-                    });
-                }
+        Some(st) => {
+            let path = st.path.clone();
+            check_resume(run, &path, &st.metadata, cfg, &identity, phase, observer)?;
+            if st.step > total_steps {
+                return Err(beyond_schedule(
+                    &path,
+                    st.step,
+                    total_steps,
+                    steps_per_epoch,
+                ));
             }
             let store = ParamStore::from_tensors(
                 prepare_for_model(st.model, mc.in_chans)?,
@@ -244,16 +298,21 @@ pub fn pretrain<D: CropDataset + 'static>(
             crate::checkpoint::ensure_loaded(&store.load_report(), &path, &|_| false)?;
             let mut opt = AdamW::new(model.store().trainable(), opt_cfg(0.0))?;
             opt.load_state(&st.optimizer, &st.metadata)?;
+            if let Some(l) = st.metadata.get("loss").and_then(|l| l.parse().ok()) {
+                final_loss = l;
+            }
             run.truncate_log_after(st.step)?;
             (model, opt, st.step)
         }
         None => {
+            set_aside_leftovers(run, opts, phase, observer)?;
             let model = Miram::init(mc, cfg.seed, &dev)?;
             let opt = AdamW::new(model.store().trainable(), opt_cfg(0.0))?;
             (model, opt, 0)
         }
     };
     run.write_config(cfg)?;
+    run.write_json(DATA_FILE, &identity)?;
     let params = model.store().trainable();
     let mut meta = BTreeMap::new();
     meta.insert("kind".to_string(), "pretrain".to_string());
@@ -261,6 +320,10 @@ pub fn pretrain<D: CropDataset + 'static>(
     meta.insert(
         "train_config".to_string(),
         serde_json::to_string(cfg).map_err(|e| Error::Train(e.to_string()))?,
+    );
+    meta.insert(
+        DATA_KEY.to_string(),
+        serde_json::to_string(&identity).map_err(|e| Error::Train(e.to_string()))?,
     );
     let mut last_checkpoint: Option<PathBuf> = run.latest_checkpoint().map(|(_, p)| p);
 
@@ -278,7 +341,10 @@ pub fn pretrain<D: CropDataset + 'static>(
     };
     observer.event(&start);
     let stop_at = opts.stop_after.map_or(total_steps, |s| s.min(total_steps));
-    let mut final_loss = f64::NAN;
+    let last_good = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
+    };
     while step < stop_at {
         let epoch = step / steps_per_epoch;
         let first_batch = ((step % steps_per_epoch) * accum) as usize;
@@ -341,17 +407,23 @@ pub fn pretrain<D: CropDataset + 'static>(
                 None => grads.global_norm()?,
             };
             if !grad_norm.is_finite() {
-                return Err(Error::NonFiniteLoss {
+                return Err(Error::NonFiniteGradient {
                     step: step + 1,
-                    value: grad_norm,
-                    losses: vec![],
-                    last_checkpoint: last_checkpoint
-                        .as_ref()
-                        .map_or("none".into(), |p| p.display().to_string()),
+                    parameter: grads
+                        .first_non_finite()?
+                        .unwrap_or_else(|| format!("the global norm ({grad_norm})")),
+                    last_checkpoint: last_good(&last_checkpoint),
                 });
             }
             opt.set_lr(lr);
             opt.step(&grads)?;
+            if let Some(tensor) = opt.first_non_finite()? {
+                return Err(Error::NonFiniteState {
+                    step: step + 1,
+                    tensor,
+                    last_checkpoint: last_good(&last_checkpoint),
+                });
+            }
             step += 1;
             if let Some(k) = cfg.performer_redraw_interval {
                 if k > 0 && step % k == 0 {
@@ -379,7 +451,9 @@ pub fn pretrain<D: CropDataset + 'static>(
             }
             observer.event(&ev);
             if step % cfg.checkpoint_every == 0 || step == stop_at {
-                let (t, m) = train_state(model.state_dict(), &opt, meta.clone(), step);
+                let mut m = meta.clone();
+                m.insert("loss".to_string(), final_loss.to_string());
+                let (t, m) = train_state(model.state_dict(), &opt, m, step);
                 if opts.all_reduce.rank() == 0 {
                     let p = run.save_step(step, &t, &m, cfg.keep_last)?;
                     observer.event(&Event::Checkpoint {
@@ -395,6 +469,7 @@ pub fn pretrain<D: CropDataset + 'static>(
     }
     let model_path = if step == total_steps && opts.all_reduce.rank() == 0 {
         let p = run.path().join("model.safetensors");
+        refuse_non_finite(&p, &model.state_dict())?;
         let mut m = BTreeMap::new();
         m.insert("kind".to_string(), "pretrain".to_string());
         m.insert("steps".to_string(), step.to_string());
@@ -414,4 +489,141 @@ pub fn pretrain<D: CropDataset + 'static>(
         checkpoint: last_checkpoint.unwrap_or_else(|| run.step_checkpoint(step)),
         model_path,
     })
+}
+
+/// The run folder's file recording what the run was trained on ([`DataIdentity`]).
+pub const DATA_FILE: &str = "data.json";
+
+/// The train-state metadata key of the [`DataIdentity`].
+pub const DATA_KEY: &str = "data";
+
+/// Before a run: a new run (`opts.resume` false) moves an earlier run's files aside, and the
+/// temporary files of interrupted writes removed on opening are reported.
+pub(crate) fn prepare_run_folder(
+    run: &RunDir,
+    opts: &RunOptions,
+    phase: Phase,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if let Some(s) = opts.stop_after {
+        let mut c = Checks::new();
+        c.at_least("stop_after", s, 1);
+        c.finish()?;
+    }
+    for p in run.removed_temp_files() {
+        observer.event(&Event::Warning {
+            phase,
+            message: format!(
+                "removed {}, a temporary file left by an interrupted write",
+                p.display()
+            ),
+        });
+    }
+    if !opts.resume && opts.all_reduce.rank() == 0 {
+        if let Some(p) = run.start_over()? {
+            observer.event(&Event::Warning {
+                phase,
+                message: format!(
+                    "starting a new run in {}: the previous run's files were moved to {}",
+                    run.path().display(),
+                    p.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A new run without a checkpoint to resume: what an earlier run left (steps logged by a run
+/// killed before its first checkpoint, or outputs whose checkpoints were deleted) moves aside,
+/// with a warning.
+pub(crate) fn set_aside_leftovers(
+    run: &RunDir,
+    opts: &RunOptions,
+    phase: Phase,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if opts.all_reduce.rank() != 0 {
+        return Ok(());
+    }
+    if let Some(p) = run.set_aside_leftovers()? {
+        observer.event(&Event::Warning {
+            phase,
+            message: format!(
+                "no checkpoint to resume in {}: the earlier run's log and outputs were moved to {}",
+                run.path().display(),
+                p.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses to resume a train state saved with a configuration (other than the keys of
+/// [`RESUME_FREE_KEYS`]) or data other than now's, listing every difference.
+pub(crate) fn check_resume<T: Serialize + serde::de::DeserializeOwned>(
+    run: &RunDir,
+    path: &std::path::Path,
+    metadata: &BTreeMap<String, String>,
+    cfg: &T,
+    identity: &DataIdentity,
+    phase: Phase,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    if let Some(saved) = metadata.get("train_config") {
+        let diff =
+            config_differences(saved, cfg, &RESUME_FREE_KEYS).map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("train_config: {e}"),
+            })?;
+        if !diff.is_empty() {
+            return Err(Error::ResumeMismatch {
+                path: run.path().to_path_buf(),
+                what: "another configuration".into(),
+                differences: diff,
+            });
+        }
+    }
+    if let Some(saved) = metadata.get(DATA_KEY) {
+        let saved: DataIdentity = serde_json::from_str(saved).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("{DATA_KEY}: {e}"),
+        })?;
+        let diff = saved.differences(identity);
+        if !diff.is_empty() {
+            return Err(Error::ResumeMismatch {
+                path: run.path().to_path_buf(),
+                what: "other data".into(),
+                differences: diff,
+            });
+        }
+        if let (Some(a), Some(b)) = (&saved.root, &identity.root) {
+            if a != b {
+                observer.event(&Event::Warning {
+                    phase,
+                    message: format!(
+                        "the data folder moved from {} to {}; its records are the same, so the run resumes",
+                        a.display(),
+                        b.display()
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error of a train state beyond the end of this run's schedule.
+pub(crate) fn beyond_schedule(
+    path: &std::path::Path,
+    step: u64,
+    total: u64,
+    per_epoch: u64,
+) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!(
+            "the checkpoint is at step {step}, beyond the {total} steps of this run ({per_epoch} per epoch): the data or the schedule changed since it was written; start a new run with --restart (RunOptions::resume = false)"
+        ),
+    }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::read_checkpoint;
+use crate::checkpoint::{first_non_finite, read_checkpoint};
 use crate::optim::AdamW;
+use crate::train::run_dir::RunDir;
 use crate::{Error, Result};
 
 /// The `format` metadata of train-state checkpoints.
@@ -95,4 +96,123 @@ pub fn read_train_state(path: &Path, kind: &str, device: &Device) -> Result<Trai
         optimizer,
         metadata: ck.metadata,
     })
+}
+
+/// The train state a run resumes from: the newest step checkpoint of `run` that reads back
+/// whole (a `kind` state, every tensor finite). Newer ones that do not (truncated by a crash,
+/// corrupt, holding NaN) are renamed `*.corrupt`, each with a `warn`ing naming it. None when
+/// the folder has no step checkpoint; an error listing every file when none is intact.
+pub fn resume_state(
+    run: &RunDir,
+    kind: &str,
+    device: &Device,
+    warn: &mut dyn FnMut(String),
+) -> Result<Option<TrainState>> {
+    let all = run.step_checkpoints();
+    let mut bad: Vec<(PathBuf, String)> = Vec::new();
+    for (_, path) in all.iter().rev() {
+        let read = read_train_state(path, kind, device).and_then(|st| {
+            let tensors = st.model.iter().chain(st.optimizer.iter());
+            match first_non_finite(tensors)? {
+                Some(t) => Err(Error::NonFiniteTensor {
+                    path: path.clone(),
+                    tensor: t,
+                }),
+                None => Ok(st),
+            }
+        });
+        match read {
+            Ok(st) => {
+                for (p, why) in bad {
+                    let mut aside = p.clone().into_os_string();
+                    aside.push(".corrupt");
+                    let aside = PathBuf::from(aside);
+                    std::fs::rename(&p, &aside).map_err(|e| Error::io(&p, e))?;
+                    warn(format!(
+                        "checkpoint {} is unreadable ({why}); it was renamed {} and the run resumes from {}",
+                        p.display(),
+                        aside.display(),
+                        path.display()
+                    ));
+                }
+                return Ok(Some(st));
+            }
+            Err(e) => bad.push((path.clone(), e.to_string())),
+        }
+    }
+    if bad.is_empty() {
+        return Ok(None);
+    }
+    Err(Error::Checkpoint {
+        path: run.checkpoints(),
+        message: format!(
+            "no intact checkpoint to resume from: {}; start a new run with --restart (RunOptions::resume = false), which moves these aside",
+            bad.iter()
+                .map(|(p, why)| format!("{}: {why}", p.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })
+}
+
+/// The keys (dotted paths) whose values differ between a run's saved configuration (JSON)
+/// and `now`, as `key: was -> now`, leaving out top-level `free` keys (settings that change
+/// nothing a resume reproduces).
+pub fn config_differences<T: serde::Serialize + serde::de::DeserializeOwned>(
+    saved: &str,
+    now: &T,
+    free: &[&str],
+) -> std::result::Result<Vec<String>, String> {
+    // Both sides typed and written by the same serialiser, so equal values read the same
+    // (an f32 written as text and read back as an f64 would not); a saved configuration of
+    // another shape is compared as it is.
+    let text = |v: &T| serde_json::to_string(v).map_err(|e| e.to_string());
+    let saved = match serde_json::from_str::<T>(saved) {
+        Ok(t) => text(&t)?,
+        Err(_) => saved.to_string(),
+    };
+    let saved: serde_json::Value = serde_json::from_str(&saved).map_err(|e| e.to_string())?;
+    let now: serde_json::Value = serde_json::from_str(&text(now)?).map_err(|e| e.to_string())?;
+    let mut a = BTreeMap::new();
+    let mut b = BTreeMap::new();
+    flatten("", &saved, &mut a);
+    flatten("", &now, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let top = k.split(['.', '[']).next().unwrap_or(k);
+        if free.contains(&top) {
+            continue;
+        }
+        let (x, y) = (a.get(k), b.get(k));
+        if x != y {
+            let show =
+                |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+            out.push(format!("{k}: {} -> {}", show(x), show(y)));
+        }
+    }
+    Ok(out)
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            for (i, x) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), x, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string(), v.clone());
+        }
+    }
 }
