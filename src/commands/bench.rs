@@ -1,6 +1,6 @@
-//! `miram bench`: one pre-training step (forward, backward, AdamW) timed like
-//! `shared/reference/bench_torch.py`, printed as one JSON line with the same fields (plus
-//! peak memory), so the two can be run back to back and divided.
+//! `miram bench`: one pre-training step (forward, backward, AdamW) timed like the PyTorch
+//! comparison script `benches/torch/bench_step.py`, printed as one JSON line with the same
+//! fields (plus peak memory), so the two can be run back to back and divided.
 
 use clap::Args;
 use miram_core::MiramConfig;

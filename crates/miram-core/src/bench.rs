@@ -1,4 +1,5 @@
-//! Timing of pre-training steps, the figures of `shared/reference/bench_torch.py`: the median
+//! Timing of pre-training steps, the figures of the PyTorch comparison script
+//! `benches/torch/bench_step.py`: the median
 //! of a step (forward, backward, AdamW) and of a masked-encoder forward after two warm-up
 //! iterations, the parameter count and the peak resident memory. `miram bench` prints it as
 //! one JSON line so the two can be run back to back and divided.

@@ -12,7 +12,7 @@
 //! | decisions | [`BinaryConfusion`], [`sensitivity_specificity`], [`youden_point`], [`confusion_matrix`], [`accuracy`], [`balanced_accuracy`], [`argmax_rows`] | `confusion_matrix`, `accuracy_score`, `balanced_accuracy_score` |
 //! | multiclass | [`roc_auc_ovr`], [`average_precision_ovr`] and their `_per_class` forms | `roc_auc_score(multi_class="ovr")`, `average_precision_score(label_binarize(y))` |
 //! | multilabel | [`multilabel_roc_auc`], [`multilabel_average_precision`] and `_per_label` | `roc_auc_score(Y, S)`, `average_precision_score(Y, S)` |
-//! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | `shared/reference/delong_ref.py` |
+//! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | the DeLong reference implementation the fixtures were computed with (`fixtures/README.md`) |
 //! | reports | [`binary_report`], [`multiclass_report`], [`multilabel_report`] (serde `Serialize`) | key names of scikit-learn |
 //!
 //! Undefined metrics are errors ([`MetricsError`]), never numbers: one class only, NaN or
