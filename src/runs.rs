@@ -313,7 +313,9 @@ pub fn require_run_kind(dir: &Path, what: &str, want: RunKind, command: &str) ->
         anyhow::bail!("{what} {}: no such folder", dir.display());
     }
     let takes = match want {
-        RunKind::Pretrain => "pre-training runs (made by `miram pretrain`)",
+        RunKind::Pretrain => {
+            "pre-training runs (made by `miram pretrain`) or their model.safetensors"
+        }
         RunKind::Finetune => "fine-tuning runs (made by `miram finetune`)",
         RunKind::Report => "the output folders of `miram evaluate` or `miram quickstart`",
     };
