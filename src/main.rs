@@ -82,8 +82,8 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Save a PNG grid per image: original, masked input, reconstruction at each scale.
     Reconstruct(commands::reconstruct::ReconstructArgs),
-    /// Time pre-training steps of a preset and print one JSON line (the fields of
-    /// shared/reference/bench_torch.py, plus peak memory).
+    /// Time pre-training steps of a preset and print one JSON line (the fields of the
+    /// comparison script `benches/torch/bench_step.py`, plus peak memory).
     Bench(commands::bench::BenchArgs),
     /// Print a DICOM file's header fields and statistics of its stored pixel values.
     Inspect(commands::inspect::InspectArgs),

@@ -1,10 +1,13 @@
 //! Glue between the training engine (`miram_core::train`) and the command line: an
 //! [`Observer`] that turns the engine's events into progress bars and JSON lines, the steps
-//! of a run read back from its `log.jsonl`, and the plots made from them.
+//! of a run read back from its `log.jsonl`, the plots made from them, and the checks of a
+//! run folder or checkpoint given on the command line (its kind, finite weights).
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use candle_core::DType;
+use miram_core::checkpoint::Checkpoint;
 use miram_core::train::events::{Event, Observer, Phase, StepEvent};
 use miram_core::MiramConfig;
 use serde_json::json;
@@ -232,4 +235,143 @@ pub fn loss_chart(runs: &[(String, Vec<String>, Vec<StepEvent>)]) -> LineChart {
     );
     chart.x_integer = true;
     chart
+}
+
+/// What a folder given where a run is expected holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A pre-training run (`miram pretrain`, or a quickstart's `runs/pretrain-*`).
+    Pretrain,
+    /// A fine-tuning run (`miram finetune`, or a quickstart's `runs/finetune-*`).
+    Finetune,
+    /// The output folder of `miram evaluate` or `miram quickstart` (`report.json`).
+    Report,
+}
+
+impl RunKind {
+    /// How a message names it: "a pre-training run", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Pretrain => "a pre-training run (made by `miram pretrain`)",
+            Self::Finetune => "a fine-tuning run (made by `miram finetune`)",
+            Self::Report => {
+                "the output folder of `miram evaluate` or `miram quickstart` (it holds report.json), not a run; give the run folders themselves (a quickstart's are under its runs/)"
+            }
+        }
+    }
+}
+
+/// The top-level keys of a JSON object file, `None` when the file is absent; an error naming
+/// the file when it is not a JSON object.
+fn json_keys(path: &Path) -> Result<Option<Vec<String>>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    match v {
+        serde_json::Value::Object(m) => Ok(Some(m.keys().cloned().collect())),
+        _ => anyhow::bail!("{}: not a JSON object", path.display()),
+    }
+}
+
+/// Which kind of run `dir` is, from its `command.json` (the command that made it), else its
+/// `config.json` (the engine's configuration), else the files it holds; `None` for a folder
+/// that is not a run.
+pub fn run_kind(dir: &Path) -> Result<Option<RunKind>> {
+    let has = |keys: &[String], k: &str| keys.iter().any(|x| x == k);
+    if let Some(keys) = json_keys(&dir.join("command.json"))? {
+        if has(&keys, "finetune") {
+            return Ok(Some(RunKind::Finetune));
+        }
+        if has(&keys, "pretrain") {
+            return Ok(Some(RunKind::Pretrain));
+        }
+    }
+    if let Some(keys) = json_keys(&dir.join("config.json"))? {
+        if has(&keys, "task") {
+            return Ok(Some(RunKind::Finetune));
+        }
+        if has(&keys, "model") {
+            return Ok(Some(RunKind::Pretrain));
+        }
+    }
+    if dir.join("checkpoints").join("best.safetensors").is_file() {
+        return Ok(Some(RunKind::Finetune));
+    }
+    if dir.join("model.safetensors").is_file() {
+        return Ok(Some(RunKind::Pretrain));
+    }
+    if dir.join("report.json").is_file() {
+        return Ok(Some(RunKind::Report));
+    }
+    Ok(None)
+}
+
+/// Checks that `dir` (given as `what`, e.g. `run runs/x` or `--model runs/x`) is a run of
+/// kind `want`, taken by `command`; the error says what the folder is instead.
+pub fn require_run_kind(dir: &Path, what: &str, want: RunKind, command: &str) -> Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!("{what} {}: no such folder", dir.display());
+    }
+    let takes = match want {
+        RunKind::Pretrain => {
+            "pre-training runs (made by `miram pretrain`) or their model.safetensors"
+        }
+        RunKind::Finetune => "fine-tuning runs (made by `miram finetune`)",
+        RunKind::Report => "the output folders of `miram evaluate` or `miram quickstart`",
+    };
+    match run_kind(dir)? {
+        Some(k) if k == want => Ok(()),
+        Some(k) => anyhow::bail!(
+            "{what} {} is {}; {command} takes {takes}",
+            dir.display(),
+            k.describe()
+        ),
+        None => anyhow::bail!(
+            "{what} {} is not a run folder (it has no command.json, config.json, model.safetensors or checkpoints/best.safetensors); {command} takes {takes}",
+            dir.display()
+        ),
+    }
+}
+
+/// Which kind of run wrote the checkpoint, from its `kind` metadata (`pretrain` or
+/// `finetune`; `None` for other checkpoints, such as MAE's released `.pth` files).
+pub fn checkpoint_kind(ck: &Checkpoint) -> Option<RunKind> {
+    match ck.metadata.get("kind").map(String::as_str) {
+        Some("pretrain") => Some(RunKind::Pretrain),
+        Some("finetune") => Some(RunKind::Finetune),
+        _ => None,
+    }
+}
+
+/// Fails, naming the checkpoint file and the tensor, when a floating-point tensor of `ck`
+/// holds a NaN or an infinity (a diverged run: a model with such weights predicts NaN).
+pub fn check_finite_weights(ck: &Checkpoint) -> Result<()> {
+    let mut names: Vec<&String> = ck.tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &ck.tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let v: Vec<f64> = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .with_context(|| format!("{}: tensor `{name}`", ck.path.display()))?;
+        let bad: Vec<f64> = v.iter().copied().filter(|x| !x.is_finite()).collect();
+        if let Some(first) = bad.first() {
+            let at = v.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            anyhow::bail!(
+                "{}: tensor `{name}` {:?} holds {} non-finite values of {} (first: {first} at flat index {at}); the run that wrote it diverged; use an earlier checkpoint or train again (e.g. with a lower learning rate)",
+                ck.path.display(),
+                t.dims(),
+                bad.len(),
+                v.len()
+            );
+        }
+    }
+    Ok(())
 }

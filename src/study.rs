@@ -428,6 +428,15 @@ pub fn reconstruction_grids<D: CropDataset>(
             };
             let rec = unpatchify(&pred, p, c, g * sc.scale, g * sc.scale)?; // [1, C, H s, W s]
             let rec: Vec<f32> = rec.i((0, 0))?.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(at) = rec.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "{label}: the {}x reconstruction of test crop {i} ({} {}) holds a non-finite value ({} at pixel {at}); the model's outputs overflow, so no image is written",
+                    sc.scale,
+                    s.meta.patient_id,
+                    s.meta.image_folder,
+                    rec[at]
+                );
+            }
             tiles.push(Tile::normalized(big, big, &rec, lo, hi));
             columns.push(format!("reconstruction {}x ({big} px)", sc.scale));
         }

@@ -1,7 +1,7 @@
 //! The command line as a user meets it: every subcommand's `--help`, one clear error line
 //! and a non-zero exit on bad input, `inspect --json` against pydicom's values
-//! (`shared/fixtures/dicom`, or `$MIRAM_DICOM_FIXTURES`), `metrics` against scikit-learn's
-//! (`shared/fixtures/metrics`, or `$MIRAM_METRICS_FIXTURES`), and `synth` + `index` on a
+//! (`fixtures/dicom`, or `$MIRAM_DICOM_FIXTURES`), `metrics` against scikit-learn's
+//! (`fixtures/metrics`, or `$MIRAM_METRICS_FIXTURES`), and `synth` + `index` on a
 //! small generated dataset, in human and JSON-lines modes.
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use miram_core::checkpoint::read_checkpoint;
 use miram_core::train::compare;
 use miram_core::train::evaluate::EvalConfig;
 use miram_core::train::finetune::evaluate_checkpoint;
@@ -16,6 +17,7 @@ use serde_json::json;
 
 use crate::commands::finetune::{task_slug, FinetuneCommand};
 use crate::report::{results_table, Report, RunResult, TaskResult};
+use crate::runs::{self, RunKind};
 use crate::study;
 use crate::ui::Ui;
 use crate::GlobalArgs;
@@ -51,11 +53,10 @@ pub struct EvaluateArgs {
     pub batch_size: usize,
 }
 
-/// Reads the command configuration of a fine-tuning run folder.
+/// Reads the command configuration of a fine-tuning run folder; any other folder (a
+/// pre-training run, an evaluation's output, a folder that is no run) is refused by name.
 pub fn read_run(dir: &Path) -> Result<FinetuneCommand> {
-    if !dir.is_dir() {
-        bail!("run {}: no such folder", dir.display());
-    }
+    runs::require_run_kind(dir, "run", RunKind::Finetune, "evaluate")?;
     let p = dir.join("command.json");
     if !p.is_file() {
         bail!(
@@ -89,6 +90,15 @@ pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
                 dir.display()
             );
         }
+        let weights = read_checkpoint(&ck, &candle_core::Device::Cpu)?;
+        if let Some(k) = runs::checkpoint_kind(&weights).filter(|&k| k != RunKind::Finetune) {
+            bail!(
+                "{} was written by {}; evaluate takes fine-tuned classifiers",
+                ck.display(),
+                k.describe()
+            );
+        }
+        runs::check_finite_weights(&weights)?;
         runs.push((dir.clone(), cmd, ck));
     }
     ui.config(

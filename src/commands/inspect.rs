@@ -1,7 +1,7 @@
 //! `miram inspect FILE [--json]`: a DICOM file's header fields and statistics of its stored
 //! pixel values (before any rescale or window, as pydicom's `pixel_array` returns them), with
-//! the key names of `shared/fixtures/dicom/expected.json` so the output can be compared with
-//! pydicom's directly.
+//! the key names of the pydicom fixtures (`fixtures/dicom/expected.json`, see
+//! `fixtures/README.md`) so the output can be compared with pydicom's directly.
 
 use std::path::PathBuf;
 

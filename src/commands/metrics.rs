@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use miram_core::metrics::{
-    binary_report, multiclass_report, multilabel_report, BootstrapConfig, ReportConfig,
+    binary_report, multiclass_report, multilabel_report, BootstrapConfig, MetricsError,
+    ReportConfig,
 };
 
 use crate::ui::Ui;
@@ -49,7 +50,9 @@ roc_auc_ovr_weighted, average_precision_macro, average_precision_micro, per-clas
 accuracy, balanced_accuracy, confusion_matrix; multilabel: roc_auc_macro, roc_auc_micro,
 average_precision_macro, average_precision_micro, per-label values. With --bootstrap N,
 percentile intervals of the headline metrics (stratified resampling, seeded by --seed).
-Undefined metrics (one class only, NaN scores) are errors, never numbers.
+Undefined metrics (one class only, NaN scores) are errors, never numbers, and so is a file
+that does not say one thing: a column read twice (`score` and ` score`, `p1` and `p01`), or,
+in the target_<class> format, a binary or multiclass row whose targets are not exactly one 1.
 
 Example:
   printf 'label,score\\n0,0.1\\n1,0.8\\n0,0.4\\n1,0.35\\n' > p.csv
@@ -81,6 +84,8 @@ pub struct Predictions {
     pub scores: Vec<f64>,
     /// Columns of the score matrix (1 for binary).
     pub k: usize,
+    /// The file line of each sample, to name it in errors.
+    pub lines: Vec<u64>,
 }
 
 /// Indexed columns `{prefix}0..{prefix}{K-1}` of a header; an error if they are not
@@ -95,6 +100,19 @@ fn numbered(header: &csv::StringRecord, prefix: &str, file: &Path) -> Result<Vec
         })
         .collect();
     found.sort();
+    for w in found.windows(2) {
+        if w[0].0 == w[1].0 {
+            bail!(
+                "{}: line 1 (header), columns {} and {} (`{}`, `{}`) both give `{prefix}{}`; each column may appear once",
+                file.display(),
+                w[0].1 + 1,
+                w[1].1 + 1,
+                header.get(w[0].1).unwrap_or("").trim(),
+                header.get(w[1].1).unwrap_or("").trim(),
+                w[0].0
+            );
+        }
+    }
     if found.is_empty() {
         bail!(
             "{}: no columns `{prefix}0`, `{prefix}1`, ... (header: {})",
@@ -113,14 +131,31 @@ fn numbered(header: &csv::StringRecord, prefix: &str, file: &Path) -> Result<Vec
     Ok(found.into_iter().map(|(_, c)| c).collect())
 }
 
+/// The position of column `name`; an error if it is absent or appears more than once.
 fn column(header: &csv::StringRecord, name: &str, file: &Path) -> Result<usize> {
-    header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-        anyhow!(
+    let found: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.trim() == name)
+        .map(|(c, _)| c)
+        .collect();
+    match found.as_slice() {
+        [c] => Ok(*c),
+        [] => bail!(
             "{}: no column `{name}` (header: {})",
             file.display(),
             header.iter().collect::<Vec<_>>().join(",")
-        )
-    })
+        ),
+        many => bail!(
+            "{}: line 1 (header): column `{name}` appears {} times (columns {}); each column may appear once",
+            file.display(),
+            many.len(),
+            many.iter()
+                .map(|c| (c + 1).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// A field as a label in `0..bound`, naming the line and column when it is not.
@@ -200,10 +235,11 @@ pub fn read_predictions(file: &Path, task: MetricsTask) -> Result<Predictions> {
     };
     let k = score_cols.len();
     let name = |c: usize| header.get(c).unwrap_or("").trim().to_string();
-    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    let (mut labels, mut scores, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     for rec in rdr.records() {
         let rec = rec.map_err(|e| anyhow!("{}: {e}", file.display()))?;
         let line = rec.position().map_or(0, |p| p.line());
+        lines.push(line);
         let where_ = format!("{}: line {line}", file.display());
         let label_bound = match task {
             MetricsTask::Multiclass => k,
@@ -219,7 +255,12 @@ pub fn read_predictions(file: &Path, task: MetricsTask) -> Result<Predictions> {
     if labels.is_empty() {
         bail!("{}: no rows after the header", file.display());
     }
-    Ok(Predictions { labels, scores, k })
+    Ok(Predictions {
+        labels,
+        scores,
+        k,
+        lines,
+    })
 }
 
 /// Reads `target_<class>` / `score_<class>` columns (the predictions files of the project).
@@ -234,6 +275,12 @@ fn read_per_class(
         .enumerate()
         .filter_map(|(c, h)| h.trim().strip_prefix("score_").map(|n| (c, n.to_string())))
         .collect();
+    for (i, (_, n)) in score_cols.iter().enumerate() {
+        // `column` refuses a name that appears more than once.
+        if score_cols[..i].iter().any(|(_, m)| m == n) {
+            column(header, &format!("score_{n}"), file)?;
+        }
+    }
     let target_cols: Vec<usize> = score_cols
         .iter()
         .map(|(_, n)| column(header, &format!("target_{n}"), file))
@@ -246,10 +293,11 @@ fn read_per_class(
         );
     }
     let name = |c: usize| header.get(c).unwrap_or("").trim().to_string();
-    let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    let (mut labels, mut scores, mut lines) = (Vec::new(), Vec::new(), Vec::new());
     for rec in rdr.records() {
         let rec = rec.map_err(|e| anyhow!("{}: {e}", file.display()))?;
         let line = rec.position().map_or(0, |p| p.line());
+        lines.push(line);
         let where_ = format!("{}: line {line}", file.display());
         let t: Vec<usize> = target_cols
             .iter()
@@ -261,15 +309,32 @@ fn read_per_class(
             .collect::<Result<_>>()?;
         match task {
             MetricsTask::Binary => {
+                if t[0] == t[1] {
+                    bail!(
+                        "{where_}, columns `{}` and `{}`: both are {}; a binary row has exactly one target 1",
+                        name(target_cols[0]),
+                        name(target_cols[1]),
+                        t[0]
+                    );
+                }
                 labels.push(t[1]);
                 scores.push(sc[1]);
             }
             MetricsTask::Multiclass => {
                 let ones: Vec<usize> = (0..k).filter(|&i| t[i] == 1).collect();
                 if ones.len() != 1 {
+                    let named: Vec<String> = ones
+                        .iter()
+                        .map(|&i| format!("`{}`", name(target_cols[i])))
+                        .collect();
                     bail!(
-                        "{where_}: {} target_ columns are 1; a multiclass row has exactly one",
-                        ones.len()
+                        "{where_}: {} target_ columns are 1{}; a multiclass row has exactly one",
+                        ones.len(),
+                        if named.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", named.join(", "))
+                        }
                     );
                 }
                 labels.push(ones[0]);
@@ -285,7 +350,12 @@ fn read_per_class(
         bail!("{}: no rows after the header", file.display());
     }
     let k = if task == MetricsTask::Binary { 1 } else { k };
-    Ok(Predictions { labels, scores, k })
+    Ok(Predictions {
+        labels,
+        scores,
+        k,
+        lines,
+    })
 }
 
 /// Runs `miram metrics`.
@@ -301,23 +371,25 @@ pub fn run(a: &MetricsArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         }),
     };
     let file = a.input.display();
+    // The metrics name a sample by its row; the file line is what the user can find.
+    let located = |e: MetricsError| match &e {
+        MetricsError::NotProbabilities { row, .. } => match p.lines.get(*row) {
+            Some(line) => anyhow!("{file}: line {line}: {e}"),
+            None => anyhow!("{file}: {e}"),
+        },
+        _ => anyhow!("{file}: {e}"),
+    };
     let value = match a.task {
         MetricsTask::Binary => {
             let y: Vec<u8> = p.labels.iter().map(|&l| l as u8).collect();
-            serde_json::to_value(
-                binary_report(&y, &p.scores, &config).with_context(|| format!("{file}"))?,
-            )?
+            serde_json::to_value(binary_report(&y, &p.scores, &config).map_err(located)?)?
         }
         MetricsTask::Multiclass => serde_json::to_value(
-            multiclass_report(&p.labels, &p.scores, p.k, &config)
-                .with_context(|| format!("{file}"))?,
+            multiclass_report(&p.labels, &p.scores, p.k, &config).map_err(located)?,
         )?,
         MetricsTask::Multilabel => {
             let y: Vec<u8> = p.labels.iter().map(|&l| l as u8).collect();
-            serde_json::to_value(
-                multilabel_report(&y, &p.scores, p.k, &config)
-                    .with_context(|| format!("{file}"))?,
-            )?
+            serde_json::to_value(multilabel_report(&y, &p.scores, p.k, &config).map_err(located)?)?
         }
     };
     ui.result_text(format!("{}\n", serde_json::to_string_pretty(&value)?));

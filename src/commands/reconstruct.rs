@@ -3,18 +3,21 @@
 //! (per-patch normalisation undone with the target patches' statistics, as MAE's
 //! visualisation does).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
+use candle_core::Device;
 use clap::Args;
 use miram_core::cbis_ddsm::loader::CropDataset;
 use miram_core::cbis_ddsm::split::SplitConfig;
 use miram_core::cbis_ddsm::tasks::Task;
+use miram_core::checkpoint::read_checkpoint;
 use miram_core::train::DataConfig;
 use miram_core::Miram;
 use serde_json::json;
 
 use crate::config;
+use crate::runs::{self, RunKind};
 use crate::study;
 use crate::ui::Ui;
 use crate::GlobalArgs;
@@ -61,6 +64,36 @@ pub struct ReconstructArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The pre-trained model file of `--model` (a pre-training run folder or a checkpoint file),
+/// checked to be a MIRAM/MAE model (not a fine-tuned classifier) with finite weights.
+fn pretrained_model(model: &Path) -> Result<PathBuf> {
+    let ck = if model.is_dir() {
+        runs::require_run_kind(model, "--model", RunKind::Pretrain, "reconstruct")?;
+        let ck = model.join("model.safetensors");
+        if !ck.is_file() {
+            bail!(
+                "--model {}: the pre-training run has no model.safetensors yet (it has not finished); run its `miram pretrain` command again to resume it",
+                model.display()
+            );
+        }
+        ck
+    } else if model.is_file() {
+        model.to_path_buf()
+    } else {
+        bail!("--model {}: no such file or folder", model.display());
+    };
+    let weights = read_checkpoint(&ck, &Device::Cpu)?;
+    if let Some(k) = runs::checkpoint_kind(&weights).filter(|&k| k != RunKind::Pretrain) {
+        bail!(
+            "--model {}: the checkpoint was written by {}, a classifier without decoders; reconstruct takes a pre-trained model (a pre-training run folder made by `miram pretrain`, or its model.safetensors)",
+            ck.display(),
+            k.describe()
+        );
+    }
+    runs::check_finite_weights(&weights)?;
+    Ok(ck)
+}
+
 /// Runs `miram reconstruct`.
 pub fn run(a: &ReconstructArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let base = ReconstructCommand {
@@ -87,7 +120,7 @@ pub fn run(a: &ReconstructArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     if cfg.count == 0 {
         bail!("--count 0: nothing to reconstruct; give at least 1");
     }
-    let ck = study::resolve_checkpoint(&cfg.model, "--model")?;
+    let ck = pretrained_model(&cfg.model)?;
     study::check_data(&cfg.data)?;
     let dev = study::device(g.device.as_deref())?;
     ui.config("reconstruct", &cfg);

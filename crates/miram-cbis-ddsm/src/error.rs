@@ -56,6 +56,17 @@ pub enum DdsmError {
         /// The value found.
         value: String,
     },
+    /// A `column:` task whose column the case-description CSVs do not have, or have without
+    /// any value.
+    #[error("task column {column:?}: {problem}; the columns a task can use: {}", available.join(", "))]
+    TaskColumn {
+        /// The column as given.
+        column: String,
+        /// What is wrong with it.
+        problem: String,
+        /// The columns of the loaded CSVs a categorical task can use, quoted.
+        available: Vec<String>,
+    },
     /// A DICOM file that cannot be read or decoded.
     #[error("DICOM file {}: {message}", path.display())]
     Dicom {

@@ -143,6 +143,51 @@ fn column_values(record: &CaseRecord, column: &str) -> Vec<String> {
     }
 }
 
+/// The columns of `records` a categorical task can use, quoted: the fixed columns and the
+/// categorical columns of the loaded CSVs.
+fn task_columns(records: &[CaseRecord]) -> Vec<String> {
+    let mut cols: Vec<String> = [
+        "breast_density",
+        "assessment",
+        "subtlety",
+        "left or right breast",
+        "image view",
+        "abnormality type",
+    ]
+    .iter()
+    .map(|c| c.to_string())
+    .collect();
+    let mut cats: Vec<&String> = records.iter().flat_map(|r| r.categories.keys()).collect();
+    cats.sort();
+    cats.dedup();
+    cols.extend(cats.into_iter().cloned());
+    cols.iter().map(|c| format!("{c:?}")).collect()
+}
+
+/// Checks that the categorical column exists in the records' CSVs and has a value.
+fn check_task_column(column: &str, records: &[CaseRecord]) -> Result<()> {
+    let err = |problem: String| DdsmError::TaskColumn {
+        column: column.to_string(),
+        problem,
+        available: task_columns(records),
+    };
+    if fixed_column(column).is_none() && !records.iter().any(|r| r.categories.contains_key(column))
+    {
+        return Err(err(format!(
+            "no such column in the case-description CSVs ({} records read)",
+            records.len()
+        )));
+    }
+    if fixed_column(column).is_none() && records.iter().all(|r| column_values(r, column).is_empty())
+    {
+        return Err(err(format!(
+            "the column has no value (all NA or empty) in the {} records read",
+            records.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Task {
     /// A short name, e.g. `pathology_binary` or `categorical:calc type`.
     pub fn name(&self) -> String {
@@ -237,7 +282,15 @@ impl Task {
     }
 
     /// Labels `records`: the included ones with their targets, in order.
+    ///
+    /// # Errors
+    /// [`DdsmError::TaskColumn`] for a categorical column that no record's CSV has, or
+    /// whose values are all empty (`NA`), listing the columns a task can use;
+    /// [`DdsmError::UnknownValue`] for a value outside the column's vocabulary.
     pub fn label(&self, records: &[CaseRecord]) -> Result<TaskLabels> {
+        if let Task::Categorical { column } = self {
+            check_task_column(column, records)?;
+        }
         let class_names = self.class_names(records);
         let mut items = Vec::new();
         let mut dropped = 0;

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+/// Bytes in a GiB, for messages.
+const GIB: f64 = (1u64 << 30) as f64;
+
 /// Errors of the facade: configuration, model, checkpoints, optimisation and training.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,6 +29,24 @@ pub enum Error {
     /// An invalid configuration, with the field and value at fault.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A step would need more memory than is available (checked before allocating).
+    #[error(
+        "{what} needs about {:.2} GiB ({detail}), but {:.2} GiB is available; {hint}",
+        *needed as f64 / GIB,
+        *available as f64 / GIB
+    )]
+    InsufficientMemory {
+        /// What needs it (`batch 100000 of preset paper`).
+        what: String,
+        /// Bytes needed (an estimate).
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+        /// How the estimate is made up.
+        detail: String,
+        /// What to do instead.
+        hint: String,
+    },
     /// An unknown preset name, with the known ones.
     #[error("unknown preset `{name}`; known presets: {known}")]
     UnknownPreset {

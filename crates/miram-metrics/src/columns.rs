@@ -36,7 +36,7 @@ pub(crate) enum ColumnMetric {
 }
 
 impl ColumnMetric {
-    fn of(self, ranking: &Ranking) -> Result<f64> {
+    pub(crate) fn of(self, ranking: &Ranking) -> Result<f64> {
         match self {
             Self::RocAuc => ranking.roc_auc(),
             Self::AveragePrecision => ranking.average_precision(),

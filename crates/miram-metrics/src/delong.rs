@@ -6,12 +6,12 @@
 //! curves", IEEE Signal Processing Letters 21(11)) in O(n log n): the structural components
 //! `V10(x_i) = mean_j psi(x_i, y_j)` over the negatives and `V01(y_j) = mean_i psi(x_i, y_j)`
 //! over the positives (`psi` = 1, 1/2, 0 for >, =, <) come from the ranks of each score among
-//! the negatives and the positives, found in one sorted pass. The O(m n) reference that the
-//! fixtures were made with is `shared/reference/delong_ref.py`; both agree to rounding,
-//! ties included.
+//! the negatives and the positives, found in one sorted pass. The O(m n) DeLong reference
+//! implementation (NumPy) that the fixtures were computed with (`fixtures/README.md`) and this
+//! one agree to rounding, ties included.
 //!
-//! Variances use the unbiased sample covariance (`ddof = 1`) of the components, as
-//! `delong_ref.py` and pROC do: `var = S10 / m + S01 / n`.
+//! Variances use the unbiased sample covariance (`ddof = 1`) of the components, as that
+//! reference and pROC do: `var = S10 / m + S01 / n`.
 
 use serde::Serialize;
 

@@ -11,8 +11,8 @@
 //! | binary | [`roc_auc`], [`average_precision`], [`roc_curve`], [`precision_recall_curve`] | `roc_auc_score`, `average_precision_score`, `roc_curve`, `precision_recall_curve` |
 //! | decisions | [`BinaryConfusion`], [`sensitivity_specificity`], [`youden_point`], [`confusion_matrix`], [`accuracy`], [`balanced_accuracy`], [`argmax_rows`] | `confusion_matrix`, `accuracy_score`, `balanced_accuracy_score` |
 //! | multiclass | [`roc_auc_ovr`], [`average_precision_ovr`] and their `_per_class` forms | `roc_auc_score(multi_class="ovr")`, `average_precision_score(label_binarize(y))` |
-//! | multilabel | [`multilabel_roc_auc`], [`multilabel_average_precision`] and `_per_label` | `roc_auc_score(Y, S)`, `average_precision_score(Y, S)` |
-//! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | `shared/reference/delong_ref.py` |
+//! | multilabel | [`multilabel_roc_auc`], [`multilabel_average_precision`] and `_per_label`; [`multilabel_average_precision_sklearn`] (absent columns count 0, named) | `roc_auc_score(Y, S)`, `average_precision_score(Y, S)` |
+//! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | the DeLong reference implementation the fixtures were computed with (`fixtures/README.md`) |
 //! | reports | [`binary_report`], [`multiclass_report`], [`multilabel_report`] (serde `Serialize`) | key names of scikit-learn |
 //!
 //! Undefined metrics are errors ([`MetricsError`]), never numbers: one class only, NaN or
@@ -32,6 +32,9 @@
 //! - The AP needs a positive sample (with none, scikit-learn warns and gives 0); a macro AP
 //!   over classes or labels refuses a column without positives, naming it, while the
 //!   prevalence-weighted average gives it weight 0 (scikit-learn's value).
+//!   [`multilabel_average_precision_sklearn`] gives scikit-learn's macro value (such a
+//!   column counts 0) together with the list of those columns, for callers that must
+//!   report scikit-learn's number and say which columns it zeroed.
 //! - The multiclass one-vs-rest AUC keeps scikit-learn's checks: rows must sum to 1 and
 //!   every class must occur in `y_true`.
 //! - The Youden point is searched over the distinct scores; ties go to the highest threshold.
@@ -94,8 +97,9 @@ pub use multiclass::{
     roc_auc_ovr_per_class,
 };
 pub use multilabel::{
-    multilabel_average_precision, multilabel_average_precision_per_label, multilabel_roc_auc,
-    multilabel_roc_auc_per_label,
+    multilabel_average_precision, multilabel_average_precision_per_label,
+    multilabel_average_precision_sklearn, multilabel_roc_auc, multilabel_roc_auc_per_label,
+    SklearnMacroAveragePrecision,
 };
 pub use report::{
     binary_report, multiclass_report, multilabel_report, BinaryReport, BootstrapIntervals,

@@ -4,7 +4,8 @@
 //!
 //! `erfc` is a port of FreeBSD msun's `s_erf.c` (fdlibm), the algorithm behind glibc's and
 //! musl's `erfc` and therefore behind Python's `math.erfc`, which the DeLong reference
-//! (`shared/reference/delong_ref.py`) uses for its p-values. Its notice:
+//! implementation the fixtures were computed with (`fixtures/README.md`) uses for its
+//! p-values. Its notice:
 //!
 //! > Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
 //! > Developed at SunPro, a Sun Microsystems, Inc. business. Permission to use, copy,

@@ -1,5 +1,5 @@
 //! Undefined metrics are errors that say which, never numbers (issue item 4 and the
-//! reliability table of `shared/design/targets.md`): one class only, NaN or infinite
+//! project's reliability targets): one class only, NaN or infinite
 //! scores, length mismatches and empty input, for every family of functions. Each case
 //! checks the error variant and that the message names the values at fault.
 

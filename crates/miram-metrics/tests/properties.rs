@@ -2,7 +2,7 @@
 //! any input (AUC of reversed scores is 1 - AUC, invariance to strictly increasing
 //! transforms, AP of a perfect ranking is 1), and agreement with the brute-force definitions
 //! (Mann-Whitney pairs for the AUC, precision at each positive for the AP, and the O(m n)
-//! DeLong reference of `shared/reference/delong_ref.py`, ported below).
+//! DeLong reference implementation the fixtures were computed with, ported below).
 
 use miram_metrics::{
     average_precision, bootstrap_binary, delong, delong_test, multilabel_roc_auc,

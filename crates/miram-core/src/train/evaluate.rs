@@ -4,9 +4,16 @@
 //! `miram-metrics`, and DeLong's paired test between two runs on the same cases.
 //!
 //! Small test sets can leave a class without positives (or negatives); its AUC and AP are
-//! then undefined. They are reported as such (`null`, with a note), the macro averages are
-//! taken over the defined classes, and bootstrap replicates where nothing is defined are
-//! skipped and counted.
+//! then undefined, reported per class as such (`null`). The averages say what they are, and
+//! a note names the classes concerned:
+//! - the macro AP is scikit-learn's `average_precision_score(average="macro")`: the mean
+//!   over **every** class, a class without positives counting 0 (as scikit-learn does, with
+//!   a warning), computed by `miram_metrics::multilabel_average_precision_sklearn`;
+//! - the macro AUC: scikit-learn refuses it when a class has one label only; here it is then
+//!   the macro over the classes with both labels, and `averaging` says so and names them
+//!   ("AUC macro over the 3 classes with both labels: [A, B, C]"); with no such class it is
+//!   `null`. Its bootstrap replicates average over the same classes, and a replicate where
+//!   one of them is undefined is skipped and counted (`n_valid`).
 
 use std::io::Write;
 use std::path::Path;
@@ -18,9 +25,9 @@ use miram_cbis_ddsm::loader::{CropDataset, ItemMeta, Loader, LoaderConfig};
 use miram_cbis_ddsm::tasks::{Target, TargetKind};
 use miram_encoder::VitClassifier;
 use miram_metrics::{
-    average_precision, binary_report, delong_test, multiclass_report, multilabel_report,
-    precision_recall_curve, roc_auc, roc_curve, stratified_bootstrap, BootstrapConfig, CurvePoints,
-    ReportConfig,
+    average_precision, binary_report, delong_test, multiclass_report,
+    multilabel_average_precision_sklearn, multilabel_report, precision_recall_curve, roc_auc,
+    roc_curve, stratified_bootstrap, BootstrapConfig, CurvePoints, ReportConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -255,16 +262,23 @@ pub struct TaskMetrics {
     pub task: String,
     /// Cases.
     pub n_cases: usize,
-    /// How AUC and AP are averaged (`binary: <class>` or `macro over N classes`).
+    /// How AUC and AP are averaged: `binary: <class>`, `macro over N classes`, or, when a
+    /// class has no positives or one label only, both averages spelled out with the classes.
     pub averaging: String,
-    /// ROC AUC (binary, or macro over the defined classes).
+    /// ROC AUC (binary, or macro over the classes of `auc_classes`).
     pub auc: Option<f64>,
     /// Its bootstrap interval.
     pub auc_ci: Option<Interval>,
-    /// Average precision (binary, or macro over the defined classes).
+    /// The classes the macro AUC averages over (those with both labels among the cases).
+    #[serde(default)]
+    pub auc_classes: Vec<String>,
+    /// Average precision (binary, or scikit-learn's macro over every class).
     pub ap: Option<f64>,
     /// Its bootstrap interval.
     pub ap_ci: Option<Interval>,
+    /// Classes without positives, counted 0 by the macro AP (scikit-learn's definition).
+    #[serde(default)]
+    pub ap_zero_classes: Vec<String>,
     /// Accuracy of the arg-max class (single-label tasks).
     pub accuracy: Option<f64>,
     /// Confusion matrix of the arg-max class, rows = true class (single-label tasks).
@@ -287,31 +301,65 @@ struct ClassColumn {
     scores: Vec<f64>,
 }
 
-/// The mean of `f` over the columns where it is defined, on every case (`idx` `None`) or on
-/// the resampled cases `idx`.
-fn macro_over(
-    columns: &[ClassColumn],
-    idx: Option<&[usize]>,
-    f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>,
-) -> Option<f64> {
-    let mut vals = Vec::new();
-    let (mut y, mut s) = (Vec::new(), Vec::new());
-    for col in columns {
-        let v = match idx {
-            Some(ix) => {
-                y.clear();
-                s.clear();
-                y.extend(ix.iter().map(|&i| col.labels[i]));
-                s.extend(ix.iter().map(|&i| col.scores[i]));
-                f(&y, &s)
-            }
-            None => f(&col.labels, &col.scores),
-        };
-        if let Ok(v) = v {
-            vals.push(v);
+impl ClassColumn {
+    /// The column on every case (`idx` `None`) or on the resampled cases `idx`.
+    fn on(&self, idx: Option<&[usize]>) -> (Vec<u8>, Vec<f64>) {
+        match idx {
+            None => (self.labels.clone(), self.scores.clone()),
+            Some(ix) => (
+                ix.iter().map(|&i| self.labels[i]).collect(),
+                ix.iter().map(|&i| self.scores[i]).collect(),
+            ),
         }
     }
-    (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+}
+
+/// The headline AUC: the binary AUC of the one scored column, or the mean of the columns'
+/// AUCs over the fixed set `auc_columns`; an error when one of them is undefined.
+fn headline_auc(
+    columns: &[ClassColumn],
+    auc_columns: &[usize],
+    idx: Option<&[usize]>,
+) -> miram_metrics::Result<f64> {
+    if auc_columns.is_empty() {
+        return Err(miram_metrics::MetricsError::Empty {
+            what: "classes with both labels",
+        });
+    }
+    let mut sum = 0.0;
+    for &c in auc_columns {
+        let (y, s) = columns[c].on(idx);
+        sum += roc_auc(&y, &s)?;
+    }
+    Ok(sum / auc_columns.len() as f64)
+}
+
+/// The headline AP: the binary AP of a single scored column, or scikit-learn's macro AP over
+/// every column (a column without positives counts 0), with those columns.
+fn headline_ap(
+    columns: &[ClassColumn],
+    idx: Option<&[usize]>,
+) -> miram_metrics::Result<(f64, Vec<usize>)> {
+    if let [col] = columns {
+        let (y, s) = col.on(idx);
+        return average_precision(&y, &s).map(|v| (v, Vec::new()));
+    }
+    let k = columns.len();
+    let n = idx.map_or(columns[0].labels.len(), <[usize]>::len);
+    let (mut y, mut s) = (Vec::with_capacity(n * k), Vec::with_capacity(n * k));
+    for r in 0..n {
+        let i = idx.map_or(r, |ix| ix[r]);
+        for col in columns {
+            y.push(col.labels[i]);
+            s.push(col.scores[i]);
+        }
+    }
+    multilabel_average_precision_sklearn(&y, &s, k).map(|m| (m.value, m.columns_without_positives))
+}
+
+/// Class names of `columns` (indices into `classes`, which index `names`).
+fn names_of(names: &[String], classes: &[usize], columns: &[usize]) -> Vec<String> {
+    columns.iter().map(|&c| names[classes[c]].clone()).collect()
 }
 
 /// Computes every figure of `preds`.
@@ -371,8 +419,48 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             scores: preds.scores_of(c),
         })
         .collect();
-    let auc = macro_over(&columns, None, roc_auc);
-    let ap = macro_over(&columns, None, average_precision);
+    let n = preds.len();
+    // The classes of the AUC average: those with both labels (scikit-learn refuses a macro
+    // AUC otherwise; here the average is taken over them and says so).
+    let auc_columns: Vec<usize> = (0..columns.len())
+        .filter(|&c| roc_auc(&columns[c].labels, &columns[c].scores).is_ok())
+        .collect();
+    let auc_classes = names_of(&preds.class_names, &classes, &auc_columns);
+    let auc = headline_auc(&columns, &auc_columns, None).ok();
+    let (ap, ap_zero_classes) = match headline_ap(&columns, None) {
+        Ok((v, zero)) => (Some(v), names_of(&preds.class_names, &classes, &zero)),
+        Err(e) => {
+            notes.push(format!("AP undefined: {e}"));
+            (None, Vec::new())
+        }
+    };
+    let several = classes.len() > 1;
+    if several && !ap_zero_classes.is_empty() && ap.is_some() {
+        notes.push(format!(
+            "macro AP: {} of {} classes have no positives among the {n} cases and count 0, as in scikit-learn's average_precision_score(average=\"macro\"): {}",
+            ap_zero_classes.len(),
+            classes.len(),
+            ap_zero_classes.join(", ")
+        ));
+    }
+    if several && auc_columns.len() < classes.len() {
+        let undefined: Vec<String> = (0..classes.len())
+            .filter(|c| !auc_columns.contains(c))
+            .map(|c| preds.class_names[classes[c]].clone())
+            .collect();
+        notes.push(if auc_columns.is_empty() {
+            format!(
+                "macro AUC undefined: no class has both labels among the {n} cases (scikit-learn's roc_auc_score raises here)"
+            )
+        } else {
+            format!(
+                "macro AUC over the {} classes with both labels only ({}); left out, with one label only among the {n} cases: {} (scikit-learn's roc_auc_score raises here)",
+                auc_columns.len(),
+                auc_classes.join(", "),
+                undefined.join(", ")
+            )
+        });
+    }
     // Bootstrap stratified on the (first) positive class of each case.
     let (auc_ci, ap_ci) = if cfg.bootstrap_resamples > 0 {
         let strata: Vec<usize> = preds
@@ -391,20 +479,26 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             level: cfg.level,
             seed: cfg.seed,
         };
-        let ci = |f: fn(&[u8], &[f64]) -> miram_metrics::Result<f64>| -> Option<Interval> {
-            stratified_bootstrap(&strata, &bc, |idx| {
-                macro_over(&columns, Some(idx), f).ok_or(miram_metrics::MetricsError::Empty {
-                    what: "defined classes",
+        let ci = |f: &(dyn Fn(&[usize]) -> miram_metrics::Result<f64> + Sync)| {
+            stratified_bootstrap(&strata, &bc, f)
+                .ok()
+                .map(|b| Interval {
+                    lower: b.lower,
+                    upper: b.upper,
+                    n_valid: b.n_valid,
                 })
-            })
-            .ok()
-            .map(|b| Interval {
-                lower: b.lower,
-                upper: b.upper,
-                n_valid: b.n_valid,
-            })
         };
-        (ci(roc_auc), ci(average_precision))
+        let auc_ci = if auc.is_some() {
+            ci(&|idx| headline_auc(&columns, &auc_columns, Some(idx)))
+        } else {
+            None
+        };
+        let ap_ci = if ap.is_some() {
+            ci(&|idx| headline_ap(&columns, Some(idx)).map(|(v, _)| v))
+        } else {
+            None
+        };
+        (auc_ci, ap_ci)
     } else {
         (None, None)
     };
@@ -468,10 +562,30 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             None
         }
     };
+    let k_scored = classes.len();
     let averaging = if preds.is_binary() {
         format!("binary: {}", preds.class_names[1])
+    } else if ap_zero_classes.is_empty() && auc_columns.len() == k_scored {
+        format!("macro over {k_scored} classes")
     } else {
-        format!("macro over {} classes", classes.len())
+        let ap_part = if ap_zero_classes.is_empty() {
+            format!("AP macro over {k_scored} classes")
+        } else {
+            format!(
+                "AP macro over {k_scored} classes, {} without positives counted 0 as in scikit-learn: [{}]",
+                ap_zero_classes.len(),
+                ap_zero_classes.join(", ")
+            )
+        };
+        let auc_part = match auc_columns.len() {
+            0 => "AUC undefined (no class has both labels)".to_string(),
+            m if m == k_scored => format!("AUC macro over {k_scored} classes"),
+            m => format!(
+                "AUC macro over the {m} of {k_scored} classes with both labels: [{}]",
+                auc_classes.join(", ")
+            ),
+        };
+        format!("{ap_part}; {auc_part}")
     };
     Ok(TaskMetrics {
         task: preds.task.clone(),
@@ -479,8 +593,10 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
         averaging,
         auc,
         auc_ci,
+        auc_classes,
         ap,
         ap_ci,
+        ap_zero_classes,
         accuracy,
         confusion_matrix,
         per_class,
