@@ -6,8 +6,11 @@
 //! the series folders of the Kaggle JPEG copy. The CSVs swap crop and mask file names (mass
 //! files name the crop `000000.dcm`, calc files the mask, with exceptions), so the two are
 //! told apart by content: a mask is as large as the full image and binary; a crop is small.
-//! Rows that cannot be resolved are listed in [`DatasetIndex::unresolved`] with the paths
-//! tried and the reason; an index with no image at all is an error.
+//! The full image and ROI mask of every row are checked to decode as far as that is cheap
+//! ([`crate::dicom::check_gray`]). Rows that cannot be resolved are listed in
+//! [`DatasetIndex::unresolved`] with the paths tried and the reason, and the files that exist
+//! but do not decode ([`Unresolved::undecodable`]); an index with no row at all is an error
+//! ([`DdsmError::Undecodable`] when images were found that do not decode).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -270,6 +273,7 @@ pub struct DatasetIndex {
     #[serde(skip)]
     pub loaded_from_cache: bool,
     content_check: ContentCheck,
+    limits: DecodeLimits,
     stamps: Vec<FileStamp>,
     listings: Vec<FolderListing>,
 }
@@ -321,6 +325,7 @@ struct SavedIndex {
     format: String,
     layout: Layout,
     content_check: ContentCheck,
+    limits: DecodeLimits,
     csv_files: Vec<PathBuf>,
     missing_csvs: Vec<String>,
     stamps: Vec<FileStamp>,
@@ -355,6 +360,7 @@ impl SavedIndex {
             format: FORMAT.to_string(),
             layout: index.layout,
             content_check: index.content_check,
+            limits: index.limits,
             csv_files: index.csv_files.clone(),
             missing_csvs: index.missing_csvs.clone(),
             stamps: index.stamps.clone(),
@@ -400,6 +406,7 @@ impl SavedIndex {
             unresolved: self.unresolved,
             loaded_from_cache: true,
             content_check: self.content_check,
+            limits: self.limits,
             stamps: self.stamps,
             listings: self.listings,
         })
@@ -467,8 +474,9 @@ fn csv_files_of(root: &Path, opts: &IndexOptions) -> Result<CaseCsvs> {
 }
 
 /// Loads the saved index of `root` if it exists and is current: same layout request, same
-/// content check, same CSV files, and every file it recorded (CSVs, images, and the paths
-/// tried for unresolved rows) with the same size and modification time. `Ok(None)` when
+/// content check and decoding limits, same CSV files (and the same ones missing), every file
+/// it recorded (CSVs, images, and the paths tried for unresolved rows) with the same size and
+/// modification time, and the same files in every case folder it looked in. `Ok(None)` when
 /// there is no saved index or it is stale; an error when it cannot be read or names a path
 /// outside the root.
 pub fn load_index(root: &Path, opts: &IndexOptions) -> Result<Option<DatasetIndex>> {
@@ -497,6 +505,7 @@ pub fn load_index(root: &Path, opts: &IndexOptions) -> Result<Option<DatasetInde
     }
     if (opts.layout != Layout::Auto && opts.layout != saved.layout)
         || opts.content_check != saved.content_check
+        || opts.limits != saved.limits
     {
         return Ok(None);
     }
@@ -1358,6 +1367,7 @@ pub fn build_index(
         unresolved,
         loaded_from_cache: false,
         content_check: opts.content_check,
+        limits: opts.limits,
         stamps,
         listings,
     })

@@ -137,6 +137,8 @@ pub fn prepare_data(
     let opts = IndexOptions {
         layout: cfg.layout,
         cache_path: Some(cache_dir.join("index.json")),
+        // The crop cache's limits, so that an image it would refuse is reported when indexing.
+        limits: miram_cbis_ddsm::DecodeLimits::mammogram(),
         ..IndexOptions::default()
     };
     let obs = Mutex::new(observer);
