@@ -176,17 +176,13 @@ fn more(n: usize) -> String {
 fn with_cache_dir_hint(e: miram_core::Error, cfg: &DataConfig) -> anyhow::Error {
     use miram_core::cbis_ddsm::DdsmError;
     let cache_dir = cfg.cache_dir();
-    let denied = |path: &Path, source: &std::io::Error| {
-        path.starts_with(&cache_dir)
-            && matches!(
-                source.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-            )
-    };
+    // Every I/O error on the cache folder is one of writing there (the crop cache files are
+    // written before they are read).
+    let in_cache = |path: &Path| path.starts_with(&cache_dir);
     let unwritable = match &e {
-        miram_core::Error::Io { path, source } => denied(path, source),
+        miram_core::Error::Io { path, .. } => in_cache(path),
         miram_core::Error::Dataset(DdsmError::IndexNotWritable { .. }) => true,
-        miram_core::Error::Dataset(DdsmError::Io { path, source }) => denied(path, source),
+        miram_core::Error::Dataset(DdsmError::Io { path, .. }) => in_cache(path),
         _ => false,
     };
     if unwritable {

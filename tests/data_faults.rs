@@ -2,7 +2,7 @@
 //! refused by `inspect`, an undecodable official test image named in a warning and in the
 //! test-case count of `finetune` (an error with `--strict-test`), every image undecodable
 //! said so, missing case-description CSVs named, a folder in their place refused, and an
-//! index that cannot be saved naming the flag that moves it.
+//! index or cache that cannot be saved naming the flag or setting that moves it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -242,5 +242,36 @@ fn an_index_that_cannot_be_saved_names_the_flag() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("--index-file"), "{err}");
+    assert!(!err.contains("IndexOptions"), "{err}");
+}
+
+#[test]
+fn a_cache_folder_that_cannot_be_written_names_the_setting() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (root, _) = synth(tmp.path());
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let cfg = tmp.path().join("ft.toml");
+    std::fs::write(
+        &cfg,
+        format!("[data]\ncache_dir = {:?}\n", s(&blocker.join("cache"))),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = miram(&[
+        "finetune",
+        "--data",
+        &s(&root),
+        "--preset",
+        "micro",
+        "--epochs",
+        "1",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&tmp.path().join("run")),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("data.cache_dir"), "{err}");
     assert!(!err.contains("IndexOptions"), "{err}");
 }
