@@ -94,14 +94,59 @@ pub fn prepare(
     check_data(cfg)?;
     let t = Instant::now();
     let mut obs = UiObserver::new(ui, "data", Vec::new());
-    let prepared = prepare_data(cfg, size as u32, hires_scale, seed, &mut obs)?;
+    let prepared = prepare_data(cfg, size as u32, hires_scale, seed, &mut obs)
+        .map_err(|e| with_cache_dir_hint(e, cfg))?;
     obs.close();
-    let skipped = prepared.index.unresolved.len();
-    if skipped > 0 {
+    crate::commands::index::warn_missing_csvs(ui, &prepared.index);
+    let (undecodable, missing): (Vec<_>, Vec<_>) = prepared
+        .index
+        .unresolved
+        .iter()
+        .partition(|u| u.is_undecodable());
+    if !missing.is_empty() {
         ui.warn(format!(
-            "{skipped} CSV rows of {} have no image files and are left out; `miram index {}` lists them with the paths tried",
+            "{} CSV rows of {} have no image files and are left out; `miram index {}` lists them with the paths tried",
+            missing.len(),
             cfg.root.display(),
             cfg.root.display()
+        ));
+    }
+    if !undecodable.is_empty() {
+        let list: Vec<String> = undecodable
+            .iter()
+            .take(SHOWN)
+            .map(|u| format!("  {}: {}", u.source, u.undecodable[0]))
+            .collect();
+        ui.warn(format!(
+            "{} CSV rows of {} have image files that cannot be decoded and are left out:\n{}{}",
+            undecodable.len(),
+            cfg.root.display(),
+            list.join("\n"),
+            more(undecodable.len())
+        ));
+    }
+    let skipped = prepared.cache.skipped();
+    let lesions: Vec<_> = skipped.iter().filter(|s| s.job.is_some()).collect();
+    if !lesions.is_empty() {
+        let list: Vec<String> = lesions
+            .iter()
+            .take(SHOWN)
+            .map(|s| {
+                let row = s
+                    .job
+                    .and_then(|j| prepared.index.entries.get(j))
+                    .map_or_else(String::new, |e| format!("{}: ", e.record.source));
+                format!(
+                    "  {row}{}",
+                    miram_core::cbis_ddsm::error::file_and_error(&s.path, &s.message)
+                )
+            })
+            .collect();
+        ui.warn(format!(
+            "{} lesions could not be cropped and are left out:\n{}{}",
+            lesions.len(),
+            list.join("\n"),
+            more(lesions.len())
         ));
     }
     ui.info(format!(
@@ -113,6 +158,77 @@ pub fn prepare(
         crate::ui::fmt_duration(t.elapsed())
     ));
     Ok(prepared)
+}
+
+/// How many dropped rows a warning lists.
+const SHOWN: usize = 10;
+
+fn more(n: usize) -> String {
+    if n > SHOWN {
+        format!("\n  ... and {} more", n - SHOWN)
+    } else {
+        String::new()
+    }
+}
+
+/// An error of preparing the data, with the setting to change when the cause is a folder
+/// that cannot be written (a read-only dataset).
+fn with_cache_dir_hint(e: miram_core::Error, cfg: &DataConfig) -> anyhow::Error {
+    use miram_core::cbis_ddsm::DdsmError;
+    let cache_dir = cfg.cache_dir();
+    // Every I/O error on the cache folder is one of writing there (the crop cache files are
+    // written before they are read).
+    let in_cache = |path: &Path| path.starts_with(&cache_dir);
+    let unwritable = match &e {
+        miram_core::Error::Io { path, .. } => in_cache(path),
+        miram_core::Error::Dataset(DdsmError::IndexNotWritable { .. }) => true,
+        miram_core::Error::Dataset(DdsmError::Io { path, .. }) => in_cache(path),
+        _ => false,
+    };
+    if unwritable {
+        anyhow!(
+            "{e}\nthe index and crop cache are kept in {}; set data.cache_dir (in the --config file) to a writable folder",
+            cache_dir.display()
+        )
+    } else {
+        e.into()
+    }
+}
+
+/// "N test cases", with how many official test cases of the task were dropped and why.
+pub fn test_case_count(n: usize, td: &TaskData) -> String {
+    let dropped = td.dropped_test();
+    if dropped.is_empty() {
+        return format!("{n} test cases");
+    }
+    let list: Vec<String> = dropped.iter().take(SHOWN).map(|d| d.to_string()).collect();
+    format!(
+        "{n} test cases ({} dropped: {}{})",
+        dropped.len(),
+        list.join("; "),
+        if dropped.len() > SHOWN { "; ..." } else { "" }
+    )
+}
+
+/// Warns, naming each one, about the official test cases of a task left out of its test
+/// set (`data.require_all_test_cases` / `--strict-test` make this an error).
+pub fn warn_dropped_test(ui: &Ui, task: &Task, td: &TaskData) {
+    let dropped = td.dropped_test();
+    if dropped.is_empty() {
+        return;
+    }
+    let list: Vec<String> = dropped
+        .iter()
+        .take(SHOWN)
+        .map(|d| format!("  {d}"))
+        .collect();
+    ui.warn(format!(
+        "{} official test cases of the task {} are missing from the test set (the metrics leave them out; --strict-test or data.require_all_test_cases = true makes this an error):\n{}{}",
+        dropped.len(),
+        task.name(),
+        list.join("\n"),
+        more(dropped.len())
+    ));
 }
 
 /// The model configuration stored in a safetensors checkpoint's metadata (MIRAM checkpoints
@@ -201,8 +317,19 @@ pub fn pretrain_run(
     let mut obs = UiObserver::new(ui, name, scales.clone());
     let dataset = Arc::new(data.pretraining_set());
     if dataset.is_empty() {
+        let skipped = data.cache.skipped();
+        if let Some(first) = skipped.first() {
+            let images: std::collections::BTreeSet<&Path> =
+                skipped.iter().map(|s| s.path.as_path()).collect();
+            bail!(
+                "no pre-training crops in {}: {} images failed to decode or crop; first: {}",
+                data.config.root.display(),
+                images.len(),
+                miram_core::cbis_ddsm::error::file_and_error(&first.path, &first.message)
+            );
+        }
         bail!(
-            "no pre-training crops in {}: the official training split has no resolved rows",
+            "no pre-training crops in {}: the official training split has no indexed rows",
             data.config.root.display()
         );
     }
@@ -261,11 +388,11 @@ pub fn finetune_run(
     obs.close();
     let m = &out.test_metrics;
     ui.info(format!(
-        "{:>12} test: AUC {}, AP {} ({} cases; best epoch {})",
+        "{:>12} test: AUC {}, AP {} ({}; best epoch {})",
         name,
         crate::report::with_ci(m.auc, m.auc_ci.map(|c| (c.lower, c.upper))),
         crate::report::with_ci(m.ap, m.ap_ci.map(|c| (c.lower, c.upper))),
-        m.n_cases,
+        test_case_count(m.n_cases, data),
         out.best_epoch + 1
     ));
     Ok(RunResult {

@@ -115,13 +115,14 @@ pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             cmd.finetune.seed,
         )?;
         let td = data.task(&cmd.finetune.task, &cmd.finetune.split)?;
+        study::warn_dropped_test(ui, &cmd.finetune.task, &td);
         let t0 = Instant::now();
         let (preds, metrics) = evaluate_checkpoint(ck, &td, &eval, a.batch_size, &dev)?;
         ui.info(format!(
-            "{:>12} {} evaluated on {} test cases ({})",
+            "{:>12} {} evaluated on {} ({})",
             "evaluate",
             cmd.name,
-            preds.len(),
+            study::test_case_count(preds.len(), &td),
             crate::ui::fmt_duration(t0.elapsed())
         ));
         let slug = task_slug(&cmd.finetune.task);

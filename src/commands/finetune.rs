@@ -46,7 +46,10 @@ dropped), column:<CSV column> (any categorical column, multi-label).
 Defaults: the authors' protocol (full fine-tuning, lr 1e-5, weight decay 0.01, 100 epochs with
 2 warm-up, batch 32, drop path 0.1, inverse-frequency class weights, flips / rotation 25 deg /
 scale 0.8-1.2 / intensity shift, validation = 30% of train grouped by patient). The epoch of
-best validation macro AUC is evaluated on the official test set. The run folder gets
+best validation macro AUC is evaluated on the official test set. Official test cases that
+cannot be used (files missing or undecodable) are left out with a warning naming each one, and
+the result says how many were dropped (`3 test cases (1 dropped: <row>: <file>: <cause>)`);
+--strict-test (data.require_all_test_cases = true) makes that an error. The run folder gets
 config.json, data.json, log.jsonl, checkpoints/best.safetensors, predictions.csv (score any
 way you like with `miram metrics`), metrics.json, roc.png and pr.png. The run resumes from its
 newest intact checkpoint with the same recipe and data (the differences are listed otherwise);
@@ -102,6 +105,11 @@ pub struct FinetuneArgs {
     /// <out>/previous-<UTC time>/.
     #[arg(long)]
     pub restart: bool,
+    /// Refuse to run when an official test case of the task cannot be used (its files
+    /// missing or undecodable) instead of leaving it out with a warning
+    /// (data.require_all_test_cases = true in the configuration file).
+    #[arg(long)]
+    pub strict_test: bool,
     /// Configuration file (.toml or .json).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -187,6 +195,10 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             ("out", config::flag(&a.out)),
             ("name", config::flag(&a.name)),
             ("data.root", config::flag(&a.data)),
+            (
+                "data.require_all_test_cases",
+                a.strict_test.then_some(json!(true)),
+            ),
             ("finetune.init", init.as_ref().map(|p| json!(p))),
             ("finetune.task", Some(serde_json::to_value(&task)?)),
             ("finetune.epochs", config::flag(&a.epochs)),
@@ -231,6 +243,7 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         cfg.finetune.seed,
     )?;
     let task_data = data.task(&cfg.finetune.task, &cfg.finetune.split)?;
+    study::warn_dropped_test(ui, &cfg.finetune.task, &task_data);
     run.write_json("command.json", &cfg)?;
     let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &data, &task_data, &run, &opts)?;
     let t = TaskResult {
@@ -242,10 +255,10 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let figures = study::curve_figures(&t, &cfg.out, std::path::Path::new(""))?;
     let m = &t.runs[0].metrics;
     let mut text = format!(
-        "{} on {} ({} test cases, {}):\n  AUC {}\n  AP  {}\n",
+        "{} on {} ({}, {}):\n  AUC {}\n  AP  {}\n",
         cfg.name,
         t.task,
-        m.n_cases,
+        study::test_case_count(m.n_cases, &task_data),
         m.averaging,
         with_ci(m.auc, m.auc_ci.map(|c| (c.lower, c.upper))),
         with_ci(m.ap, m.ap_ci.map(|c| (c.lower, c.upper)))
@@ -263,9 +276,10 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             .join(", ")
     ));
     ui.result_text(text);
+    let dropped: Vec<&miram_core::cbis_ddsm::loader::DroppedCase> = task_data.dropped_test();
     ui.event(
         "result",
-        json!({ "run_dir": cfg.out, "task": t.task, "metrics": m }),
+        json!({ "run_dir": cfg.out, "task": t.task, "metrics": m, "dropped_test_cases": dropped }),
     );
     Ok(())
 }

@@ -35,7 +35,12 @@ pub enum IndexLayout {
 #[command(after_long_help = "\
 The index is saved (by default DIR/.miram-index.json) and reused while the CSVs and image
 files are unchanged. The case-description CSVs are found in DIR, DIR/csv or DIR/CBIS-DDSM
-unless given with --csv. Rows whose files are missing are listed with the paths tried.
+unless given with --csv; those of the four that are missing are named in a warning (a folder
+standing where a CSV is expected is an error). Rows whose files are missing are listed with
+the paths tried; rows whose full image or ROI mask exists but cannot be decoded (corrupt
+pixel data, a header the decoder refuses, over the size limits) with the file and the cause.
+The saved index is rebuilt when a file it used changes or a file is added to or removed from
+a case folder it looked in.
 
 The configuration file (TOML or JSON) may set: layout (\"Auto\", \"Literal\", \"Tcia\",
 \"Kaggle\"), csv_files, cache_path, limits ({ max_pixels, max_frames }), content_check
@@ -114,21 +119,57 @@ pub fn resolve(a: &IndexArgs) -> Result<IndexOptions> {
     Ok(opts)
 }
 
-/// Checks that the case-description CSVs can be found, with a clear line if not.
+/// Checks that the case-description CSVs can be found, with a clear line if not (and the
+/// folder named when one stands where a CSV is expected).
 pub fn check_csvs(root: &Path, opts: &IndexOptions) -> Result<()> {
-    if opts.csv_files.as_ref().is_none_or(|f| f.is_empty())
-        && miram_core::cbis_ddsm::csv::find_case_csvs(root).is_err()
-        && !(root.file_name().is_some_and(|n| n == "CBIS-DDSM")
-            && root
-                .parent()
-                .is_some_and(|p| miram_core::cbis_ddsm::csv::find_case_csvs(p).is_ok()))
-    {
+    use miram_core::cbis_ddsm::csv::locate_case_csvs;
+    use miram_core::cbis_ddsm::DdsmError;
+    if opts.csv_files.as_ref().is_some_and(|f| !f.is_empty()) {
+        return Ok(());
+    }
+    let found = match locate_case_csvs(root) {
+        Err(e @ DdsmError::NotAFile { .. }) => return Err(e.into()),
+        other => other.is_ok(),
+    };
+    let in_parent = || match root.parent() {
+        Some(p) if root.file_name().is_some_and(|n| n == "CBIS-DDSM") => {
+            match locate_case_csvs(p) {
+                Err(e @ DdsmError::NotAFile { .. }) => Err(e),
+                other => Ok(other.is_ok()),
+            }
+        }
+        _ => Ok(false),
+    };
+    if !found && !in_parent()? {
         bail!(
             "{}: no case-description CSV (mass_case_description_train_set.csv, ...) in the folder, its csv/ or CBIS-DDSM/ subfolder; download them from TCIA or pass them with --csv",
             root.display()
         );
     }
     Ok(())
+}
+
+/// Warns about the case-description CSVs of the four that were not found (a dataset with the
+/// mass CSVs only is legitimate, but a missing file should not go unnoticed).
+pub fn warn_missing_csvs(ui: &Ui, index: &DatasetIndex) {
+    if !index.missing_csvs.is_empty() {
+        ui.warn(format!(
+            "{} of the 4 case-description CSVs not found under {} (looked in the folder, csv/ and CBIS-DDSM/): {}; their rows are not indexed",
+            index.missing_csvs.len(),
+            index.root.display(),
+            index.missing_csvs.join(", ")
+        ));
+    }
+}
+
+/// The error of saving an index where it cannot be written, with the flag that moves it.
+fn with_index_file_hint(e: miram_core::cbis_ddsm::DdsmError) -> anyhow::Error {
+    match e {
+        e @ miram_core::cbis_ddsm::DdsmError::IndexNotWritable { .. } => anyhow::anyhow!(
+            "{e}: give --index-file FILE (or cache_path in the --config file) to save it in a writable place"
+        ),
+        e => e.into(),
+    }
 }
 
 /// Builds (or reuses) the index of `root` with a progress bar per stage.
@@ -161,10 +202,12 @@ pub fn index_dataset(
     };
     let index = if rebuild {
         let index = build_index(root, opts, &on_progress)?;
-        index.save(&index_path(root, opts))?;
+        index
+            .save(&index_path(root, opts))
+            .map_err(with_index_file_hint)?;
         index
     } else {
-        load_or_build_index(root, opts, &on_progress)?
+        load_or_build_index(root, opts, &on_progress).map_err(with_index_file_hint)?
     };
     if let Some((_, bar)) = stages.lock().unwrap_or_else(|e| e.into_inner()).take() {
         bar.finish_quietly();
@@ -234,15 +277,29 @@ pub fn summary(index: &DatasetIndex, saved_to: &Path, show: usize) -> (String, V
             ));
         }
     }
+    let undecodable = index
+        .unresolved
+        .iter()
+        .filter(|u| u.is_undecodable())
+        .count();
+    if undecodable > 0 {
+        text.push_str(&format!(
+            "\n{undecodable} of the skipped rows have image files that exist but cannot be decoded (listed with the file and the cause above)\n"
+        ));
+    }
+    if !index.missing_csvs.is_empty() {
+        text.push_str(&format!("\nnot found: {}\n", index.missing_csvs.join(", ")));
+    }
     let skipped: Vec<Value> = index
         .unresolved
         .iter()
-        .map(|u| json!({ "file": u.source.file.as_ref(), "row": u.source.row, "reason": u.reason, "tried": u.tried }))
+        .map(|u| json!({ "file": u.source.file.as_ref(), "row": u.source.row, "reason": u.reason, "tried": u.tried, "undecodable": u.undecodable }))
         .collect();
     let value = json!({
         "root": index.root, "layout": format!("{:?}", index.layout), "index_file": saved_to,
         "reused": index.loaded_from_cache, "indexed": index.entries.len(),
-        "skipped": index.unresolved.len(), "files": files, "skipped_rows": skipped,
+        "skipped": index.unresolved.len(), "undecodable": undecodable,
+        "missing_csvs": index.missing_csvs, "files": files, "skipped_rows": skipped,
     });
     (text, value)
 }
@@ -254,6 +311,7 @@ pub fn run(a: &IndexArgs, _g: &GlobalArgs, ui: &Ui) -> Result<()> {
     check_csvs(&a.root, &opts)?;
     ui.config("index", &opts);
     let index = index_dataset(&a.root, &opts, a.rebuild, ui)?;
+    warn_missing_csvs(ui, &index);
     let saved = index_path(&a.root, &opts);
     let (text, value) = summary(&index, &saved, a.show_skipped);
     ui.result_text(text);

@@ -351,11 +351,26 @@ impl RowContext<'_> {
     }
 }
 
+/// The case-description CSVs found under a dataset root, and those of the four that are not
+/// there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseCsvs {
+    /// The files found, in the order mass train, mass test, calc train, calc test.
+    pub found: Vec<PathBuf>,
+    /// The names of the expected files that were not found (a dataset with only the mass
+    /// CSVs is legitimate, but callers should say so).
+    pub missing: Vec<String>,
+}
+
 /// Finds the case-description CSVs of a dataset root: files named
 /// `{mass,calc}_case_description_{train,test}_set.csv` in the root, `root/csv` (the Kaggle
-/// copy) or `root/CBIS-DDSM`, in that order of preference. Sorted mass/calc then train/test.
-pub fn find_case_csvs(root: &Path) -> Result<Vec<PathBuf>> {
+/// copy) or `root/CBIS-DDSM`, in that order of preference, and says which of the four are
+/// missing. A folder standing where one of them is expected (and no file of that name in the
+/// other places) is an error naming it ([`DdsmError::NotAFile`]); no CSV at all is
+/// [`DdsmError::NoImages`].
+pub fn locate_case_csvs(root: &Path) -> Result<CaseCsvs> {
     let mut found = Vec::new();
+    let mut missing = Vec::new();
     let mut tried = Vec::new();
     for kind in [AbnormalityType::Mass, AbnormalityType::Calcification] {
         for split in [OfficialSplit::Train, OfficialSplit::Test] {
@@ -367,7 +382,16 @@ pub fn find_case_csvs(root: &Path) -> Result<Vec<PathBuf>> {
             ];
             match candidates.iter().find(|p| p.is_file()) {
                 Some(p) => found.push(p.clone()),
-                None => tried.extend(candidates.iter().map(|p| p.display().to_string())),
+                None => {
+                    if let Some(dir) = candidates.iter().find(|p| p.is_dir()) {
+                        return Err(DdsmError::NotAFile {
+                            path: dir.clone(),
+                            expected: format!("the case-description CSV {name}"),
+                        });
+                    }
+                    tried.extend(candidates.iter().map(|p| p.display().to_string()));
+                    missing.push(name);
+                }
             }
         }
     }
@@ -379,7 +403,13 @@ pub fn find_case_csvs(root: &Path) -> Result<Vec<PathBuf>> {
                 .collect(),
         });
     }
-    Ok(found)
+    Ok(CaseCsvs { found, missing })
+}
+
+/// The case-description CSVs of a dataset root ([`locate_case_csvs`]), without the list of
+/// missing ones.
+pub fn find_case_csvs(root: &Path) -> Result<Vec<PathBuf>> {
+    locate_case_csvs(root).map(|c| c.found)
 }
 
 /// Reads every case-description CSV of a dataset root (see [`find_case_csvs`]), in the order

@@ -127,7 +127,106 @@ pub struct DicomHeader {
     pub modality: Option<String>,
 }
 
+/// The photometric interpretations of DICOM PS3.3 C.7.6.3.1.2 (pydicom's list).
+const PHOTOMETRIC_INTERPRETATIONS: [&str; 14] = [
+    "MONOCHROME1",
+    "MONOCHROME2",
+    "PALETTE COLOR",
+    "RGB",
+    "ARGB",
+    "CMYK",
+    "HSV",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420",
+    "YBR_ICT",
+    "YBR_RCT",
+    "XYB",
+];
+
 impl DicomHeader {
+    /// Checks the image fields as pydicom does before decoding pixel data
+    /// (`RunnerBase.validate_options`): Rows and Columns 1 to 65535, Number of Frames at
+    /// least 1 (an explicit 0 is refused), Samples per Pixel 1 or 3, Bits Allocated 1 or a
+    /// multiple of 8 up to 64, Bits Stored 1 to Bits Allocated, Pixel Representation 0 or 1,
+    /// Planar Configuration 0 or 1 (colour data), a known Photometric Interpretation.
+    /// [`DdsmError::BadHeader`] names the file, the field and its value otherwise.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |field: &str, value: String, allowed: String| DdsmError::BadHeader {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            value,
+            allowed,
+        };
+        for (field, v) in [
+            ("Rows (0028,0010)", self.rows),
+            ("Columns (0028,0011)", self.columns),
+        ] {
+            if !(1..=65535).contains(&v) {
+                return Err(bad(
+                    field,
+                    v.to_string(),
+                    "it must be 1 to 65535: the image has no pixels".into(),
+                ));
+            }
+        }
+        if self.frames == 0 {
+            return Err(bad(
+                "Number of Frames (0028,0008)",
+                "0".into(),
+                "it must be at least 1 (or absent for a single frame)".into(),
+            ));
+        }
+        if !matches!(self.samples_per_pixel, 1 | 3) {
+            return Err(bad(
+                "Samples per Pixel (0028,0002)",
+                self.samples_per_pixel.to_string(),
+                "it must be 1 (grayscale) or 3 (colour)".into(),
+            ));
+        }
+        let ba = self.bits_allocated;
+        if ba == 0 || ba > 64 || (ba != 1 && ba % 8 != 0) {
+            return Err(bad(
+                "Bits Allocated (0028,0100)",
+                ba.to_string(),
+                "it must be 1 or a multiple of 8 up to 64".into(),
+            ));
+        }
+        if self.bits_stored == 0 || self.bits_stored > ba {
+            return Err(bad(
+                "Bits Stored (0028,0101)",
+                self.bits_stored.to_string(),
+                format!("it must be 1 to Bits Allocated ({ba})"),
+            ));
+        }
+        if self.pixel_representation > 1 {
+            return Err(bad(
+                "Pixel Representation (0028,0103)",
+                self.pixel_representation.to_string(),
+                "it must be 0 (unsigned) or 1 (signed)".into(),
+            ));
+        }
+        if self.samples_per_pixel == 3 && self.planar_configuration > 1 {
+            return Err(bad(
+                "Planar Configuration (0028,0006)",
+                self.planar_configuration.to_string(),
+                "it must be 0 (interleaved) or 1 (by plane)".into(),
+            ));
+        }
+        if !PHOTOMETRIC_INTERPRETATIONS.contains(&self.photometric_interpretation.as_str()) {
+            return Err(bad(
+                "Photometric Interpretation (0028,0004)",
+                format!("{:?}", self.photometric_interpretation),
+                format!(
+                    "it must be one of {}",
+                    PHOTOMETRIC_INTERPRETATIONS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The number of stored samples the header declares (rows x columns x frames x samples).
     pub fn sample_count(&self) -> u64 {
         u64::from(self.rows)
@@ -582,9 +681,8 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
         Some(v) => small(v, "High Bit")?,
         None => bits_stored.saturating_sub(1),
     };
-    let frames = opt_uint(path, obj, tags::NUMBER_OF_FRAMES, "Number of Frames")?
-        .filter(|&f| f > 0)
-        .unwrap_or(1);
+    // An explicit 0 is kept so that `validate` refuses it; an absent or empty value is 1.
+    let frames = opt_uint(path, obj, tags::NUMBER_OF_FRAMES, "Number of Frames")?.unwrap_or(1);
     let samples_per_pixel = match opt_uint(path, obj, tags::SAMPLES_PER_PIXEL, "Samples per Pixel")?
     {
         Some(v) => small(v, "Samples per Pixel")?,
@@ -608,7 +706,7 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
         Some(v) => small(v, "Planar Configuration")?,
         None => 0,
     };
-    Ok(DicomHeader {
+    let header = DicomHeader {
         rows,
         columns,
         frames,
@@ -627,7 +725,9 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
         series_description: opt_str(obj, tags::SERIES_DESCRIPTION),
         patient_id: opt_str(obj, tags::PATIENT_ID),
         modality: opt_str(obj, tags::MODALITY),
-    })
+    };
+    header.validate(path)?;
+    Ok(header)
 }
 
 /// Reads the header of a DICOM file without reading its pixel data.
@@ -1283,13 +1383,9 @@ fn gray_native_u16(
     }))
 }
 
-fn gray_from(
-    path: &Path,
-    loaded: &Loaded,
-    header: &DicomHeader,
-    limits: &DecodeLimits,
-) -> Result<GrayImage> {
-    limits.check(path, header)?;
+/// What [`read_gray`] needs of a header: one sample, one frame, MONOCHROME1 or 2, at most
+/// 16 bits stored. Returns whether the values are inverted (MONOCHROME1).
+fn gray_requirements(path: &Path, header: &DicomHeader) -> Result<bool> {
     let unsupported = |what: String| DdsmError::Unsupported {
         path: path.to_path_buf(),
         what,
@@ -1318,6 +1414,58 @@ fn gray_from(
             header.bits_stored
         )));
     }
+    Ok(invert)
+}
+
+/// Checks that a grayscale image can be decoded by [`read_gray`], as far as it can be told
+/// without decoding native data: a valid header ([`DicomHeader::validate`]) within `limits`,
+/// one sample, one frame, MONOCHROME1/2, a supported bit depth, and native little-endian
+/// pixel data as long as the header needs. Other files (encapsulated, big endian, deflated)
+/// are decoded. Used when indexing, so that an undecodable image is reported then, naming
+/// the file and the cause, rather than vanishing later.
+pub fn check_gray(path: &Path, limits: &DecodeLimits) -> Result<DicomHeader> {
+    let OpenedHeader {
+        obj,
+        location,
+        total,
+    } = open_object(path)?;
+    let header = header_from(path, &obj)?;
+    limits.check(path, &header)?;
+    gray_requirements(path, &header)?;
+    let ba = header.bits_allocated;
+    if !matches!(ba, 1 | 8 | 16 | 32) {
+        return Err(DdsmError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("Bits Allocated {ba}"),
+        });
+    }
+    match location {
+        Some((offset, len)) => {
+            let needed = (header.sample_count() * u64::from(ba)).div_ceil(8);
+            let available = len.min(total.saturating_sub(offset));
+            if available < needed {
+                return Err(DdsmError::Truncated {
+                    path: path.to_path_buf(),
+                    expected: needed,
+                    found: available,
+                });
+            }
+        }
+        None => {
+            read_gray(path, limits)?;
+        }
+    }
+    Ok(header)
+}
+
+fn gray_from(
+    path: &Path,
+    loaded: &Loaded,
+    header: &DicomHeader,
+    limits: &DecodeLimits,
+) -> Result<GrayImage> {
+    limits.check(path, header)?;
+    let invert = gray_requirements(path, header)?;
     let samples = decode_samples(path, loaded, header, limits)?;
     let bits = u32::from(header.bits_stored.max(1));
     let max = ((1u32 << bits) - 1) as i32;

@@ -75,6 +75,20 @@ pub enum DdsmError {
         /// What is wrong.
         message: String,
     },
+    /// A DICOM header whose image fields describe no decodable pixel data (Rows or Columns
+    /// 0, Samples per Pixel 0, Bits Stored above Bits Allocated, ...): refused as pydicom
+    /// refuses it when decoding.
+    #[error("DICOM file {}: {field} is {value}; {allowed}", path.display())]
+    BadHeader {
+        /// The DICOM file.
+        path: PathBuf,
+        /// The header field, e.g. `Rows (0028,0010)`.
+        field: String,
+        /// The value found.
+        value: String,
+        /// What the value must be.
+        allowed: String,
+    },
     /// An image whose header declares more pixels than the configured decoding limits.
     #[error(
         "{}: header declares {rows} x {columns} pixels x {frames} frames x {samples} samples, over the limit of {limit}",
@@ -137,6 +151,67 @@ pub enum DdsmError {
         /// What was tried (layouts, example paths).
         tried: Vec<String>,
     },
+    /// Not a single row could be indexed, and image files were found that do not decode:
+    /// says how many, and the first with its cause (not "no images").
+    #[error(
+        "{}: no row could be indexed: {}{}",
+        root.display(),
+        if *rows_missing == 0 {
+            format!("all {failed} images failed to decode; first: {}", file_and_error(first_file, first_error))
+        } else {
+            format!("{failed} images failed to decode (first: {})", file_and_error(first_file, first_error))
+        },
+        match (rows_missing, first_missing) {
+            (0, _) => String::new(),
+            (n, Some(m)) => format!("; {n} other rows have missing files (first: {m})"),
+            (n, None) => format!("; {n} other rows have missing files"),
+        }
+    )]
+    Undecodable {
+        /// The dataset root.
+        root: PathBuf,
+        /// The number of distinct image files that failed to decode.
+        failed: usize,
+        /// The first of them.
+        first_file: PathBuf,
+        /// Why it failed.
+        first_error: String,
+        /// Rows left out for another reason (missing files).
+        rows_missing: usize,
+        /// The first of those rows and its reason.
+        first_missing: Option<String>,
+    },
+    /// Official test cases of a task are left out of its test set while the configuration
+    /// requires every one of them.
+    #[error(
+        "{} official test cases of the task {task} cannot be used, and all are required: {}; \
+         fix or remove those files, or allow missing test cases (unset data.require_all_test_cases / --strict-test)",
+        cases.len(),
+        cases.join("; ")
+    )]
+    MissingTestCases {
+        /// The task.
+        task: String,
+        /// Each missing case: `<CSV>:<row>: <file>: <cause>`.
+        cases: Vec<String>,
+    },
+    /// A folder (or other non-file) where a file is expected.
+    #[error("{} is a folder, not a file: {expected} is expected there; rename or remove the folder", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What file is expected there.
+        expected: String,
+    },
+    /// A saved index that cannot be written where it is to be saved (a read-only dataset).
+    #[error("cannot save the index to {}: {source}; choose a writable place for the index file", path.display())]
+    IndexNotWritable {
+        /// The index file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A dataset root whose layout cannot be recognised, or is not the one requested.
     #[error("{}: {message}", root.display())]
     Layout {
@@ -164,6 +239,16 @@ pub enum DdsmError {
         /// What is wrong, with the value.
         message: String,
     },
+}
+
+/// `<file>: <error>`, the file named once: errors of this crate name their file already.
+pub fn file_and_error(file: &std::path::Path, error: &str) -> String {
+    let shown = file.display().to_string();
+    if error.contains(&shown) {
+        error.to_string()
+    } else {
+        format!("{shown}: {error}")
+    }
 }
 
 /// The result type of the crate.

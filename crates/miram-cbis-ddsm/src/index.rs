@@ -6,8 +6,11 @@
 //! the series folders of the Kaggle JPEG copy. The CSVs swap crop and mask file names (mass
 //! files name the crop `000000.dcm`, calc files the mask, with exceptions), so the two are
 //! told apart by content: a mask is as large as the full image and binary; a crop is small.
-//! Rows that cannot be resolved are listed in [`DatasetIndex::unresolved`] with the paths
-//! tried and the reason; an index with no image at all is an error.
+//! The full image and ROI mask of every row are checked to decode as far as that is cheap
+//! ([`crate::dicom::check_gray`]). Rows that cannot be resolved are listed in
+//! [`DatasetIndex::unresolved`] with the paths tried and the reason, and the files that exist
+//! but do not decode ([`Unresolved::undecodable`]); an index with no row at all is an error
+//! ([`DdsmError::Undecodable`] when images were found that do not decode).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,8 +20,8 @@ use std::time::UNIX_EPOCH;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::csv::{find_case_csvs, read_case_csv};
-use crate::dicom::{read_gray, read_header, DecodeLimits, DicomHeader, GrayImage};
+use crate::csv::{locate_case_csvs, read_case_csv, CaseCsvs};
+use crate::dicom::{check_gray, read_gray, read_header, DecodeLimits, DicomHeader, GrayImage};
 use crate::error::{DdsmError, Result};
 use crate::kaggle::{jpeg_size, read_dicom_info, read_jpeg, KaggleImage};
 use crate::layout::{
@@ -28,7 +31,10 @@ use crate::layout::{
 use crate::records::{CaseRecord, RecordSource};
 
 /// The format tag of saved index files.
-const FORMAT: &str = "miram-cbis-ddsm-index-v1";
+const FORMAT: &str = "miram-cbis-ddsm-index-v2";
+
+/// How deep the files of a TCIA case folder are looked for (study / series / file).
+const TCIA_DEPTH: usize = 4;
 
 /// The default file name of a saved index, in the dataset root.
 pub const INDEX_FILE_NAME: &str = ".miram-index.json";
@@ -140,15 +146,44 @@ pub struct IndexedCase {
     pub mask_size: (u32, u32),
 }
 
+/// A file that exists but cannot be read or decoded, with the error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it cannot be used (the decoder's error, naming the field or value at fault).
+    pub error: String,
+}
+
+impl std::fmt::Display for BadFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::error::file_and_error(&self.path, &self.error))
+    }
+}
+
 /// A CSV row that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unresolved {
     /// The CSV file and row.
     pub source: RecordSource,
+    /// The row itself (its split, labels and paths).
+    pub record: Box<CaseRecord>,
     /// The paths (files or folders) that were tried.
     pub tried: Vec<PathBuf>,
     /// Why the row could not be resolved.
     pub reason: String,
+    /// The files of the row that exist but cannot be read or decoded (a corrupt full image,
+    /// a header the decoder refuses, pixel data over the limits); empty when the row's files
+    /// are missing or ambiguous.
+    pub undecodable: Vec<BadFile>,
+}
+
+impl Unresolved {
+    /// Whether the row was left out because a file of it exists but does not decode (rather
+    /// than because its files are missing).
+    pub fn is_undecodable(&self) -> bool {
+        !self.undecodable.is_empty()
+    }
 }
 
 /// The size and modification time of a file when the index was built.
@@ -162,6 +197,62 @@ struct FileStamp {
     modified: Option<(u64, u32)>,
 }
 
+/// The fingerprint of a folder the files of rows were looked for in (a TCIA case folder, a
+/// Kaggle series folder): a file added, removed or changed anywhere in it changes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FolderListing {
+    /// The folder, relative to the root when inside it.
+    dir: String,
+    /// The file extensions listed.
+    extensions: Vec<String>,
+    /// How deep the folder was listed.
+    depth: usize,
+    /// SHA-256 (hex) of the sorted (path, size, modification time) of its files; `missing`
+    /// when the folder does not exist.
+    fingerprint: String,
+}
+
+impl FolderListing {
+    fn of(root: &Path, dir: &Path, extensions: &[&str], depth: usize) -> Self {
+        FolderListing {
+            dir: relative(root, dir),
+            extensions: extensions.iter().map(|e| e.to_string()).collect(),
+            depth,
+            fingerprint: listing_fingerprint(root, dir, extensions, depth),
+        }
+    }
+
+    fn is_current(&self, root: &Path) -> bool {
+        let p = Path::new(&self.dir);
+        let dir = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        };
+        let ext: Vec<&str> = self.extensions.iter().map(String::as_str).collect();
+        listing_fingerprint(root, &dir, &ext, self.depth) == self.fingerprint
+    }
+}
+
+fn listing_fingerprint(root: &Path, dir: &Path, extensions: &[&str], depth: usize) -> String {
+    use sha2::{Digest, Sha256};
+    if !dir.is_dir() {
+        return "missing".into();
+    }
+    let mut files = match list_files(root, dir, extensions, depth) {
+        Ok(f) => f,
+        Err(e) => return format!("unreadable: {e}"),
+    };
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        let s = stamp(root, f);
+        h.update(s.path.as_bytes());
+        h.update(format!("|{:?}|{:?}\n", s.size, s.modified).as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Every CSV row of a dataset resolved to files, or listed as unresolved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetIndex {
@@ -171,6 +262,9 @@ pub struct DatasetIndex {
     pub layout: Layout,
     /// The case-description CSVs read.
     pub csv_files: Vec<PathBuf>,
+    /// The names of the four expected case-description CSVs that were not found (when the
+    /// CSVs were looked for under the root rather than given).
+    pub missing_csvs: Vec<String>,
     /// The resolved rows, in CSV order (files as listed in `csv_files`).
     pub entries: Vec<IndexedCase>,
     /// The rows that could not be resolved, with the paths tried.
@@ -179,7 +273,9 @@ pub struct DatasetIndex {
     #[serde(skip)]
     pub loaded_from_cache: bool,
     content_check: ContentCheck,
+    limits: DecodeLimits,
     stamps: Vec<FileStamp>,
+    listings: Vec<FolderListing>,
 }
 
 impl DatasetIndex {
@@ -201,15 +297,25 @@ impl DatasetIndex {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, json).map_err(|e| DdsmError::Index {
+        if let (Some(dir), Some(stem)) = (path.parent(), path.file_stem()) {
+            let stem = stem.to_string_lossy().into_owned();
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            crate::stale::remove_stale_temps(dir, &|head| head == stem);
+        }
+        let tmp = crate::stale::temp_name(path, false);
+        let not_writable = |e: std::io::Error| DdsmError::IndexNotWritable {
             path: path.to_path_buf(),
-            message: format!(
-                "cannot write {} ({e}); set IndexOptions::cache_path to a writable place",
-                tmp.display()
-            ),
-        })?;
-        std::fs::rename(&tmp, path).map_err(|e| DdsmError::io(path, e))
+            source: e,
+        };
+        std::fs::write(&tmp, json).map_err(not_writable)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            not_writable(e)
+        })
     }
 }
 
@@ -219,8 +325,11 @@ struct SavedIndex {
     format: String,
     layout: Layout,
     content_check: ContentCheck,
+    limits: DecodeLimits,
     csv_files: Vec<PathBuf>,
+    missing_csvs: Vec<String>,
     stamps: Vec<FileStamp>,
+    listings: Vec<FolderListing>,
     entries: Vec<SavedCase>,
     unresolved: Vec<Unresolved>,
 }
@@ -251,8 +360,11 @@ impl SavedIndex {
             format: FORMAT.to_string(),
             layout: index.layout,
             content_check: index.content_check,
+            limits: index.limits,
             csv_files: index.csv_files.clone(),
+            missing_csvs: index.missing_csvs.clone(),
             stamps: index.stamps.clone(),
+            listings: index.listings.clone(),
             entries: index
                 .entries
                 .iter()
@@ -289,11 +401,14 @@ impl SavedIndex {
             root: root.to_path_buf(),
             layout: self.layout,
             csv_files: self.csv_files,
+            missing_csvs: self.missing_csvs,
             entries,
             unresolved: self.unresolved,
             loaded_from_cache: true,
             content_check: self.content_check,
+            limits: self.limits,
             stamps: self.stamps,
+            listings: self.listings,
         })
     }
 }
@@ -337,15 +452,20 @@ fn canonical_root(root: &Path) -> Result<PathBuf> {
     Ok(real)
 }
 
-fn csv_files_of(root: &Path, opts: &IndexOptions) -> Result<Vec<PathBuf>> {
+fn csv_files_of(root: &Path, opts: &IndexOptions) -> Result<CaseCsvs> {
     match &opts.csv_files {
-        Some(files) if !files.is_empty() => Ok(files.clone()),
+        Some(files) if !files.is_empty() => Ok(CaseCsvs {
+            found: files.clone(),
+            missing: Vec::new(),
+        }),
         _ => {
-            let mut found = find_case_csvs(root);
+            let mut found = locate_case_csvs(root);
             // A root that is the `CBIS-DDSM` folder of a download: the CSVs may sit beside it.
-            if found.is_err() && root.file_name().is_some_and(|n| n == "CBIS-DDSM") {
+            if matches!(found, Err(DdsmError::NoImages { .. }))
+                && root.file_name().is_some_and(|n| n == "CBIS-DDSM")
+            {
                 if let Some(parent) = root.parent() {
-                    found = find_case_csvs(parent).or(found);
+                    found = locate_case_csvs(parent).or(found);
                 }
             }
             found
@@ -354,8 +474,9 @@ fn csv_files_of(root: &Path, opts: &IndexOptions) -> Result<Vec<PathBuf>> {
 }
 
 /// Loads the saved index of `root` if it exists and is current: same layout request, same
-/// content check, same CSV files, and every file it recorded (CSVs, images, and the paths
-/// tried for unresolved rows) with the same size and modification time. `Ok(None)` when
+/// content check and decoding limits, same CSV files (and the same ones missing), every file
+/// it recorded (CSVs, images, and the paths tried for unresolved rows) with the same size and
+/// modification time, and the same files in every case folder it looked in. `Ok(None)` when
 /// there is no saved index or it is stale; an error when it cannot be read or names a path
 /// outside the root.
 pub fn load_index(root: &Path, opts: &IndexOptions) -> Result<Option<DatasetIndex>> {
@@ -363,7 +484,16 @@ pub fn load_index(root: &Path, opts: &IndexOptions) -> Result<Option<DatasetInde
     let path = index_path(root, opts);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // No saved index there (a folder in the path that is a file: nothing saved either;
+        // saving then says why it cannot).
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(DdsmError::io(&path, e)),
     };
     let saved: SavedIndex = serde_json::from_slice(&text).map_err(|e| DdsmError::Index {
@@ -375,20 +505,21 @@ pub fn load_index(root: &Path, opts: &IndexOptions) -> Result<Option<DatasetInde
     }
     if (opts.layout != Layout::Auto && opts.layout != saved.layout)
         || opts.content_check != saved.content_check
+        || opts.limits != saved.limits
     {
         return Ok(None);
     }
-    let Ok(csv_files) = csv_files_of(&real_root, opts) else {
+    let Ok(csvs) = csv_files_of(&real_root, opts) else {
         return Ok(None);
     };
-    if csv_files != saved.csv_files {
+    if csvs.found != saved.csv_files || csvs.missing != saved.missing_csvs {
         return Ok(None);
     }
     let unchanged = saved
         .stamps
         .par_iter()
         .all(|s| stamp(&real_root, &stamp_path(&real_root, s)) == *s);
-    if !unchanged {
+    if !unchanged || !saved.listings.par_iter().all(|l| l.is_current(&real_root)) {
         return Ok(None);
     }
     saved.into_index(&real_root).map(Some)
@@ -465,12 +596,34 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
-    fn unresolved(&self, r: &CaseRecord, tried: Vec<PathBuf>, reason: String) -> Unresolved {
+    fn unresolved(
+        &self,
+        r: &CaseRecord,
+        tried: Vec<PathBuf>,
+        reason: String,
+        undecodable: Vec<BadFile>,
+    ) -> Unresolved {
         Unresolved {
             source: r.source.clone(),
+            record: Box::new(r.clone()),
             tried,
             reason,
+            undecodable,
         }
+    }
+
+    /// Checks that an image the crops are made from (full image, ROI mask) decodes, as far
+    /// as [`check_gray`] can tell cheaply (DICOM only; JPEG sizes were read already).
+    fn check_decodable(&self, c: &Candidate, what: &str) -> std::result::Result<(), BadFile> {
+        if self.kind != ImageKind::Dicom {
+            return Ok(());
+        }
+        check_gray(&c.path, &self.opts.limits)
+            .map(|_| ())
+            .map_err(|e| BadFile {
+                path: c.path.clone(),
+                error: format!("{what} cannot be decoded: {e}"),
+            })
     }
 
     fn is_mask_like(&self, img: &GrayImage) -> bool {
@@ -487,7 +640,7 @@ impl Resolver<'_> {
         full: (u32, u32),
         a: Candidate,
         b: Candidate,
-    ) -> std::result::Result<(Candidate, Candidate), String> {
+    ) -> std::result::Result<(Candidate, Candidate), (String, Vec<BadFile>)> {
         if self.opts.content_check == ContentCheck::WhenAmbiguous {
             match (a.size == full, b.size == full) {
                 (true, false) => return Ok((b, a)),
@@ -498,23 +651,44 @@ impl Resolver<'_> {
         let load = |c: &Candidate| read_image(&c.path, &self.opts.limits);
         let (ia, ib) = match (load(&a), load(&b)) {
             (Ok(x), Ok(y)) => (x, y),
-            (Err(e), _) | (_, Err(e)) => return Err(format!("cannot decode: {e}")),
+            (ra, rb) => {
+                let bad: Vec<BadFile> = [(&a, ra.err()), (&b, rb.err())]
+                    .into_iter()
+                    .filter_map(|(c, e)| {
+                        e.map(|e| BadFile {
+                            path: c.path.clone(),
+                            error: format!(
+                                "cannot be decoded to tell the crop from the ROI mask: {e}"
+                            ),
+                        })
+                    })
+                    .collect();
+                let reason = bad
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err((reason, bad));
+            }
         };
         match (self.is_mask_like(&ia), self.is_mask_like(&ib)) {
             (true, false) => Ok((b, a)),
             (false, true) => Ok((a, b)),
-            (x, _) => Err(format!(
-                "cannot tell the crop from the ROI mask: {} ({} x {}) and {} ({} x {}) are {} \
+            (x, _) => Err((
+                format!(
+                    "cannot tell the crop from the ROI mask: {} ({} x {}) and {} ({} x {}) are {} \
                  binary; the full image is {} x {}",
-                a.path.display(),
-                a.size.0,
-                a.size.1,
-                b.path.display(),
-                b.size.0,
-                b.size.1,
-                if x { "both" } else { "neither" },
-                full.0,
-                full.1
+                    a.path.display(),
+                    a.size.0,
+                    a.size.1,
+                    b.path.display(),
+                    b.size.0,
+                    b.size.1,
+                    if x { "both" } else { "neither" },
+                    full.0,
+                    full.1
+                ),
+                Vec::new(),
             )),
         }
     }
@@ -532,9 +706,22 @@ impl Resolver<'_> {
                 r,
                 tried,
                 format!("crop and ROI mask are one file: {}", a.path.display()),
+                Vec::new(),
             ));
         }
-        match self.classify(full.size, a, b) {
+        let undecodable = |bad: BadFile| {
+            let reason = bad.to_string();
+            self.unresolved(r, tried.clone(), reason, vec![bad])
+        };
+        if let Err(bad) = self.check_decodable(&full, "the full image") {
+            return Err(undecodable(bad));
+        }
+        let classified = self.classify(full.size, a, b).and_then(|(crop, mask)| {
+            self.check_decodable(&mask, "the ROI mask")
+                .map(|()| (crop, mask))
+                .map_err(|bad| (bad.to_string(), vec![bad]))
+        });
+        match classified {
             Ok((crop, mask)) => Ok(IndexedCase {
                 record: r.clone(),
                 kind: self.kind,
@@ -545,14 +732,15 @@ impl Resolver<'_> {
                 crop_size: crop.size,
                 mask_size: mask.size,
             }),
-            Err(reason) => Err(self.unresolved(r, tried, reason)),
+            Err((reason, bad)) => Err(self.unresolved(r, tried, reason, bad)),
         }
     }
 
     fn resolve_literal(&self, r: &CaseRecord) -> RowResult {
         let bases = literal_bases(self.root);
         let mut tried = Vec::new();
-        let mut find = |rel: &str, what: &str| -> std::result::Result<Candidate, String> {
+        type Found = std::result::Result<Candidate, (String, Option<BadFile>)>;
+        let mut find = |rel: &str, what: &str| -> Found {
             let mut last_err = format!("{what} not found");
             for base in &bases {
                 match resolve_within(base, rel) {
@@ -561,10 +749,16 @@ impl Resolver<'_> {
                         if p.is_file() {
                             return read_header(&p)
                                 .map(|h| Candidate {
-                                    path: p,
+                                    path: p.clone(),
                                     size: (h.columns, h.rows),
                                 })
-                                .map_err(|e| format!("{what}: {e}"));
+                                .map_err(|e| {
+                                    let bad = BadFile {
+                                        path: p.clone(),
+                                        error: e.to_string(),
+                                    };
+                                    (format!("{what}: {e}"), Some(bad))
+                                });
                         }
                     }
                     Err(e) => {
@@ -573,7 +767,7 @@ impl Resolver<'_> {
                     }
                 }
             }
-            Err(last_err)
+            Err((last_err, None))
         };
         let full = find(&r.image_file_path, "full image");
         let a = find(&r.cropped_image_file_path, "cropped image file path");
@@ -581,12 +775,17 @@ impl Resolver<'_> {
         match (full, a, b) {
             (Ok(full), Ok(a), Ok(b)) => self.finish(r, full, a, b, tried),
             (full, a, b) => {
-                let reason = [full.err(), a.err(), b.err()]
+                let errors: Vec<(String, Option<BadFile>)> = [full.err(), a.err(), b.err()]
                     .into_iter()
                     .flatten()
+                    .collect();
+                let reason = errors
+                    .iter()
+                    .map(|(m, _)| m.as_str())
                     .collect::<Vec<_>>()
                     .join("; ");
-                Err(self.unresolved(r, tried, reason))
+                let bad = errors.into_iter().filter_map(|(_, b)| b).collect();
+                Err(self.unresolved(r, tried, reason, bad))
             }
         }
     }
@@ -622,7 +821,7 @@ fn resolve_tcia(
                     dir.clone(),
                     Folder::Missing(format!("folder {} does not exist", dir.display())),
                 ),
-                Ok(dir) => match list_files(root, &dir, &["dcm"], 4) {
+                Ok(dir) => match list_files(root, &dir, &["dcm"], TCIA_DEPTH) {
                     Ok(files) => (dir, Folder::Files(files)),
                     Err(e) => (dir, Folder::Missing(e.to_string())),
                 },
@@ -684,6 +883,7 @@ fn resolve_tcia_row(
 ) -> RowResult {
     let mut tried = Vec::new();
     let mut problems = Vec::new();
+    let mut bad = Vec::new();
     let mut readable = |name: &str| -> Vec<(PathBuf, DicomHeader)> {
         let Some((dir, folder)) = folders.get(name) else {
             return Vec::new();
@@ -704,6 +904,10 @@ fn resolve_tcia_row(
                         Some(Ok(h)) => Some((p.clone(), h.clone())),
                         Some(Err(e)) => {
                             problems.push(e.clone());
+                            bad.push(BadFile {
+                                path: p.clone(),
+                                error: e.clone(),
+                            });
                             None
                         }
                         None => None,
@@ -720,7 +924,7 @@ fn resolve_tcia_row(
             reason.push_str(": ");
             reason.push_str(&problems.join("; "));
         }
-        Err(resolver.unresolved(r, tried, reason))
+        Err(resolver.unresolved(r, tried, reason, bad.clone()))
     };
     // The full image: the file of the CSV's series, else of its study, else the only one.
     let (study, series) = csv_path_uids(&r.image_file_path);
@@ -888,6 +1092,7 @@ fn resolve_kaggle_row(
 ) -> RowResult {
     let mut tried = Vec::new();
     let mut problems = Vec::new();
+    let mut bad = Vec::new();
     let mut of_path = |p: &str| -> Vec<Candidate> {
         let Some(s) = csv_path_uids(p).1 else {
             problems.push(format!("no series UID in the CSV path {p:?}"));
@@ -911,6 +1116,10 @@ fn resolve_kaggle_row(
                 }),
                 Some(Err(e)) => {
                     problems.push(e.clone());
+                    bad.push(BadFile {
+                        path: f.clone(),
+                        error: e.clone(),
+                    });
                     None
                 }
                 None => None,
@@ -930,7 +1139,7 @@ fn resolve_kaggle_row(
             reason.push_str(": ");
             reason.push_str(&problems.join("; "));
         }
-        Err(resolver.unresolved(r, tried, reason))
+        Err(resolver.unresolved(r, tried, reason, bad.clone()))
     };
     // Several files in the full image's series: keep the one described as the full image.
     let full = if full.len() > 1 {
@@ -980,7 +1189,10 @@ pub fn build_index(
     progress: &(dyn Fn(IndexProgress) + Sync),
 ) -> Result<DatasetIndex> {
     let real_root = canonical_root(root)?;
-    let csv_files = csv_files_of(&real_root, opts)?;
+    let CaseCsvs {
+        found: csv_files,
+        missing: missing_csvs,
+    } = csv_files_of(&real_root, opts)?;
     let mut records = Vec::new();
     for (i, file) in csv_files.iter().enumerate() {
         records.extend(read_case_csv(file)?);
@@ -1034,6 +1246,26 @@ pub fn build_index(
         }
     }
     if entries.is_empty() {
+        let mut failed: Vec<&BadFile> = Vec::new();
+        for b in unresolved.iter().flat_map(|u| &u.undecodable) {
+            if !failed.iter().any(|f| f.path == b.path) {
+                failed.push(b);
+            }
+        }
+        if let Some(first) = failed.first() {
+            let missing: Vec<&Unresolved> =
+                unresolved.iter().filter(|u| !u.is_undecodable()).collect();
+            return Err(DdsmError::Undecodable {
+                root: root.to_path_buf(),
+                failed: failed.len(),
+                first_file: first.path.clone(),
+                first_error: first.error.clone(),
+                rows_missing: missing.len(),
+                first_missing: missing
+                    .first()
+                    .map(|u| format!("{}: {}", u.source, u.reason)),
+            });
+        }
         let mut tried = vec![format!("layout: {layout}")];
         tried.extend(unresolved.iter().take(3).map(|u| {
             format!(
@@ -1080,6 +1312,47 @@ pub fn build_index(
     }
     let paths: Vec<PathBuf> = paths.into_iter().collect();
     let stamps = paths.par_iter().map(|p| stamp(&real_root, p)).collect();
+    // The folders files were looked for in: a file added to one (a second full image, a
+    // re-download) changes what the rows resolve to.
+    let mut folders: BTreeSet<PathBuf> = BTreeSet::new();
+    let (extensions, depth): (&[&str], usize) = match layout {
+        Layout::Tcia => {
+            let base = tcia_base(&real_root);
+            for r in &records {
+                for name in [r.image_folder(), r.abnormality_folder()] {
+                    if let Ok(dir) = resolve_within(&base, &name) {
+                        folders.insert(dir);
+                    }
+                }
+            }
+            (&["dcm"], TCIA_DEPTH)
+        }
+        Layout::Kaggle => {
+            if let Some(jpeg_dir) = kaggle_jpeg_dir(&real_root) {
+                for r in &records {
+                    for p in [
+                        &r.image_file_path,
+                        &r.cropped_image_file_path,
+                        &r.roi_mask_file_path,
+                    ] {
+                        if let Some(dir) = csv_path_uids(p)
+                            .1
+                            .and_then(|s| resolve_within(&jpeg_dir, &s).ok())
+                        {
+                            folders.insert(dir);
+                        }
+                    }
+                }
+            }
+            (&["jpg", "jpeg"], 0)
+        }
+        _ => (&[], 0),
+    };
+    let folders: Vec<PathBuf> = folders.into_iter().collect();
+    let listings = folders
+        .par_iter()
+        .map(|d| FolderListing::of(&real_root, d, extensions, depth))
+        .collect();
     for e in &entries {
         for p in [&e.full_image, &e.crop, &e.roi_mask] {
             check_inside(&real_root, p)?;
@@ -1089,11 +1362,14 @@ pub fn build_index(
         root: real_root,
         layout,
         csv_files,
+        missing_csvs,
         entries,
         unresolved,
         loaded_from_cache: false,
         content_check: opts.content_check,
+        limits: opts.limits,
         stamps,
+        listings,
     })
 }
 

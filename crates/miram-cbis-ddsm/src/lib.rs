@@ -62,6 +62,7 @@ pub mod layout;
 pub mod loader;
 pub mod records;
 pub mod split;
+mod stale;
 pub mod synth;
 pub mod tasks;
 

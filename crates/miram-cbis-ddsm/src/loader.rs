@@ -64,7 +64,8 @@ use crate::augment::{AugmentConfig, AugmentParams};
 use crate::crop::{CacheEntryKind, CropCache, Normalization};
 use crate::error::{DdsmError, Result};
 use crate::index::DatasetIndex;
-use crate::tasks::{Target, TargetKind, TaskLabels};
+use crate::records::{OfficialSplit, RecordSource};
+use crate::tasks::{Target, TargetKind, Task, TaskLabels};
 
 /// Salt of the epoch permutation's stream (keeps it apart from the augmentation streams).
 const ORDER_SALT: u64 = 0x6f72_6465_7200_0000;
@@ -82,6 +83,78 @@ pub struct ItemMeta {
     pub abnormality_id: u32,
     /// A readable label (`MALIGNANT`, `ILL_DEFINED-SPICULATED`, `background`).
     pub label: String,
+}
+
+/// When a lesion was left out of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DropStage {
+    /// When indexing: its files are missing, ambiguous or do not decode.
+    Index,
+    /// When cropping: its full image or ROI mask could not be decoded or cropped.
+    Cache,
+}
+
+/// A lesion (CSV row) a task would use but that is left out of its dataset: the row, the
+/// file at fault and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedCase {
+    /// The CSV file and row.
+    pub source: RecordSource,
+    /// The official split of the row.
+    pub split: OfficialSplit,
+    /// When it was left out.
+    pub stage: DropStage,
+    /// The file at fault (the undecodable image, else the first path tried).
+    pub file: PathBuf,
+    /// Why.
+    pub cause: String,
+}
+
+impl std::fmt::Display for DroppedCase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.source,
+            crate::error::file_and_error(&self.file, &self.cause)
+        )
+    }
+}
+
+/// The rows of `index` that `task` would label but that could not be indexed
+/// ([`DatasetIndex::unresolved`]), as dropped cases naming the file at fault and the cause.
+pub fn unresolved_cases(index: &DatasetIndex, task: &Task) -> Result<Vec<DroppedCase>> {
+    let records: Vec<_> = index
+        .entries
+        .iter()
+        .map(|e| e.record.clone())
+        .chain(index.unresolved.iter().map(|u| (*u.record).clone()))
+        .collect();
+    let class_names = task.class_names(&records);
+    let mut out = Vec::new();
+    for u in &index.unresolved {
+        if task.target(&u.record, &class_names)?.is_none() {
+            continue;
+        }
+        let (file, cause) = match u.undecodable.first() {
+            Some(b) => (b.path.clone(), b.error.clone()),
+            None => (
+                u.tried
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| PathBuf::from(&u.record.image_file_path)),
+                u.reason.clone(),
+            ),
+        };
+        out.push(DroppedCase {
+            source: u.source.clone(),
+            split: u.record.split,
+            stage: DropStage::Index,
+            file,
+            cause,
+        });
+    }
+    Ok(out)
 }
 
 /// One sample before augmentation.
@@ -137,6 +210,7 @@ struct CachedItem {
 pub struct CachedCrops {
     cache: Arc<CropCache>,
     items: Vec<CachedItem>,
+    dropped: Vec<DroppedCase>,
     kind: TargetKind,
     normalization: Normalization,
     with_hires: bool,
@@ -147,7 +221,8 @@ impl CachedCrops {
     /// their targets. `labels` must have been computed on the records of `index`'s entries in
     /// order (`Task::label(&records)` with `records[i] = index.entries[i].record`) and the
     /// cache built from the same index ([`CropCache::for_index`]). Items whose crop was
-    /// skipped are left out (see [`CropCache::skipped`]).
+    /// skipped are left out and listed, with the file and the cause, in
+    /// [`CachedCrops::dropped`].
     pub fn for_task(
         cache: Arc<CropCache>,
         index: &DatasetIndex,
@@ -163,6 +238,7 @@ impl CachedCrops {
             }
         };
         let mut items = Vec::with_capacity(subset.len());
+        let mut dropped = Vec::new();
         for &i in subset {
             let item = labels.items.get(i).ok_or_else(|| DdsmError::Invalid {
                 what: "subset".into(),
@@ -180,6 +256,17 @@ impl CachedCrops {
                     ),
                 })?;
             let Some(cache_entry) = cache.lesion_entry(item.record) else {
+                let skip = cache.skipped().iter().find(|s| s.job == Some(item.record));
+                dropped.push(DroppedCase {
+                    source: entry.record.source.clone(),
+                    split: entry.record.split,
+                    stage: DropStage::Cache,
+                    file: skip.map_or_else(|| entry.full_image.clone(), |s| s.path.clone()),
+                    cause: skip.map_or_else(
+                        || format!("no crop in the cache {}", cache.path().display()),
+                        |s| s.message.clone(),
+                    ),
+                });
                 continue;
             };
             items.push(CachedItem {
@@ -199,6 +286,7 @@ impl CachedCrops {
         Ok(Self {
             cache,
             items,
+            dropped,
             kind: labels.kind,
             normalization,
             with_hires,
@@ -279,10 +367,17 @@ impl CachedCrops {
         Self {
             cache,
             items,
+            dropped: Vec::new(),
             kind: TargetKind::None,
             normalization,
             with_hires,
         }
+    }
+
+    /// The items of the subset that are left out because their crop could not be made
+    /// (cache time), with the file and the cause; empty for pre-training sets.
+    pub fn dropped(&self) -> &[DroppedCase] {
+        &self.dropped
     }
 
     /// The same dataset without its high-resolution crops.

@@ -148,3 +148,48 @@ fn corrupt_sources_are_skipped_with_their_error() {
     std::fs::write(&junk, b"MIRAMCC1 not really").expect("write");
     assert!(CropCache::open(&junk, CacheAccess::Mmap).is_err());
 }
+
+#[test]
+fn temp_files_of_killed_builds_are_removed_when_the_cache_is_opened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jobs = vec![write_case(dir.path(), 1, 20, 30, 0)];
+    let cache_dir = dir.path().join("cache");
+    std::fs::create_dir_all(&cache_dir).expect("mkdir");
+    // A writer that is gone (a child process that has exited and been reaped) and one that
+    // is still running.
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let gone_pid = gone.id();
+    gone.wait().expect("wait");
+    let mut alive = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn");
+    let stale = cache_dir.join(format!("crops-00112233aabbccdd.bin.tmp{gone_pid}"));
+    let live = cache_dir.join(format!("crops-00112233aabbccdd.bin.tmp{}", alive.id()));
+    let other = cache_dir.join(format!("notes.bin.tmp{gone_pid}"));
+    for p in [&stale, &live, &other] {
+        std::fs::write(p, b"partial").expect("write");
+    }
+    let cfg = CacheConfig::new(&cache_dir).with_crop(CropConfig {
+        size: 16,
+        ..CropConfig::paper()
+    });
+    let cache = CropCache::open_or_build(&jobs, &cfg, &|_| {}).expect("build");
+    assert_eq!(cache.len(), 1);
+    assert!(
+        !stale.exists(),
+        "the temp file of a finished process was kept"
+    );
+    assert!(
+        live.exists(),
+        "the temp file of a running process was removed"
+    );
+    assert!(other.exists(), "a file not of the cache was removed");
+    // Opening an existing cache cleans up as well.
+    std::fs::write(&stale, b"partial").expect("write");
+    let again = CropCache::open_or_build(&jobs, &cfg, &|_| {}).expect("open");
+    assert_eq!(again.path(), cache.path());
+    assert!(!stale.exists());
+    let _ = alive.kill();
+    let _ = alive.wait();
+}

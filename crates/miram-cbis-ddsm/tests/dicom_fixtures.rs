@@ -431,3 +431,104 @@ fn missing_and_non_dicom_files_are_errors() {
     let err = read_stored(&text, &DecodeLimits::default()).expect_err("not DICOM");
     assert!(err.to_string().contains("text.dcm"), "{err}");
 }
+
+#[test]
+fn degenerate_headers_are_refused_naming_the_field() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (file, element, VR, value, the field the error must name)
+    let cases: [(&str, dicom_core::Tag, VR, &str, &str); 10] = [
+        ("rows0.dcm", tags::ROWS, VR::US, "0", "Rows"),
+        ("columns0.dcm", tags::COLUMNS, VR::US, "0", "Columns"),
+        (
+            "spp0.dcm",
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            "0",
+            "Samples per Pixel",
+        ),
+        (
+            "spp2.dcm",
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            "2",
+            "Samples per Pixel",
+        ),
+        (
+            "ba0.dcm",
+            tags::BITS_ALLOCATED,
+            VR::US,
+            "0",
+            "Bits Allocated",
+        ),
+        (
+            "ba12.dcm",
+            tags::BITS_ALLOCATED,
+            VR::US,
+            "12",
+            "Bits Allocated",
+        ),
+        ("bs17.dcm", tags::BITS_STORED, VR::US, "17", "Bits Stored"),
+        (
+            "frames0.dcm",
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            "0",
+            "Number of Frames",
+        ),
+        (
+            "pr2.dcm",
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            "2",
+            "Pixel Representation",
+        ),
+        (
+            "pi.dcm",
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            "GRAYISH",
+            "Photometric Interpretation",
+        ),
+    ];
+    for (name, tag, vr, value, field) in cases {
+        let path = dir.path().join(name);
+        write_with_header(&path, 3, 4, None);
+        let mut obj = dicom_object::open_file(&path).expect("reopen");
+        let v = match vr {
+            VR::US => PrimitiveValue::from(value.parse::<u16>().expect("number")),
+            _ => PrimitiveValue::from(value),
+        };
+        obj.put(DataElement::new(tag, vr, v));
+        obj.write_to_file(&path).expect("rewrite");
+        let limits = DecodeLimits::default();
+        let results = [
+            read_header(&path).map(|_| ()),
+            read_stored(&path, &limits).map(|_| ()),
+            read_gray(&path, &limits).map(|_| ()),
+            miram_cbis_ddsm::dicom::check_gray(&path, &limits).map(|_| ()),
+            inspect(&path).map(|_| ()),
+        ];
+        for r in results {
+            match r {
+                Err(DdsmError::BadHeader {
+                    path: p,
+                    field: f,
+                    value: v,
+                    ..
+                }) => {
+                    assert_eq!(p, path, "{name}");
+                    assert!(f.contains(field), "{name}: field {f}");
+                    assert!(v.contains(value), "{name}: value {v}");
+                }
+                other => panic!("{name}: expected BadHeader naming {field}, got {other:?}"),
+            }
+        }
+    }
+    // The limits of the valid range are accepted: 1 row, 1 bit stored of 8, 3 samples.
+    let path = dir.path().join("ok.dcm");
+    write_with_header(&path, 1, 12, None);
+    assert!(read_header(&path).is_ok());
+    assert!(read_gray(&path, &DecodeLimits::default()).is_ok());
+}

@@ -382,6 +382,7 @@ impl CropCache {
     ) -> Result<Self> {
         let key = cache_key(jobs, cfg);
         let path = cfg.dir.join(format!("crops-{key}.bin"));
+        Self::remove_stale_temp_files(&cfg.dir);
         if path.exists() {
             if let Ok(c) = Self::open(&path, cfg.access) {
                 if c.footer.key == key && c.footer.lesion_entry.len() == jobs.len() {
@@ -390,6 +391,18 @@ impl CropCache {
             }
         }
         Self::build(jobs, cfg, progress)
+    }
+
+    /// Removes the temporary files (`crops-<key>.bin.tmp<pid>`) that builds killed midway
+    /// left in a cache folder, only those whose process is gone (`/proc/<pid>`; without
+    /// `/proc`, those older than a day); returns the files removed. Done whenever a cache is
+    /// opened or built.
+    pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
+        crate::stale::remove_stale_temps(dir, &|head| {
+            head.strip_prefix("crops-")
+                .and_then(|h| h.strip_suffix(".bin"))
+                .is_some_and(|key| !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
     }
 
     /// Opens or builds the cache of every entry of `index` (job `i` is entry `i`).
@@ -411,9 +424,8 @@ impl CropCache {
         let key = cache_key(jobs, cfg);
         std::fs::create_dir_all(&cfg.dir).map_err(|e| DdsmError::io(&cfg.dir, e))?;
         let path = cfg.dir.join(format!("crops-{key}.bin"));
-        let tmp = cfg
-            .dir
-            .join(format!("crops-{key}.bin.tmp{}", std::process::id()));
+        Self::remove_stale_temp_files(&cfg.dir);
+        let tmp = crate::stale::temp_name(&path, true);
         // Group the jobs by full image, in order of first appearance.
         let mut images: Vec<PathBuf> = Vec::new();
         let mut by_image: HashMap<&Path, usize> = HashMap::new();

@@ -560,3 +560,48 @@ pub fn write_kaggle(root: &Path, cases: &[Case]) -> Expected {
 pub fn checked_progress(p: miram_cbis_ddsm::IndexProgress) {
     assert!(p.done <= p.total, "{p:?}");
 }
+
+/// Rewrites a DICOM file with one header element replaced (an unsigned short, e.g.
+/// Samples per Pixel, or a string for IS/CS elements).
+pub fn patch_us(path: &Path, tag: dicom_core::Tag, value: u16) {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    let mut obj = dicom_object::open_file(path).expect("reopen");
+    obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(value)));
+    obj.write_to_file(path).expect("rewrite");
+}
+
+/// Rewrites a DICOM file with a string element replaced (IS, CS).
+pub fn patch_str(path: &Path, tag: dicom_core::Tag, vr: dicom_core::VR, value: &str) {
+    use dicom_core::{DataElement, PrimitiveValue};
+    let mut obj = dicom_object::open_file(path).expect("reopen");
+    obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    obj.write_to_file(path).expect("rewrite");
+}
+
+/// Rewrites a DICOM file as JPEG 2000 (lossless) whose one fragment is garbage: the header
+/// reads, the pixel data does not decode.
+pub fn garble_as_jpeg2000(path: &Path) {
+    use dicom_core::value::Value;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    let mut obj = dicom_object::open_file(path).expect("reopen");
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get("1.2.840.10008.1.2.4.90")
+        .expect("JPEG 2000 transfer syntax");
+    obj.update_meta(|m| m.set_transfer_syntax(ts));
+    let garbage: Vec<u8> = (0..600u32).map(|i| (i * 37 % 251) as u8).collect();
+    let value: Value<dicom_object::InMemDicomObject> =
+        Value::from(dicom_core::value::PixelFragmentSequence::new(
+            dicom_core::smallvec::SmallVec::<[u32; 2]>::new(),
+            vec![garbage],
+        ));
+    obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, value));
+    obj.write_to_file(path).expect("rewrite");
+}
+
+/// Cuts a file's last `n` bytes (its pixel data then shorter than the header needs).
+pub fn cut_tail(path: &Path, n: usize) {
+    let bytes = std::fs::read(path).expect("read");
+    std::fs::write(path, &bytes[..bytes.len() - n]).expect("write");
+}

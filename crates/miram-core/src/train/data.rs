@@ -10,7 +10,7 @@ use miram_cbis_ddsm::crop::{
     BackgroundConfig, CacheConfig, CropCache, CropConfig, CropProgress, Normalization,
 };
 use miram_cbis_ddsm::index::{load_or_build_index, DatasetIndex, IndexOptions, IndexProgress};
-use miram_cbis_ddsm::loader::CachedCrops;
+use miram_cbis_ddsm::loader::{unresolved_cases, CachedCrops, DroppedCase};
 use miram_cbis_ddsm::records::{CaseRecord, OfficialSplit};
 use miram_cbis_ddsm::split::{split, DatasetSplit, SplitConfig};
 use miram_cbis_ddsm::tasks::{Task, TaskLabels};
@@ -57,6 +57,11 @@ pub struct DataConfig {
     /// normalisation is applied when crops are read, so changing it never rebuilds the cache.
     #[serde(default = "default_normalization")]
     pub normalization: Normalization,
+    /// Refuse to fine-tune or evaluate when an official test case of the task cannot be used
+    /// (its files missing or undecodable). By default such cases are left out with a warning
+    /// naming each one, and the test-case count says how many were dropped.
+    #[serde(default)]
+    pub require_all_test_cases: bool,
 }
 
 impl DataConfig {
@@ -69,6 +74,7 @@ impl DataConfig {
             crop_margin: 0.0,
             background_per_image: default_background(),
             normalization: default_normalization(),
+            require_all_test_cases: false,
         }
     }
 
@@ -131,6 +137,19 @@ pub struct TaskData {
     pub validation: Arc<CachedCrops>,
     /// Test crops.
     pub test: Arc<CachedCrops>,
+    /// The rows the task would use that are left out (files missing or undecodable when
+    /// indexing, crops that could not be made), with the file and the cause.
+    pub dropped: Vec<DroppedCase>,
+}
+
+impl TaskData {
+    /// The official test cases of the task that are left out of `test`.
+    pub fn dropped_test(&self) -> Vec<&DroppedCase> {
+        self.dropped
+            .iter()
+            .filter(|d| d.split == OfficialSplit::Test)
+            .collect()
+    }
 }
 
 /// Indexes `cfg.root` (or reuses its saved index) and builds (or opens) the crop cache for
@@ -147,6 +166,8 @@ pub fn prepare_data(
     let opts = IndexOptions {
         layout: cfg.layout,
         cache_path: Some(cache_dir.join("index.json")),
+        // The crop cache's limits, so that an image it would refuse is reported when indexing.
+        limits: miram_cbis_ddsm::DecodeLimits::mammogram(),
         ..IndexOptions::default()
     };
     let obs = Mutex::new(observer);
@@ -248,12 +269,26 @@ impl PreparedData {
         let train = make(&sp.train)?;
         let validation = make(&sp.validation)?;
         let test = make(&sp.test)?;
-        Ok(TaskData {
+        let mut dropped = unresolved_cases(&self.index, task)?;
+        for d in [&train, &validation, &test] {
+            dropped.extend(d.dropped().iter().cloned());
+        }
+        let data = TaskData {
             labels,
             split: sp,
             train,
             validation,
             test,
-        })
+            dropped,
+        };
+        let missing = data.dropped_test();
+        if self.config.require_all_test_cases && !missing.is_empty() {
+            return Err(miram_cbis_ddsm::DdsmError::MissingTestCases {
+                task: task.name(),
+                cases: missing.iter().map(|d| d.to_string()).collect(),
+            }
+            .into());
+        }
+        Ok(data)
     }
 }
