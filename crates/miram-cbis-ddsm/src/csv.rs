@@ -1,7 +1,7 @@
 //! The four CBIS-DDSM case-description CSVs, read as they are and written as they are.
 //!
 //! Mirrors `mass_case_description_{train,test}_set.csv` and
-//! `calc_case_description_{train,test}_set.csv` from TCIA (design/cbis-ddsm.md): RFC 4180
+//! `calc_case_description_{train,test}_set.csv` from TCIA (docs/dataset.md): RFC 4180
 //! quoting with embedded newlines at the end of path fields, `breast_density` (mass files)
 //! versus `breast density` (calc files), `NA` for missing values, combined values joined by
 //! `-`, and `LUCENT_CENTER` next to `LUCENT_CENTERED`. Anything outside the vocabulary of the

@@ -1505,7 +1505,7 @@ fn gray_from(
 }
 
 /// What `miram inspect --json` prints for a DICOM file: the keys of the fixtures'
-/// `expected.json` (`shared/fixtures/dicom`).
+/// `expected.json` (the repository's `fixtures/dicom`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InspectReport {
     /// The transfer syntax UID.

@@ -1,7 +1,7 @@
 //! The dataset index: every CSV row resolved to its full image, lesion crop and ROI mask on
 //! disk, built once (in parallel), saved as JSON, and reused while the files are unchanged.
 //!
-//! Resolution follows design/cbis-ddsm.md: literal CSV paths when they exist, otherwise the
+//! Resolution follows docs/dataset.md: literal CSV paths when they exist, otherwise the
 //! case folder plus the UIDs in the DICOM headers (a TCIA download), or `dicom_info.csv` and
 //! the series folders of the Kaggle JPEG copy. The CSVs swap crop and mask file names (mass
 //! files name the crop `000000.dcm`, calc files the mask, with exceptions), so the two are

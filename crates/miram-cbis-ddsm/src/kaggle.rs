@@ -1,6 +1,6 @@
 //! The Kaggle re-distribution of CBIS-DDSM ("cbis-ddsm-breast-cancer-image-dataset"): the
 //! same case-description CSVs plus `csv/dicom_info.csv` describing JPEG copies of every image
-//! under `jpeg/<SeriesInstanceUID>/<n>.jpg` (design/cbis-ddsm.md).
+//! under `jpeg/<SeriesInstanceUID>/<n>.jpg` (docs/dataset.md).
 //!
 //! `dicom_info.csv` has one row per image with, among others, `image_path`
 //! (`CBIS-DDSM/jpeg/<series UID>/1-249.jpg`), `PatientID` (the case folder),

@@ -3,7 +3,7 @@
 //!
 //! - [`Layout::Literal`]: the paths of the CSVs, relative to the root
 //!   (`Mass-Training_P_00001_LEFT_CC/<study UID>/<series UID>/000000.dcm`).
-//! - [`Layout::Tcia`]: what the NBIA Data Retriever writes (design/cbis-ddsm.md):
+//! - [`Layout::Tcia`]: what the NBIA Data Retriever writes (docs/dataset.md):
 //!   `CBIS-DDSM/<case folder>/<MM-DD-YYYY>-DDSM-NA-<nnnnn>/<n>.000000-<description>-<nnnnn>/1-1.dcm`;
 //!   only the case folder and the UIDs inside the DICOM headers can be trusted.
 //! - [`Layout::Kaggle`]: the JPEG re-distribution, `csv/dicom_info.csv` and

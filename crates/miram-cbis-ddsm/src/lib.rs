@@ -3,7 +3,7 @@
 //! generator of CBIS-DDSM-shaped data.
 //!
 //! The dataset is the Curated Breast Imaging Subset of DDSM (TCIA, DOI
-//! 10.7937/K9/TCIA.2016.7O02S9CY; Lee et al. 2017); `design/cbis-ddsm.md` describes it.
+//! 10.7937/K9/TCIA.2016.7O02S9CY; Lee et al. 2017); `docs/dataset.md` describes it.
 //!
 //! # Reading a dataset
 //! - [`csv`]: the four case-description CSVs as they are ([`read_case_csv`],

@@ -2,7 +2,7 @@
 //!
 //! Mirrors the four files `mass_case_description_{train,test}_set.csv` and
 //! `calc_case_description_{train,test}_set.csv` of TCIA's CBIS-DDSM (Lee et al. 2017,
-//! Scientific Data 4:170177); `design/cbis-ddsm.md` describes their quirks. One record is one
+//! Scientific Data 4:170177); `docs/dataset.md` describes their quirks. One record is one
 //! abnormality; the categorical columns keep their header names as written in the files, and
 //! combined values (`ILL_DEFINED-SPICULATED`) are split into their parts.
 

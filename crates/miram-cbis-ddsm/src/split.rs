@@ -1,6 +1,6 @@
 //! Train / validation / test splits as papers on CBIS-DDSM make them: the official train and
 //! test files, and a validation set of 30% of the official training rows, stratified on the
-//! label and grouped by patient, so that no patient is on both sides (design/cbis-ddsm.md).
+//! label and grouped by patient, so that no patient is on both sides (docs/dataset.md).
 //!
 //! The grouped stratification is a greedy assignment in the spirit of scikit-learn's
 //! `StratifiedGroupKFold`: patients are taken largest first (ties in a seeded random order)

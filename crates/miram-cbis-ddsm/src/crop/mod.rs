@@ -5,8 +5,8 @@
 //! `max(w, h)` (optionally enlarged by a margin), zero-padded where it leaves the image, and
 //! resized to the model input (112 px in the authors' runs) with a proper convolution filter
 //! (fast_image_resize; Catmull-Rom by default). The same box resized to `s` times the size
-//! gives a real high-resolution target for MIRAM's scale-`s` decoder (design/spec.md: "a
-//! target at s x taken from the source image itself"). Background patches are squares
+//! gives a real high-resolution target for MIRAM's scale-`s` decoder (the native
+//! high-resolution targets, a step beyond the paper's upsampled copy). Background patches are squares
 //! entirely inside breast tissue that touch no lesion of their image.
 //!
 //! Intensities stay 16-bit through resizing; [`normalize`] turns them into `f32`: first

@@ -6,7 +6,7 @@
 //! does: `LUCENT_CENTER` read as `LUCENT_CENTERED`, a repeated part kept once, so
 //! `PLEOMORPHIC-PLEOMORPHIC` counts as `PLEOMORPHIC`; `NA` kept as a value) and by pathology, in the order
 //! `[MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK]`. They were computed once from
-//! `shared/data/cbis-ddsm/*.csv` with Python's `csv` module:
+//! `fixtures/cbis-ddsm/*.csv` with Python's `csv` module:
 //!
 //! ```text
 //! rows = csv.DictReader(open(f, newline=""))   # for the two mass or the two calc files
