@@ -19,7 +19,7 @@ bits_stored, pixel_representation, photometric_interpretation, then of the store
 shape, min, max, sum, sha256_i32le (SHA-256 of the values as little-endian i32) and
 first_values (the first eight). A header pydicom refuses to decode (Rows, Columns or Samples
 per Pixel 0, Bits Allocated 0 or not 1 / a multiple of 8, Bits Stored 0 or above Bits
-Allocated, Number of Frames 0, Pixel Representation not 0/1, an unknown Photometric
+Allocated, Pixel Representation not 0/1, an unknown Photometric
 Interpretation) is an error naming the file, the field and its value.
 
 Example:

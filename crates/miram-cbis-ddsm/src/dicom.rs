@@ -95,7 +95,7 @@ pub struct DicomHeader {
     pub rows: u32,
     /// Columns (0028,0011).
     pub columns: u32,
-    /// Number of Frames (0028,0008); 1 when absent.
+    /// Number of Frames (0028,0008); 1 when absent or 0 (as pydicom reads it).
     pub frames: u32,
     /// Samples per Pixel (0028,0002); 1 when absent.
     pub samples_per_pixel: u16,
@@ -147,8 +147,7 @@ const PHOTOMETRIC_INTERPRETATIONS: [&str; 14] = [
 
 impl DicomHeader {
     /// Checks the image fields as pydicom does before decoding pixel data
-    /// (`RunnerBase.validate_options`): Rows and Columns 1 to 65535, Number of Frames at
-    /// least 1 (an explicit 0 is refused), Samples per Pixel 1 or 3, Bits Allocated 1 or a
+    /// (`RunnerBase.validate_options`): Rows and Columns 1 to 65535, Samples per Pixel 1 or 3, Bits Allocated 1 or a
     /// multiple of 8 up to 64, Bits Stored 1 to Bits Allocated, Pixel Representation 0 or 1,
     /// Planar Configuration 0 or 1 (colour data), a known Photometric Interpretation.
     /// [`DdsmError::BadHeader`] names the file, the field and its value otherwise.
@@ -170,13 +169,6 @@ impl DicomHeader {
                     "it must be 1 to 65535: the image has no pixels".into(),
                 ));
             }
-        }
-        if self.frames == 0 {
-            return Err(bad(
-                "Number of Frames (0028,0008)",
-                "0".into(),
-                "it must be at least 1 (or absent for a single frame)".into(),
-            ));
         }
         if !matches!(self.samples_per_pixel, 1 | 3) {
             return Err(bad(
@@ -682,7 +674,11 @@ fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
         None => bits_stored.saturating_sub(1),
     };
     // An explicit 0 is kept so that `validate` refuses it; an absent or empty value is 1.
-    let frames = opt_uint(path, obj, tags::NUMBER_OF_FRAMES, "Number of Frames")?.unwrap_or(1);
+    // pydicom reads an explicit 0 as one frame (with a warning), as it reads an absent value.
+    let frames = match opt_uint(path, obj, tags::NUMBER_OF_FRAMES, "Number of Frames")? {
+        None | Some(0) => 1,
+        Some(n) => n,
+    };
     let samples_per_pixel = match opt_uint(path, obj, tags::SAMPLES_PER_PIXEL, "Samples per Pixel")?
     {
         Some(v) => small(v, "Samples per Pixel")?,
