@@ -5,6 +5,29 @@ use std::fmt::Display;
 
 use crate::{Error, InvalidSetting, Result};
 
+/// The settings that pre-training and fine-tuning recipes share, for [`Checks::recipe`].
+#[derive(Debug, Clone, Copy)]
+pub struct RecipeValues<'a> {
+    /// Epochs.
+    pub epochs: usize,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Warm-up epochs.
+    pub warmup_epochs: f64,
+    /// Base learning rate.
+    pub blr: f64,
+    /// Absolute learning rate, when set.
+    pub lr: Option<f64>,
+    /// Floor of the schedule.
+    pub min_lr: f64,
+    /// The peak learning rate the recipe reaches.
+    pub peak_lr: f64,
+    /// How the peak is derived, for the message (`lr, or blr x batch_size / 256`).
+    pub peak_rule: &'a str,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
 /// Collects the settings at fault.
 #[derive(Debug, Default)]
 pub struct Checks {
@@ -104,6 +127,38 @@ impl Checks {
         if let Err(e) = r {
             self.fail(key, "", e.to_string());
         }
+    }
+
+    /// The checks every training recipe shares: epochs, batch size, warm-up within the
+    /// epochs, positive rates, a schedule floor at most the peak rate, weight decay in [0, 1].
+    pub fn recipe(&mut self, r: &RecipeValues<'_>) {
+        self.count("epochs", r.epochs as u64, 1, 1_000_000);
+        self.count("batch_size", r.batch_size as u64, 1, 1 << 20);
+        self.real(
+            "warmup_epochs",
+            r.warmup_epochs,
+            Some((0.0, true)),
+            Some((r.epochs as f64, true)),
+        );
+        self.positive("blr", r.blr);
+        if let Some(lr) = r.lr {
+            self.positive("lr", lr);
+        }
+        self.non_negative("min_lr", r.min_lr);
+        let peak = r.peak_lr;
+        if r.min_lr.is_finite() && peak.is_finite() && peak > 0.0 && r.min_lr > peak {
+            self.fail(
+                "min_lr",
+                r.min_lr,
+                format!("must be <= the peak learning rate {peak} ({})", r.peak_rule),
+            );
+        }
+        self.real(
+            "weight_decay",
+            r.weight_decay,
+            Some((0.0, true)),
+            Some((1.0, true)),
+        );
     }
 
     /// Ok when nothing failed, else every problem.

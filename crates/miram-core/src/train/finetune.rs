@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{prepare_for_model, read_checkpoint};
 use crate::optim::{AdamW, AdamWConfig, Grads, ParamSpec};
-use crate::settings::Checks;
+use crate::settings::{Checks, RecipeValues};
 use crate::train::data::TaskData;
 use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMetrics};
 use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
@@ -145,35 +145,19 @@ impl FinetuneConfig {
     pub fn validate(&self) -> Result<()> {
         let mut c = Checks::new();
         c.other("encoder", self.encoder.validate());
-        c.count("epochs", self.epochs as u64, 1, 1_000_000);
-        c.count("batch_size", self.batch_size as u64, 1, 1 << 20);
-        c.real(
-            "warmup_epochs",
-            self.warmup_epochs,
-            Some((0.0, true)),
-            Some((self.epochs as f64, true)),
-        );
-        c.positive("blr", self.blr);
-        if let Some(lr) = self.lr {
-            c.positive("lr", lr);
-        }
-        c.non_negative("min_lr", self.min_lr);
-        let peak = self
-            .lr
-            .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size));
-        if self.min_lr.is_finite() && peak.is_finite() && peak > 0.0 && self.min_lr > peak {
-            c.fail(
-                "min_lr",
-                self.min_lr,
-                format!("must be <= the peak learning rate {peak} (lr, or blr x batch_size / 256)"),
-            );
-        }
-        c.real(
-            "weight_decay",
-            self.weight_decay,
-            Some((0.0, true)),
-            Some((1.0, true)),
-        );
+        c.recipe(&RecipeValues {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup_epochs: self.warmup_epochs,
+            blr: self.blr,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            peak_lr: self
+                .lr
+                .unwrap_or_else(|| scaled_lr(self.blr, self.batch_size)),
+            peak_rule: "lr, or blr x batch_size / 256",
+            weight_decay: self.weight_decay,
+        });
         if let Some(d) = self.layer_decay {
             c.real("layer_decay", d, Some((0.0, false)), Some((1.0, true)));
         }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::prepare_for_model;
 use crate::optim::{AdamW, AdamWConfig, Grads};
-use crate::settings::Checks;
+use crate::settings::{Checks, RecipeValues};
 use crate::train::events::{Event, Observer, Phase, StepEvent};
 use crate::train::run_dir::{refuse_non_finite, DataIdentity, RunDir};
 use crate::train::schedule::{scaled_lr, LrSchedule};
@@ -112,36 +112,18 @@ impl PretrainConfig {
     pub fn validate(&self) -> Result<()> {
         let mut c = Checks::new();
         c.nested("model", self.model.validate());
-        c.count("epochs", self.epochs as u64, 1, 1_000_000);
-        c.count("batch_size", self.batch_size as u64, 1, 1 << 20);
+        c.recipe(&RecipeValues {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            warmup_epochs: self.warmup_epochs,
+            blr: self.blr,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            peak_lr: self.peak_lr(1),
+            peak_rule: "lr, or blr x batch_size x accum_iter / 256",
+            weight_decay: self.weight_decay,
+        });
         c.count("accum_iter", self.accum_iter as u64, 1, 1 << 20);
-        c.real(
-            "warmup_epochs",
-            self.warmup_epochs,
-            Some((0.0, true)),
-            Some((self.epochs as f64, true)),
-        );
-        c.positive("blr", self.blr);
-        if let Some(lr) = self.lr {
-            c.positive("lr", lr);
-        }
-        c.non_negative("min_lr", self.min_lr);
-        let peak = self.peak_lr(1);
-        if self.min_lr.is_finite() && peak.is_finite() && peak > 0.0 && self.min_lr > peak {
-            c.fail(
-                "min_lr",
-                self.min_lr,
-                format!(
-                    "must be <= the peak learning rate {peak} (lr, or blr x batch_size x accum_iter / 256)"
-                ),
-            );
-        }
-        c.real(
-            "weight_decay",
-            self.weight_decay,
-            Some((0.0, true)),
-            Some((1.0, true)),
-        );
         c.unit_open("betas.0", self.betas.0);
         c.unit_open("betas.1", self.betas.1);
         if let Some(g) = self.clip_grad {
