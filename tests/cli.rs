@@ -5,9 +5,11 @@
 //! small generated dataset, in human and JSON-lines modes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+mod support;
+use support::*;
 
 const SUBCOMMANDS: [&str; 10] = [
     "quickstart",
@@ -22,41 +24,12 @@ const SUBCOMMANDS: [&str; 10] = [
     "metrics",
 ];
 
-fn miram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_miram"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running miram {args:?}: {e}"))
-}
-
 fn fixtures(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("fixtures")
             .join(default)
     })
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The command failed with exactly one line on standard error, `error: ...`, containing
-/// every one of `needles`.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "exit status {:?}; stderr: {err}",
-        out.status
-    );
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` is not in: {err}");
-    }
 }
 
 #[test]

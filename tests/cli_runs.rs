@@ -6,41 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
 use miram_core::checkpoint::{read_checkpoint, write_safetensors};
 
-fn miram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_miram"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running miram {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The command failed (exit 1) with one line on standard error containing every needle.
-fn assert_one_line_error(out: &Output, needles: &[&str]) {
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` is not in: {err}");
-    }
-}
-
-fn ok(out: &Output) {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
+mod support;
+use support::*;
 
 #[test]
 fn metrics_refuses_duplicate_columns_and_binary_rows_without_one_target() {

@@ -5,24 +5,11 @@
 //! index or cache that cannot be saved naming the flag or setting that moves it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn miram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_miram"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running miram {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
+mod support;
+use support::*;
 
 /// A small generated dataset (literal layout) and its manifest.
 fn synth(dir: &Path) -> (PathBuf, Value) {

@@ -11,37 +11,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-fn miram(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_miram"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running miram {args:?}: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}; stderr: {}",
-        out.status,
-        text(&out.stderr)
-    );
-    text(&out.stderr)
-}
-
-/// The command failed with one `error: ...` line holding every needle.
-fn one_line_error(out: &Output, needles: &[&str]) {
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "`{n}` is not in: {err}");
-    }
-}
+mod support;
+use support::*;
 
 /// A small generated dataset.
 fn dataset(dir: &Path) -> PathBuf {
@@ -63,10 +34,6 @@ fn dataset(dir: &Path) -> PathBuf {
         "3",
     ]));
     root
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 fn pretrain(data: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -164,7 +131,7 @@ fn a_resume_may_change_the_loader_threads_but_not_the_recipe() {
         &run,
         &["--epochs", "2", "--stop-after", "2"],
     ));
-    one_line_error(
+    assert_error_line(
         &pretrain(&data, &run, &["--epochs", "2", "--blr", "0.001"]),
         &[
             "another configuration",
@@ -218,7 +185,7 @@ fn a_second_process_on_a_run_folder_is_refused_naming_the_holder() {
     let second = pretrain(&data, &run, &["--epochs", "100000"]);
     first.kill().unwrap();
     first.wait().unwrap();
-    one_line_error(&second, &["in use by process", &pid, &s(&run)]);
+    assert_error_line(&second, &["in use by process", &pid, &s(&run)]);
     // A killed holder's lock does not block: the folder resumes, and the log keeps no line
     // cut by the kill.
     ok(&pretrain(
@@ -237,7 +204,7 @@ fn settings_out_of_range_and_a_file_as_out_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(tmp.path());
     let run = tmp.path().join("run");
-    one_line_error(
+    assert_error_line(
         &pretrain(&data, &run, &["--blr=-1"]),
         &["pretrain.blr = -1: must be > 0"],
     );
@@ -247,7 +214,7 @@ fn settings_out_of_range_and_a_file_as_out_are_named() {
         "[pretrain]\nbetas = [1.5, 0.95]\n[pretrain.model]\nmask_ratio = 0.0\n[data]\nbackground_per_image = 1000000\n",
     )
     .unwrap();
-    one_line_error(
+    assert_error_line(
         &pretrain(&data, &run, &["--config", &s(&cfg)]),
         &[
             "pretrain.betas.0 = 1.5: must be in [0, 1)",
@@ -255,7 +222,7 @@ fn settings_out_of_range_and_a_file_as_out_are_named() {
             "data.background_per_image = 1000000: must be in [0, 64]",
         ],
     );
-    one_line_error(
+    assert_error_line(
         &miram(&[
             "finetune",
             "--data",
@@ -271,7 +238,7 @@ fn settings_out_of_range_and_a_file_as_out_are_named() {
     assert!(!run.exists(), "nothing is written for a refused setting");
     let file = tmp.path().join("out.txt");
     std::fs::write(&file, "keep me").unwrap();
-    one_line_error(
+    assert_error_line(
         &pretrain(&data, &file, &["--epochs", "1"]),
         &[&s(&file), "not a folder"],
     );
@@ -292,7 +259,7 @@ fn an_overflowing_optimiser_state_stops_the_run_and_is_never_saved() {
     )
     .unwrap();
     let out = pretrain(&data, &run, &["--epochs", "2", "--config", &s(&cfg)]);
-    one_line_error(&out, &["non-finite value in exp_avg_sq.", "after step 1"]);
+    assert_error_line(&out, &["non-finite value in exp_avg_sq.", "after step 1"]);
     assert!(checkpoint_names(&run).is_empty());
     assert!(!run.join("model.safetensors").exists());
 }

@@ -93,15 +93,23 @@ fn read_pth(path: &Path, device: &Device) -> Result<Checkpoint> {
 }
 
 /// The name of the first tensor holding a NaN or infinite value (floating-point tensors
-/// only), or none. One reduction over every tensor, then a search only when one is found.
+/// only), or none. `f32` tensors on the CPU (the training step's weights, gradients and
+/// moments) are scanned in place, without a copy; the others take one reduction over all of
+/// them, then a search only when one is found.
 pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
     tensors: impl IntoIterator<Item = (&'a K, &'a Tensor)>,
 ) -> Result<Option<String>> {
-    let floats: Vec<(&str, &Tensor)> = tensors
-        .into_iter()
-        .filter(|(_, t)| t.dtype().is_float())
-        .map(|(k, t)| (k.as_ref(), t))
-        .collect();
+    let mut rest: Vec<(&str, &Tensor)> = Vec::new();
+    for (k, t) in tensors {
+        if !t.dtype().is_float() {
+            continue;
+        }
+        match cpu_f32_all_finite(t) {
+            Some(true) => {}
+            Some(false) => return Ok(Some(k.as_ref().to_string())),
+            None => rest.push((k.as_ref(), t)),
+        }
+    }
     // 0 x is 0 for a finite x and NaN otherwise, so the sum cannot overflow.
     let zero = |t: &Tensor| -> Result<Tensor> {
         Ok(t.affine(0.0, 0.0)?
@@ -109,7 +117,7 @@ pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
             .to_dtype(candle_core::DType::F32)?)
     };
     let mut acc: Option<Tensor> = None;
-    for (_, t) in &floats {
+    for (_, t) in &rest {
         let z = zero(t)?;
         acc = Some(match acc {
             None => z,
@@ -126,12 +134,25 @@ pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
     if total == 0.0 {
         return Ok(None);
     }
-    for (k, t) in floats {
+    for (k, t) in rest {
         if zero(t)?.to_scalar::<f32>()? != 0.0 {
             return Ok(Some(k.to_string()));
         }
     }
     Ok(None)
+}
+
+/// Whether a contiguous `f32` CPU tensor is all finite, read in place; none for any other
+/// tensor.
+fn cpu_f32_all_finite(t: &Tensor) -> Option<bool> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            let (start, end) = layout.contiguous_offsets()?;
+            Some(v.get(start..end)?.iter().all(|x| x.is_finite()))
+        }
+        _ => None,
+    }
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,

@@ -499,6 +499,23 @@ fn gradients_and_optimiser_state_name_the_first_non_finite_tensor() {
         opt.first_non_finite().unwrap().as_deref(),
         Some("exp_avg_sq.a")
     );
+    // The in-place scan (contiguous f32 on the CPU) and the reduction (any other tensor:
+    // f64, a strided view) name the same tensors.
+    let f32_nan = Tensor::new(&[[1f32, f32::NAN], [2.0, 3.0]], &dev).unwrap();
+    let cases = [
+        ("f32", f32_nan.clone()),
+        ("f64", f32_nan.to_dtype(candle_core::DType::F64).unwrap()),
+        ("strided", f32_nan.t().unwrap()),
+    ];
+    for (what, bad) in cases {
+        let finite = Tensor::ones_like(&bad).unwrap();
+        let tensors = [("ok".to_string(), finite), ("bad".to_string(), bad)];
+        let found = miram_core::checkpoint::first_non_finite(tensors.iter().map(|(k, t)| (k, t)));
+        assert_eq!(found.unwrap().as_deref(), Some("bad"), "{what}");
+        let found =
+            miram_core::checkpoint::first_non_finite(tensors[..1].iter().map(|(k, t)| (k, t)));
+        assert_eq!(found.unwrap(), None, "{what}");
+    }
 }
 
 #[test]
