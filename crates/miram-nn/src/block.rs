@@ -8,6 +8,7 @@ use miram_rand::Rng;
 use crate::attention::{Attention, AttentionConfig};
 use crate::linear::LayerNorm;
 use crate::mlp::{mlp_hidden, Mlp};
+use crate::ops::{self, BranchParams};
 use crate::vb::VarBuilder;
 use crate::Result;
 
@@ -90,18 +91,66 @@ impl Block {
     ///
     /// # Shapes
     /// - `x`: `[N, n, dim]`, masks `[N, 1, 1]`, returns `[N, n, dim]`
+    ///
+    /// Each residual branch is one op with an analytic backward pass on the CPU for `f32`
+    /// ([`ops::attention_branch`] for softmax attention, [`ops::mlp_branch`] for every block);
+    /// the linear-attention kinds run their attention composed.
     pub fn forward_drop(&self, x: &Tensor, drop: Option<&DropPathMasks>) -> Result<Tensor> {
-        let a = self.attn.forward(&self.norm1.forward(x)?)?;
-        let a = match drop {
-            Some(d) => a.broadcast_mul(&d.attn.to_dtype(a.dtype())?)?,
-            None => a,
+        let drop_attn = drop.map(|d| &d.attn);
+        let x = match (&self.attn, self.attention_params()) {
+            (Attention::Softmax(a), Some(p)) => {
+                ops::attention_branch(x, &p, a.heads(), self.norm1.eps(), drop_attn)?
+            }
+            _ => {
+                let a = self.attn.forward(&self.norm1.forward(x)?)?;
+                let a = match drop_attn {
+                    Some(m) => a.broadcast_mul(&m.to_dtype(a.dtype())?)?,
+                    None => a,
+                };
+                (x + a)?
+            }
         };
-        let x = (x + a)?;
-        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
-        let m = match drop {
-            Some(d) => m.broadcast_mul(&d.mlp.to_dtype(m.dtype())?)?,
-            None => m,
+        let (fc1, fc2) = (self.mlp.fc1(), self.mlp.fc2());
+        match (fc1.bias(), fc2.bias()) {
+            (Some(b1), Some(b2)) => {
+                let p = BranchParams {
+                    norm_weight: self.norm2.weight(),
+                    norm_bias: self.norm2.bias(),
+                    in_weight: fc1.weight(),
+                    in_bias: b1,
+                    out_weight: fc2.weight(),
+                    out_bias: b2,
+                };
+                Ok(ops::mlp_branch(
+                    &x,
+                    &p,
+                    self.norm2.eps(),
+                    drop.map(|d| &d.mlp),
+                )?)
+            }
+            _ => {
+                let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+                let m = match drop {
+                    Some(d) => m.broadcast_mul(&d.mlp.to_dtype(m.dtype())?)?,
+                    None => m,
+                };
+                Ok((x + m)?)
+            }
+        }
+    }
+
+    /// The parameters of the softmax attention branch, when it has both biases.
+    fn attention_params(&self) -> Option<BranchParams<'_>> {
+        let Attention::Softmax(a) = &self.attn else {
+            return None;
         };
-        Ok((x + m)?)
+        Some(BranchParams {
+            norm_weight: self.norm1.weight(),
+            norm_bias: self.norm1.bias(),
+            in_weight: a.qkv().weight(),
+            in_bias: a.qkv().bias()?,
+            out_weight: a.proj().weight(),
+            out_bias: a.proj().bias()?,
+        })
     }
 }

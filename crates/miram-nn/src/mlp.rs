@@ -27,6 +27,16 @@ impl Mlp {
         })
     }
 
+    /// The first layer, `dim -> hidden`.
+    pub fn fc1(&self) -> &Linear {
+        &self.fc1
+    }
+
+    /// The second layer, `hidden -> dim`.
+    pub fn fc2(&self) -> &Linear {
+        &self.fc2
+    }
+
     /// # Shapes
     /// - `x`: `[..., dim]`, returns `[..., dim]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

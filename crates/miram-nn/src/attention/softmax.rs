@@ -26,6 +26,21 @@ impl SoftmaxAttention {
         })
     }
 
+    /// The packed query-key-value projection, `dim -> 3 dim`.
+    pub fn qkv(&self) -> &Linear {
+        &self.qkv
+    }
+
+    /// The output projection.
+    pub fn proj(&self) -> &Linear {
+        &self.proj
+    }
+
+    /// Number of heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
     /// # Shapes
     /// - `x`: `[N, n, dim]`, returns `[N, n, dim]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

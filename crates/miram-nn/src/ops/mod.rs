@@ -11,9 +11,14 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Sh
 use rayon::prelude::*;
 
 mod attention;
+mod block;
+pub mod gemm;
+mod linear;
 pub mod math;
 
 pub use attention::{attention_packed, attention_packed_composed};
+pub use block::{attention_branch, mlp_branch, BranchParams};
+pub use linear::linear;
 
 /// Rows handled by one rayon task; fixed so that reductions are reproducible.
 const ROW_CHUNK: usize = 32;
@@ -93,6 +98,142 @@ fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
+/// LayerNorm of the rows of `x` (width `d`) into `out`, with each row's mean and `1 / std`
+/// written to `mean` and `rstd` (kept by the fused blocks for the backward pass).
+///
+/// # Shapes
+/// - `x`, `out`: `[rows, d]`; `w`, `b`: `[d]`; `mean`, `rstd`: `[rows]`
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ln_forward(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    d: usize,
+    eps: f64,
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) -> candle_core::Result<()> {
+    let rows = x.len() / d.max(1);
+    if w.len() != d
+        || b.len() != d
+        || out.len() != x.len()
+        || mean.len() != rows
+        || rstd.len() != rows
+    {
+        candle_core::bail!(
+            "layer_norm: weight {} / bias {} / output {} / stats {} for {rows} rows of {d}",
+            w.len(),
+            b.len(),
+            out.len(),
+            mean.len()
+        );
+    }
+    out.par_chunks_mut(d * ROW_CHUNK)
+        .zip(x.par_chunks(d * ROW_CHUNK))
+        .zip(
+            mean.par_chunks_mut(ROW_CHUNK)
+                .zip(rstd.par_chunks_mut(ROW_CHUNK)),
+        )
+        .for_each(|((o, xi), (mc, rc))| {
+            for (((orow, xrow), m), r) in o
+                .chunks_mut(d)
+                .zip(xi.chunks(d))
+                .zip(mc.iter_mut())
+                .zip(rc.iter_mut())
+            {
+                let (mu, rs) = ln_row_stats(xrow, eps);
+                for j in 0..d {
+                    orow[j] = (xrow[j] - mu) * rs * w[j] + b[j];
+                }
+                *m = mu;
+                *r = rs;
+            }
+        });
+    Ok(())
+}
+
+/// The gradients of [`ln_forward`] from the upstream gradient `g`: `dx` (written, or added
+/// to when `accumulate`), `dw` and `db` (written). Rows are reduced in fixed chunks, so the
+/// weight gradients do not depend on the thread count.
+///
+/// # Shapes
+/// - `x`, `g`, `dx`: `[rows, d]`; `mean`, `rstd`: `[rows]`; `w`, `dw`, `db`: `[d]`
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn ln_backward(
+    x: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    w: &[f32],
+    g: &[f32],
+    d: usize,
+    dx: &mut [f32],
+    accumulate: bool,
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> candle_core::Result<()> {
+    let rows = x.len() / d.max(1);
+    if g.len() != x.len()
+        || dx.len() != x.len()
+        || mean.len() != rows
+        || rstd.len() != rows
+        || w.len() != d
+        || dw.len() != d
+        || db.len() != d
+    {
+        candle_core::bail!("layer_norm_bwd: buffers do not match {rows} rows of {d}");
+    }
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(d * ROW_CHUNK)
+        .zip(x.par_chunks(d * ROW_CHUNK))
+        .zip(g.par_chunks(d * ROW_CHUNK))
+        .zip(mean.par_chunks(ROW_CHUNK).zip(rstd.par_chunks(ROW_CHUNK)))
+        .map(|(((dxc, xc), gc), (mc, rc))| {
+            let mut pw = vec![0f32; d];
+            let mut pb = vec![0f32; d];
+            let mut xhat = vec![0f32; d];
+            for ((((dxr, xr), gr), &mu), &rs) in dxc
+                .chunks_mut(d)
+                .zip(xc.chunks(d))
+                .zip(gc.chunks(d))
+                .zip(mc)
+                .zip(rc)
+            {
+                let mut s_gy = 0f64;
+                let mut s_gyx = 0f64;
+                for j in 0..d {
+                    xhat[j] = (xr[j] - mu) * rs;
+                    let gy = gr[j] * w[j];
+                    s_gy += gy as f64;
+                    s_gyx += (gy * xhat[j]) as f64;
+                    pw[j] += gr[j] * xhat[j];
+                    pb[j] += gr[j];
+                }
+                let m_gy = (s_gy / d as f64) as f32;
+                let m_gyx = (s_gyx / d as f64) as f32;
+                for j in 0..d {
+                    let v = rs * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
+                    if accumulate {
+                        dxr[j] += v;
+                    } else {
+                        dxr[j] = v;
+                    }
+                }
+            }
+            (pw, pb)
+        })
+        .collect();
+    dw.fill(0.0);
+    db.fill(0.0);
+    for (pw, pb) in partials {
+        for j in 0..d {
+            dw[j] += pw[j];
+            db[j] += pb[j];
+        }
+    }
+    Ok(())
+}
+
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "miram-layer-norm"
@@ -111,25 +252,10 @@ impl CustomOp3 for LayerNormOp {
         let w = slice(s2, l2, "layer_norm weight")?;
         let b = slice(s3, l3, "layer_norm bias")?;
         let d = l1.dims().last().copied().unwrap_or(1);
-        if w.len() != d || b.len() != d {
-            candle_core::bail!(
-                "layer_norm: weight {} / bias {} for dim {d}",
-                w.len(),
-                b.len()
-            );
-        }
+        let rows = x.len() / d.max(1);
         let mut out = vec![0f32; x.len()];
-        let eps = self.eps;
-        out.par_chunks_mut(d * ROW_CHUNK)
-            .zip(x.par_chunks(d * ROW_CHUNK))
-            .for_each(|(o, xi)| {
-                for (orow, xrow) in o.chunks_mut(d).zip(xi.chunks(d)) {
-                    let (mean, rstd) = ln_row_stats(xrow, eps);
-                    for j in 0..d {
-                        orow[j] = (xrow[j] - mean) * rstd * w[j] + b[j];
-                    }
-                }
-            });
+        let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
+        ln_forward(x, w, b, d, self.eps, &mut out, &mut mean, &mut rstd)?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -176,45 +302,14 @@ impl CustomOp3 for LayerNormBwdOp {
         let g = slice(s3, l3, "layer_norm_bwd grad")?;
         let d = l1.dims().last().copied().unwrap_or(1);
         let rows = x.len() / d.max(1);
-        let eps = self.eps;
+        let (mean, rstd): (Vec<f32>, Vec<f32>) = x
+            .chunks(d.max(1))
+            .map(|r| ln_row_stats(r, self.eps))
+            .unzip();
         let mut out = vec![0f32; (rows + 2) * d];
         let (dx, tail) = out.split_at_mut(rows * d);
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-            .par_chunks_mut(d * ROW_CHUNK)
-            .zip(x.par_chunks(d * ROW_CHUNK))
-            .zip(g.par_chunks(d * ROW_CHUNK))
-            .map(|((dxc, xc), gc)| {
-                let mut dw = vec![0f32; d];
-                let mut db = vec![0f32; d];
-                let mut xhat = vec![0f32; d];
-                for ((dxr, xr), gr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
-                    let (mean, rstd) = ln_row_stats(xr, eps);
-                    let mut s_gy = 0f64;
-                    let mut s_gyx = 0f64;
-                    for j in 0..d {
-                        xhat[j] = (xr[j] - mean) * rstd;
-                        let gy = gr[j] * w[j];
-                        s_gy += gy as f64;
-                        s_gyx += (gy * xhat[j]) as f64;
-                        dw[j] += gr[j] * xhat[j];
-                        db[j] += gr[j];
-                    }
-                    let m_gy = (s_gy / d as f64) as f32;
-                    let m_gyx = (s_gyx / d as f64) as f32;
-                    for j in 0..d {
-                        dxr[j] = rstd * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
-                    }
-                }
-                (dw, db)
-            })
-            .collect();
         let (dw, db) = tail.split_at_mut(d);
-        for (pw, pb) in partials {
-            for j in 0..d {
-                dw[j] += pw[j];
-                db[j] += pb[j];
-            }
-        }
+        ln_backward(x, &mean, &rstd, w, g, d, dx, false, dw, db)?;
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
     }
 }
@@ -242,6 +337,20 @@ pub fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// The exact GELU of one value.
+#[inline(always)]
+pub(crate) fn gelu_value(x: f32) -> f32 {
+    0.5 * x * (1.0 + math::erf(x * FRAC_1_SQRT_2))
+}
+
+/// The derivative of [`gelu_value`]: `(1 + erf(x / sqrt 2)) / 2 + x phi(x)`.
+#[inline(always)]
+pub(crate) fn gelu_slope(x: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + math::erf(x * FRAC_1_SQRT_2));
+    let pdf = INV_SQRT_2PI * math::exp(-0.5 * x * x);
+    cdf + x * pdf
+}
+
 struct GeluOp;
 
 impl CustomOp1 for GeluOp {
@@ -256,7 +365,7 @@ impl CustomOp1 for GeluOp {
             .zip(x.par_chunks(ELEM_CHUNK))
             .for_each(|(o, xi)| {
                 for (ov, &xv) in o.iter_mut().zip(xi) {
-                    *ov = 0.5 * xv * (1.0 + math::erf(xv * FRAC_1_SQRT_2));
+                    *ov = gelu_value(xv);
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -290,9 +399,7 @@ impl CustomOp2 for GeluBwdOp {
             .zip(g.par_chunks(ELEM_CHUNK))
             .for_each(|((o, xi), gi)| {
                 for ((ov, &xv), &gv) in o.iter_mut().zip(xi).zip(gi) {
-                    let cdf = 0.5 * (1.0 + math::erf(xv * FRAC_1_SQRT_2));
-                    let pdf = INV_SQRT_2PI * math::exp(-0.5 * xv * xv);
-                    *ov = gv * (cdf + xv * pdf);
+                    *ov = gv * gelu_slope(xv);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -330,6 +437,28 @@ pub fn softmax_backward(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Softmax of one row in place.
+#[inline]
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let m = math::max(row);
+    for v in row.iter_mut() {
+        *v = math::exp(*v - m);
+    }
+    let inv = 1.0 / math::sum(row);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The softmax backward of one row in place: `g <- y * (g - sum(g * y))`.
+#[inline]
+pub(crate) fn softmax_backward_row(y: &[f32], g: &mut [f32]) {
+    let dot = math::dot(y, g);
+    for (gv, &yv) in g.iter_mut().zip(y) {
+        *gv = yv * (*gv - dot);
+    }
+}
+
 struct SoftmaxOp;
 
 impl CustomOp1 for SoftmaxOp {
@@ -345,14 +474,8 @@ impl CustomOp1 for SoftmaxOp {
             .zip(x.par_chunks(n * ROW_CHUNK))
             .for_each(|(o, xi)| {
                 for (orow, xrow) in o.chunks_mut(n).zip(xi.chunks(n)) {
-                    let m = math::max(xrow);
-                    for (ov, &xv) in orow.iter_mut().zip(xrow) {
-                        *ov = math::exp(xv - m);
-                    }
-                    let inv = 1.0 / math::sum(orow);
-                    for ov in orow.iter_mut() {
-                        *ov *= inv;
-                    }
+                    orow.copy_from_slice(xrow);
+                    softmax_row(orow);
                 }
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -387,10 +510,8 @@ impl CustomOp2 for SoftmaxBwdOp {
             .zip(g.par_chunks(n * ROW_CHUNK))
             .for_each(|((o, yc), gc)| {
                 for ((orow, yr), gr) in o.chunks_mut(n).zip(yc.chunks(n)).zip(gc.chunks(n)) {
-                    let dot = math::dot(yr, gr);
-                    for j in 0..n {
-                        orow[j] = yr[j] * (gr[j] - dot);
-                    }
+                    orow.copy_from_slice(gr);
+                    softmax_backward_row(yr, orow);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

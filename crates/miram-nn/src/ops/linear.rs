@@ -1,0 +1,276 @@
+//! The fully connected layer as one op: `y = x W^T + b` forward, and `dx = dy W`,
+//! `dW = dy^T x`, `db = sum(dy)` in one backward node, with the products of [`super::gemm`]
+//! reading the weight transposed in place (candle's composed form copies it, and adds the
+//! three gradients to fresh zero tensors).
+//!
+//! The slice kernels ([`forward`], [`backward`]) are shared with the fused transformer
+//! branches of [`super::block`].
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, MatMut, MatRef, Par};
+use super::{cpu_fast_path, slice};
+
+/// Columns summed by one rayon task of [`column_sums`].
+const COL_CHUNK: usize = 64;
+
+/// `y = x W^T (+ b)`, writing all of `y`.
+///
+/// # Shapes
+/// - `x`: `[rows, din]`, `w`: `[dout, din]`, `b`: `[dout]`, `y`: `[rows, dout]`
+pub(crate) fn forward(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    rows: usize,
+    din: usize,
+    dout: usize,
+    y: &mut [f32],
+) -> candle_core::Result<()> {
+    let accumulate = match b {
+        Some(b) => {
+            if b.len() != dout {
+                candle_core::bail!("linear: bias of {} for {dout} outputs", b.len());
+            }
+            y.par_chunks_mut(dout.max(1) * 64).for_each(|c| {
+                for row in c.chunks_mut(dout.max(1)) {
+                    row.copy_from_slice(b);
+                }
+            });
+            true
+        }
+        None => false,
+    };
+    matmul(
+        MatMut::rows(y, rows, dout)?,
+        MatRef::rows(x, rows, din)?,
+        MatRef::rows(w, dout, din)?.t(),
+        1.0,
+        accumulate,
+        Par::Pool,
+    )
+}
+
+/// The gradients of [`forward`]: `dx (+)= dy W`, `dw = dy^T x`, `db = sum over rows of dy`.
+///
+/// # Shapes
+/// - `x`: `[rows, din]`, `w`, `dw`: `[dout, din]`, `dy`: `[rows, dout]`, `dx`: `[rows, din]`,
+///   `db`: `[dout]`
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    rows: usize,
+    din: usize,
+    dout: usize,
+    dx: Option<(&mut [f32], bool)>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> candle_core::Result<()> {
+    if let Some((dx, accumulate)) = dx {
+        matmul(
+            MatMut::rows(dx, rows, din)?,
+            MatRef::rows(dy, rows, dout)?,
+            MatRef::rows(w, dout, din)?,
+            1.0,
+            accumulate,
+            Par::Pool,
+        )?;
+    }
+    matmul(
+        MatMut::rows(dw, dout, din)?,
+        MatRef::rows(dy, rows, dout)?.t(),
+        MatRef::rows(x, rows, din)?,
+        1.0,
+        false,
+        Par::Pool,
+    )?;
+    if let Some(db) = db {
+        column_sums(dy, rows, dout, db)?;
+    }
+    Ok(())
+}
+
+/// `out[j] = sum_i m[i, j]`, each column summed in row order (reproducible whatever the
+/// thread count).
+pub(crate) fn column_sums(
+    m: &[f32],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    if out.len() != cols || m.len() < rows * cols {
+        candle_core::bail!(
+            "column sums of {rows}x{cols} ({} values) into {}",
+            m.len(),
+            out.len()
+        );
+    }
+    out.par_chunks_mut(COL_CHUNK)
+        .enumerate()
+        .for_each(|(ci, o)| {
+            let c0 = ci * COL_CHUNK;
+            o.fill(0.0);
+            for r in 0..rows {
+                let row = &m[r * cols + c0..r * cols + c0 + o.len()];
+                for (a, &v) in o.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+        });
+    Ok(())
+}
+
+/// `x W^T + b` over the last dimension as one differentiable op on the CPU for `f32`.
+///
+/// # Shapes
+/// - `x`: `[rows, din]` (contiguous), `w`: `[dout, din]`, `b`: `[dout]`; returns `[rows, dout]`
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if cpu_fast_path(&[x, w, b]) {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)
+    } else {
+        x.matmul(&w.t()?)?.broadcast_add(b)
+    }
+}
+
+struct LinearOp;
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "miram-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, din) = l1.shape().dims2()?;
+        let (dout, win) = l2.shape().dims2()?;
+        if win != din {
+            candle_core::bail!("linear: weight [{dout}, {win}] for inputs of {din}");
+        }
+        let x = slice(s1, l1, "linear x")?;
+        let w = slice(s2, l2, "linear weight")?;
+        let b = slice(s3, l3, "linear bias")?;
+        let mut y = vec![0f32; rows * dout];
+        forward(x, w, Some(b), rows, din, dout, &mut y)?;
+        Ok((CpuStorage::F32(y), Shape::from((rows, dout))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let all = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LinearBwdOp)?;
+        let (rows, din) = x.dims2()?;
+        let dout = w.dim(0)?;
+        let dx = all.narrow(0, 0, rows * din)?.reshape((rows, din))?;
+        let dw = all
+            .narrow(0, rows * din, dout * din)?
+            .reshape((dout, din))?;
+        let db = all.narrow(0, rows * din + dout * din, dout)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `[dx; dw; db]` flattened into one buffer (one allocation for the three gradients).
+struct LinearBwdOp;
+
+impl CustomOp3 for LinearBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-linear-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, din) = l1.shape().dims2()?;
+        let dout = l2.shape().dims2()?.0;
+        let x = slice(s1, l1, "linear_bwd x")?;
+        let w = slice(s2, l2, "linear_bwd weight")?;
+        let g = slice(s3, l3, "linear_bwd grad")?;
+        let mut out = vec![0f32; rows * din + dout * din + dout];
+        let (dx, rest) = out.split_at_mut(rows * din);
+        let (dw, db) = rest.split_at_mut(dout * din);
+        backward(x, w, g, rows, din, dout, Some((dx, false)), dw, Some(db))?;
+        let n = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    fn rand(shape: &[usize], seed: u64) -> candle_core::Result<Tensor> {
+        let mut r = miram_rand::Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec(r.normal_vec(n, 0.0, 1.0), shape, &Device::Cpu)
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+        let a = a.to_dtype(DType::F64)?;
+        let b = b.to_dtype(DType::F64)?;
+        let d = (&a - &b)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+        Ok(d / s.max(1e-12))
+    }
+
+    #[test]
+    fn fused_linear_equals_the_f64_composed_form_forward_and_backward() -> candle_core::Result<()> {
+        for &(rows, din, dout) in &[(1, 1, 1), (7, 5, 3), (131, 33, 70)] {
+            let x = Var::from_tensor(&rand(&[rows, din], 1)?)?;
+            let w = Var::from_tensor(&rand(&[dout, din], 2)?)?;
+            let b = Var::from_tensor(&rand(&[dout], 3)?)?;
+            let up = rand(&[rows, dout], 4)?;
+            let y = linear(&x, &w, &b)?;
+            let g = (&y * &up)?.sum_all()?.backward()?;
+            // The reference: candle's composed ops in f64 (no fused path).
+            let x64 = Var::from_tensor(&x.to_dtype(DType::F64)?)?;
+            let w64 = Var::from_tensor(&w.to_dtype(DType::F64)?)?;
+            let b64 = Var::from_tensor(&b.to_dtype(DType::F64)?)?;
+            let y64 = linear(&x64, &w64, &b64)?;
+            let g64 = (&y64 * up.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+            assert!(max_rel(&y, &y64)? < 1e-5);
+            for (v, v64) in [(&x, &x64), (&w, &w64), (&b, &b64)] {
+                let a = g.get(v).expect("gradient");
+                let r = g64.get(v64).expect("gradient");
+                assert!(max_rel(a, r)? < 1e-5, "{rows}x{din}x{dout}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn column_sums_refuse_mismatched_buffers() {
+        let m = vec![1f32; 12];
+        let mut out = vec![0f32; 4];
+        assert!(column_sums(&m, 3, 4, &mut out).is_ok());
+        assert_eq!(out, vec![3.0; 4]);
+        assert!(column_sums(&m, 4, 4, &mut out).is_err());
+        assert!(column_sums(&m, 3, 3, &mut out).is_err());
+    }
+}
