@@ -139,6 +139,27 @@ impl Block {
         }
     }
 
+    /// The composed form of [`Block::forward_drop`]: the layers one by one as candle ops (what
+    /// every device other than the CPU runs, and the reference of the fused branches).
+    pub fn forward_drop_composed(
+        &self,
+        x: &Tensor,
+        drop: Option<&DropPathMasks>,
+    ) -> Result<Tensor> {
+        let a = self.attn.forward(&self.norm1.forward(x)?)?;
+        let a = match drop {
+            Some(d) => a.broadcast_mul(&d.attn.to_dtype(a.dtype())?)?,
+            None => a,
+        };
+        let x = (x + a)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        let m = match drop {
+            Some(d) => m.broadcast_mul(&d.mlp.to_dtype(m.dtype())?)?,
+            None => m,
+        };
+        Ok((x + m)?)
+    }
+
     /// The parameters of the softmax attention branch, when it has both biases.
     fn attention_params(&self) -> Option<BranchParams<'_>> {
         let Attention::Softmax(a) = &self.attn else {
