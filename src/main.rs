@@ -126,7 +126,18 @@ fn main() -> ExitCode {
         cli.global.quiet,
         cli.global.json_lines,
     ));
-    let result = run(cli, &ui);
+    // `miram bench --threads N` sizes the pool before the command runs on it.
+    if let Command::Bench(a) = &cli.command {
+        if let Some(t) = a.threads {
+            std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build_global()
+                .ok();
+        }
+    }
+    // The command runs on a worker of the pool: see `miram_core::nn::ops::on_pool`.
+    let result = miram_core::nn::ops::on_pool(|| run(cli, &ui));
     ui.clear();
     match result {
         Ok(()) => ExitCode::SUCCESS,
