@@ -1,12 +1,15 @@
-//! The two residual branches of a pre-norm transformer block, each as one op with an analytic
-//! backward pass (the llm.c way): the attention branch `x + drop * proj(attn(qkv(LN(x))))`
+//! The two residual branches of a pre-norm transformer block as fused ops with analytic
+//! backward passes (the llm.c way): the attention branch `x + drop * proj(attn(qkv(LN(x))))`
 //! for softmax attention, and the MLP branch `x + drop * fc2(gelu(fc1(LN(x))))` for every
-//! block. On the CPU for `f32` each branch is a single graph node whose forward keeps only
+//! block. On the CPU for `f32` each branch is three graph nodes whose forward keeps only
 //! what its backward needs (the normalised input and its row statistics, `qkv` or the MLP's
 //! hidden layer before and after the GELU, the attention output); the attention matrix is
 //! recomputed per head in the backward pass instead of kept. All matrix products go through
-//! [`super::gemm`]; the six parameters of a branch travel as one packed vector, so the
-//! backward pass returns their gradients in one buffer. Every other device or dtype runs the
+//! [`super::gemm`]. A branch is two ops, `LN + input projection` and `attention (or GELU) +
+//! output projection + drop path`, then candle's residual add: that way each op takes the
+//! weight matrices as stored (a custom op has at most three inputs; packing six parameters
+//! into one would copy every weight each step, and split its gradient back with two more
+//! passes); only the three small vectors of the first op are packed. Every other device or dtype runs the
 //! composed, differentiable forms ([`attention_branch_composed`], [`mlp_branch_composed`]),
 //! which the tests hold the fused ops to, forward and every gradient.
 //!
@@ -15,7 +18,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, timed_region, MatMut, MatRef, Par};
@@ -55,17 +58,6 @@ impl BranchParams<'_> {
             self.out_bias,
         ]
     }
-
-    /// The six parameters flattened into one vector (differentiable: the gradient of the
-    /// vector flows back to each parameter).
-    fn packed(&self) -> candle_core::Result<Tensor> {
-        let flat = self
-            .all()
-            .iter()
-            .map(|t| t.flatten_all())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Tensor::cat(&flat, 0)
-    }
 }
 
 fn scaled(branch: Tensor, drop: Option<&Tensor>) -> candle_core::Result<Tensor> {
@@ -73,6 +65,77 @@ fn scaled(branch: Tensor, drop: Option<&Tensor>) -> candle_core::Result<Tensor> 
         Some(m) => branch.broadcast_mul(&m.to_dtype(branch.dtype())?),
         None => Ok(branch),
     }
+}
+
+/// The fused form of a branch: `x + mix(norm_proj(x))`, two ops that take the weight
+/// matrices as they are stored (no copy); the three vectors of the first op travel as one
+/// small packed vector.
+fn fused_branch(
+    kind: Kind,
+    x: &Tensor,
+    p: &BranchParams<'_>,
+    eps: f64,
+    drop: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (bsz, _, d) = x.dims3()?;
+    let (inner, din) = p.in_weight.dims2()?;
+    let (dout, width) = p.out_weight.dims2()?;
+    if din != d || dout != d {
+        candle_core::bail!(
+            "block branch: input projection [{inner}, {din}] and output projection [{dout}, {width}] for width {d}"
+        );
+    }
+    if let Kind::Attention { heads } = kind {
+        if heads == 0 || d % heads != 0 || inner != 3 * d || width != d {
+            candle_core::bail!(
+                "attention branch: width {d}, {heads} heads, qkv of {inner}, proj input {width}"
+            );
+        }
+    } else if width != inner {
+        candle_core::bail!("mlp branch: fc1 gives {inner} features, fc2 takes {width}");
+    }
+    for (t, n, what) in [
+        (p.norm_weight, d, "LayerNorm weight"),
+        (p.norm_bias, d, "LayerNorm bias"),
+        (p.in_bias, inner, "input projection bias"),
+        (p.out_bias, d, "output projection bias"),
+    ] {
+        if t.dims() != [n] {
+            candle_core::bail!("block branch: {what} {:?}, expected [{n}]", t.dims());
+        }
+    }
+    let mask = match drop {
+        Some(m) => {
+            let v = m
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            if v.len() != bsz {
+                candle_core::bail!("drop-path mask of {} for a batch of {bsz}", v.len());
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let vectors = Tensor::cat(&[p.norm_weight, p.norm_bias, p.in_bias], 0)?;
+    let hidden = x.contiguous()?.apply_op3(
+        &p.in_weight.contiguous()?,
+        &vectors,
+        NormProjOp {
+            eps,
+            saved: Mutex::new(None),
+        },
+    )?;
+    let y = hidden.apply_op3(
+        &p.out_weight.contiguous()?,
+        &p.out_bias.contiguous()?,
+        MixProjOp {
+            kind,
+            mask,
+            saved: Mutex::new(None),
+        },
+    )?;
+    x + y
 }
 
 /// `x + drop * proj(softmax_attention(qkv(LN(x))))`, LayerNorm epsilon `eps`.
@@ -89,8 +152,7 @@ pub fn attention_branch(
     let mut all = vec![x];
     all.extend(p.all());
     if cpu_fast_path(&all) {
-        let op = BranchOp::new(Kind::Attention { heads }, x, p, eps, drop)?;
-        x.contiguous()?.apply_op2(&p.packed()?, op)
+        fused_branch(Kind::Attention { heads }, x, p, eps, drop)
     } else {
         attention_branch_composed(x, p, heads, eps, drop)
     }
@@ -123,8 +185,7 @@ pub fn mlp_branch(
     let mut all = vec![x];
     all.extend(p.all());
     if cpu_fast_path(&all) {
-        let op = BranchOp::new(Kind::Mlp, x, p, eps, drop)?;
-        x.contiguous()?.apply_op2(&p.packed()?, op)
+        fused_branch(Kind::Mlp, x, p, eps, drop)
     } else {
         mlp_branch_composed(x, p, eps, drop)
     }
@@ -159,224 +220,38 @@ enum Kind {
     Mlp,
 }
 
-/// Sizes of a branch: `d` channels, `inner` outputs of the input projection, `width` inputs
-/// of the output projection; offsets of the six parameters in the packed vector.
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    d: usize,
-    inner: usize,
-    width: usize,
-}
-
-impl Dims {
-    fn offsets(&self) -> [usize; 7] {
-        let Self { d, inner, width } = *self;
-        let mut o = [0; 7];
-        let sizes = [d, d, inner * d, inner, d * width, d];
-        for i in 0..6 {
-            o[i + 1] = o[i] + sizes[i];
-        }
-        o
-    }
-
-    fn total(&self) -> usize {
-        self.offsets()[6]
-    }
-}
-
-/// What the forward pass keeps for the backward pass.
-struct Saved {
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
-    /// `LN(x)`, `[rows, d]`.
-    normed: Vec<f32>,
-    /// `qkv` `[rows, 3 d]` or the MLP's hidden layer before the GELU `[rows, hidden]`.
-    inner: Vec<f32>,
-    /// The attention output `[rows, d]` or the hidden layer after the GELU.
-    act: Vec<f32>,
-}
-
-struct BranchOp {
-    kind: Kind,
-    dims: Dims,
-    eps: f64,
-    /// Per-sample drop-path factors, `None` without drop path.
-    mask: Option<Vec<f32>>,
-    saved: Mutex<Option<Arc<Saved>>>,
-}
-
-impl BranchOp {
-    fn new(
-        kind: Kind,
-        x: &Tensor,
-        p: &BranchParams<'_>,
-        eps: f64,
-        drop: Option<&Tensor>,
-    ) -> candle_core::Result<Self> {
-        let (bsz, _, d) = x.dims3()?;
-        let (inner, din) = p.in_weight.dims2()?;
-        let (dout, width) = p.out_weight.dims2()?;
-        if din != d || dout != d {
-            candle_core::bail!(
-                "block branch: input projection [{inner}, {din}] and output projection [{dout}, {width}] for width {d}"
-            );
-        }
-        if let Kind::Attention { heads } = kind {
-            if heads == 0 || d % heads != 0 || inner != 3 * d || width != d {
-                candle_core::bail!(
-                    "attention branch: width {d}, {heads} heads, qkv of {inner}, proj input {width}"
-                );
-            }
-        } else if width != inner {
-            candle_core::bail!("mlp branch: fc1 gives {inner} features, fc2 takes {width}");
-        }
-        let mask = match drop {
-            Some(m) => {
-                let v = m
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F32)?
-                    .to_vec1::<f32>()?;
-                if v.len() != bsz {
-                    candle_core::bail!("drop-path mask of {} for a batch of {bsz}", v.len());
-                }
-                Some(v)
-            }
-            None => None,
-        };
-        Ok(Self {
-            kind,
-            dims: Dims { d, inner, width },
-            eps,
-            mask,
-            saved: Mutex::new(None),
-        })
-    }
-}
-
-fn split6<'a>(p: &'a [f32], dims: &Dims) -> [&'a [f32]; 6] {
-    let o = dims.offsets();
-    std::array::from_fn(|i| &p[o[i]..o[i + 1]])
-}
-
-impl CustomOp2 for BranchOp {
-    fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Attention { .. } => "miram-attention-branch",
-            Kind::Mlp => "miram-mlp-branch",
-        }
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (bsz, n, d) = l1.shape().dims3()?;
-        let x = slice(s1, l1, "block branch x")?;
-        let p = slice(s2, l2, "block branch parameters")?;
-        let Dims { inner, width, .. } = self.dims;
-        if p.len() != self.dims.total() {
-            candle_core::bail!(
-                "block branch: {} packed parameters, expected {}",
-                p.len(),
-                self.dims.total()
-            );
-        }
-        let [nw, nb, w1, b1, w2, b2] = split6(p, &self.dims);
-        let rows = bsz * n;
-        let mut mean = vec![0f32; rows];
-        let mut rstd = vec![0f32; rows];
-        let mut normed = vec![0f32; rows * d];
-        ln_forward(x, nw, nb, d, self.eps, &mut normed, &mut mean, &mut rstd)?;
-        let mut hidden = vec![0f32; rows * inner];
-        linear::forward(&normed, w1, Some(b1), rows, d, inner, &mut hidden)?;
-        let mut act = vec![0f32; rows * width];
-        match self.kind {
-            Kind::Attention { heads } => {
-                attention_core(&hidden, bsz, n, heads, d / heads, &mut act)?
-            }
-            Kind::Mlp => act
-                .par_chunks_mut(ELEM_CHUNK)
-                .zip(hidden.par_chunks(ELEM_CHUNK))
-                .for_each(|(a, h)| {
-                    for (av, &hv) in a.iter_mut().zip(h) {
-                        *av = gelu_value(hv);
-                    }
-                }),
-        }
-        let mut out = vec![0f32; rows * d];
-        linear::forward(&act, w2, Some(b2), rows, width, d, &mut out)?;
-        let mask = self.mask.as_deref();
-        out.par_chunks_mut(n * d)
-            .zip(x.par_chunks(n * d))
-            .enumerate()
-            .for_each(|(bi, (o, xi))| {
-                let m = mask.map_or(1.0, |m| m[bi]);
-                for (ov, &xv) in o.iter_mut().zip(xi) {
-                    *ov = xv + m * *ov;
-                }
-            });
-        let saved = Saved {
-            mean,
-            rstd,
-            normed,
-            inner: hidden,
-            act,
-        };
-        if let Ok(mut s) = self.saved.lock() {
-            *s = Some(Arc::new(saved));
-        }
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = match self.saved.lock() {
-            Ok(s) => s.clone(),
-            Err(_) => None,
-        };
-        let Some(saved) = saved else {
-            candle_core::bail!(
-                "{}: backward without a forward pass on the CPU",
-                self.name()
-            );
-        };
-        let bwd = BranchBwdOp {
-            kind: self.kind,
-            dims: self.dims,
-            mask: self.mask.clone(),
-            saved,
-        };
-        let all = grad.contiguous()?.apply_op3_no_bwd(x, p, &bwd)?;
-        let nx = x.elem_count();
-        let dx = all.narrow(0, 0, nx)?.reshape(x.shape())?;
-        let dp = all.narrow(0, nx, p.elem_count())?;
-        Ok((Some(dx), Some(dp)))
-    }
-}
-
 /// Elements handled by one rayon task of the element-wise loops.
 const ELEM_CHUNK: usize = 16 * 1024;
 
-/// `[dx; d params]` in one buffer, from the upstream gradient, the input and the packed
-/// parameters.
-struct BranchBwdOp {
-    kind: Kind,
-    dims: Dims,
-    mask: Option<Vec<f32>>,
-    saved: Arc<Saved>,
+fn take_saved<T>(m: &Mutex<Option<Arc<T>>>, what: &str) -> candle_core::Result<Arc<T>> {
+    match m.lock().ok().and_then(|s| s.clone()) {
+        Some(s) => Ok(s),
+        None => candle_core::bail!("{what}: backward without a forward pass on the CPU"),
+    }
 }
 
-impl CustomOp3 for BranchBwdOp {
+fn keep<T>(m: &Mutex<Option<Arc<T>>>, value: T) {
+    if let Ok(mut s) = m.lock() {
+        *s = Some(Arc::new(value));
+    }
+}
+
+/// What the first op keeps: the row statistics and `LN(x)` `[rows, d]`.
+struct NormSaved {
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    normed: Vec<f32>,
+}
+
+/// `LN(x) W_in^T + b_in` with `vectors = [ln weight; ln bias; b_in]`.
+struct NormProjOp {
+    eps: f64,
+    saved: Mutex<Option<Arc<NormSaved>>>,
+}
+
+impl CustomOp3 for NormProjOp {
     fn name(&self) -> &'static str {
-        "miram-block-branch-bwd"
+        "miram-norm-proj"
     }
 
     fn cpu_fwd(
@@ -388,24 +263,222 @@ impl CustomOp3 for BranchBwdOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = slice(s1, l1, "block branch grad")?;
-        let x = slice(s2, l2, "block branch x")?;
-        let p = slice(s3, l3, "block branch parameters")?;
-        let (bsz, n, d) = l2.shape().dims3()?;
-        let Dims { inner, width, .. } = self.dims;
+        let (bsz, n, d) = l1.shape().dims3()?;
+        let (inner, _) = l2.shape().dims2()?;
+        let x = slice(s1, l1, "norm_proj x")?;
+        let w = slice(s2, l2, "norm_proj weight")?;
+        let v = slice(s3, l3, "norm_proj vectors")?;
+        if v.len() != 2 * d + inner {
+            candle_core::bail!("norm_proj: {} vector values for width {d}", v.len());
+        }
+        let (nw, rest) = v.split_at(d);
+        let (nb, b_in) = rest.split_at(d);
         let rows = bsz * n;
+        let mut mean = vec![0f32; rows];
+        let mut rstd = vec![0f32; rows];
+        let mut normed = vec![0f32; rows * d];
+        ln_forward(x, nw, nb, d, self.eps, &mut normed, &mut mean, &mut rstd)?;
+        let mut hidden = vec![0f32; rows * inner];
+        linear::forward(&normed, w, Some(b_in), rows, d, inner, &mut hidden)?;
+        keep(&self.saved, NormSaved { mean, rstd, normed });
+        Ok((CpuStorage::F32(hidden), Shape::from((bsz, n, inner))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = take_saved(&self.saved, self.name())?;
+        let d = x.dim(2)?;
+        // The LayerNorm weight (the first `d` values of the small vector) travels in the op.
+        let norm_weight = v.narrow(0, 0, d)?.to_vec1::<f32>()?;
+        let bwd = NormProjBwdOp {
+            saved,
+            norm_weight,
+            vectors: v.elem_count(),
+        };
+        let all = grad.contiguous()?.apply_op3_no_bwd(x, w, &bwd)?;
+        let (nx, nw) = (x.elem_count(), w.elem_count());
+        let dx = all.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let dw = all.narrow(0, nx, nw)?.reshape(w.shape())?;
+        let dv = all.narrow(0, nx + nw, v.elem_count())?;
+        Ok((Some(dx), Some(dw), Some(dv)))
+    }
+}
+
+/// `[dx; dW_in; d vectors]` from the gradient of the projection.
+struct NormProjBwdOp {
+    saved: Arc<NormSaved>,
+    norm_weight: Vec<f32>,
+    vectors: usize,
+}
+
+impl CustomOp3 for NormProjBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-norm-proj-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "norm_proj_bwd grad")?;
+        let x = slice(s2, l2, "norm_proj_bwd x")?;
+        let w = slice(s3, l3, "norm_proj_bwd weight")?;
+        let (inner, d) = l3.shape().dims2()?;
+        let rows = x.len() / d.max(1);
+        let nw = &self.norm_weight;
         let s = &*self.saved;
-        let [nw, _, w1, _, w2, _] = split6(p, &self.dims);
-        let mut out = vec![0f32; rows * d + self.dims.total()];
-        let (dx, dp) = out.split_at_mut(rows * d);
-        let o = self.dims.offsets();
-        let (dnw, rest) = dp.split_at_mut(o[1]);
-        let (dnb, rest) = rest.split_at_mut(o[2] - o[1]);
-        let (dw1, rest) = rest.split_at_mut(o[3] - o[2]);
-        let (db1, rest) = rest.split_at_mut(o[4] - o[3]);
-        let (dw2, db2) = rest.split_at_mut(o[5] - o[4]);
-        // The residual passes the gradient through; the branch sees it scaled by the mask.
-        dx.copy_from_slice(g);
+        let mut out = vec![0f32; rows * d + inner * d + self.vectors];
+        let (dx, rest) = out.split_at_mut(rows * d);
+        let (dw, dv) = rest.split_at_mut(inner * d);
+        let (dnw, rest) = dv.split_at_mut(d);
+        let (dnb, db_in) = rest.split_at_mut(d);
+        let mut d_normed = vec![0f32; rows * d];
+        linear::backward(
+            &s.normed,
+            w,
+            g,
+            rows,
+            d,
+            inner,
+            Some((&mut d_normed, false)),
+            dw,
+            Some(db_in),
+        )?;
+        ln_backward(x, &s.mean, &s.rstd, nw, &d_normed, d, dx, false, dnw, dnb)?;
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// What the second op keeps: the attention output or the GELU output, `[rows, width]`.
+struct MixSaved {
+    act: Vec<f32>,
+}
+
+/// `drop * (core(hidden) W_out^T + b_out)`, where `core` is softmax attention of the packed
+/// `qkv` or the GELU.
+struct MixProjOp {
+    kind: Kind,
+    /// Per-sample drop-path factors, `None` without drop path.
+    mask: Option<Vec<f32>>,
+    saved: Mutex<Option<Arc<MixSaved>>>,
+}
+
+impl CustomOp3 for MixProjOp {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Attention { .. } => "miram-attention-proj",
+            Kind::Mlp => "miram-gelu-proj",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (bsz, n, inner) = l1.shape().dims3()?;
+        let (d, width) = l2.shape().dims2()?;
+        let hidden = slice(s1, l1, "mix_proj hidden")?;
+        let w = slice(s2, l2, "mix_proj weight")?;
+        let b = slice(s3, l3, "mix_proj bias")?;
+        let rows = bsz * n;
+        let mut act = vec![0f32; rows * width];
+        match self.kind {
+            Kind::Attention { heads } => {
+                attention_core(hidden, bsz, n, heads, d / heads, &mut act)?
+            }
+            Kind::Mlp => {
+                if width != inner {
+                    candle_core::bail!("mlp branch: fc1 gives {inner} features, fc2 takes {width}");
+                }
+                act.par_chunks_mut(ELEM_CHUNK)
+                    .zip(hidden.par_chunks(ELEM_CHUNK))
+                    .for_each(|(a, h)| {
+                        for (av, &hv) in a.iter_mut().zip(h) {
+                            *av = gelu_value(hv);
+                        }
+                    })
+            }
+        }
+        let mut out = vec![0f32; rows * d];
+        linear::forward(&act, w, Some(b), rows, width, d, &mut out)?;
+        if let Some(m) = &self.mask {
+            out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
+                for v in o.iter_mut() {
+                    *v *= m[bi];
+                }
+            });
+        }
+        keep(&self.saved, MixSaved { act });
+        Ok((CpuStorage::F32(out), Shape::from((bsz, n, d))))
+    }
+
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = take_saved(&self.saved, self.name())?;
+        let bwd = MixProjBwdOp {
+            kind: self.kind,
+            mask: self.mask.clone(),
+            saved,
+        };
+        let all = grad.contiguous()?.apply_op3_no_bwd(hidden, w, &bwd)?;
+        let (nh, nw) = (hidden.elem_count(), w.elem_count());
+        let dh = all.narrow(0, 0, nh)?.reshape(hidden.shape())?;
+        let dw = all.narrow(0, nh, nw)?.reshape(w.shape())?;
+        let db = all.narrow(0, nh + nw, b.elem_count())?;
+        Ok((Some(dh), Some(dw), Some(db)))
+    }
+}
+
+/// `[d hidden; dW_out; db_out]` from the gradient of the branch output.
+struct MixProjBwdOp {
+    kind: Kind,
+    mask: Option<Vec<f32>>,
+    saved: Arc<MixSaved>,
+}
+
+impl CustomOp3 for MixProjBwdOp {
+    fn name(&self) -> &'static str {
+        "miram-mix-proj-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, "mix_proj_bwd grad")?;
+        let hidden = slice(s2, l2, "mix_proj_bwd hidden")?;
+        let w = slice(s3, l3, "mix_proj_bwd weight")?;
+        let (bsz, n, inner) = l2.shape().dims3()?;
+        let (d, width) = l3.shape().dims2()?;
+        let rows = bsz * n;
         let masked;
         let dy: &[f32] = match &self.mask {
             Some(m) => {
@@ -420,49 +493,47 @@ impl CustomOp3 for BranchBwdOp {
             }
             None => g,
         };
-        let mut d_act = vec![0f32; rows * width];
-        linear::backward(
-            &s.act,
-            w2,
-            dy,
-            rows,
-            width,
-            d,
-            Some((&mut d_act, false)),
-            dw2,
-            Some(db2),
-        )?;
-        let d_inner = match self.kind {
+        let mut out = vec![0f32; rows * inner + d * width + d];
+        let (d_hidden, rest) = out.split_at_mut(rows * inner);
+        let (dw, db) = rest.split_at_mut(d * width);
+        match self.kind {
             Kind::Attention { heads } => {
-                let mut d_qkv = vec![0f32; rows * inner];
-                attention_core_backward(&s.inner, &d_act, bsz, n, heads, d / heads, &mut d_qkv)?;
-                d_qkv
+                let mut d_act = vec![0f32; rows * width];
+                linear::backward(
+                    &self.saved.act,
+                    w,
+                    dy,
+                    rows,
+                    width,
+                    d,
+                    Some((&mut d_act, false)),
+                    dw,
+                    Some(db),
+                )?;
+                attention_core_backward(hidden, &d_act, bsz, n, heads, d / heads, d_hidden)?;
             }
             Kind::Mlp => {
-                d_act
+                linear::backward(
+                    &self.saved.act,
+                    w,
+                    dy,
+                    rows,
+                    width,
+                    d,
+                    Some((&mut *d_hidden, false)),
+                    dw,
+                    Some(db),
+                )?;
+                d_hidden
                     .par_chunks_mut(ELEM_CHUNK)
-                    .zip(s.inner.par_chunks(ELEM_CHUNK))
-                    .for_each(|(da, h)| {
-                        for (dv, &hv) in da.iter_mut().zip(h) {
+                    .zip(hidden.par_chunks(ELEM_CHUNK))
+                    .for_each(|(dh, h)| {
+                        for (dv, &hv) in dh.iter_mut().zip(h) {
                             *dv *= gelu_slope(hv);
                         }
                     });
-                d_act
             }
-        };
-        let mut d_normed = vec![0f32; rows * d];
-        linear::backward(
-            &s.normed,
-            w1,
-            &d_inner,
-            rows,
-            d,
-            inner,
-            Some((&mut d_normed, false)),
-            dw1,
-            Some(db1),
-        )?;
-        ln_backward(x, &s.mean, &s.rstd, nw, &d_normed, d, dx, true, dnw, dnb)?;
+        }
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
