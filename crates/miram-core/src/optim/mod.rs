@@ -5,8 +5,17 @@
 //!
 //! MAE's rule (`timm.optim.optim_factory.param_groups_weight_decay`): weight decay applies to
 //! parameters with two or more dimensions whose name does not end in `.bias`.
+//!
+//! On the CPU with `f32` tensors the AdamW step is one pass over each parameter (parameter and
+//! both moments updated in place), and the global norm, the clipping, the scaling and the
+//! accumulation allocate no full-size temporaries ([`cpu`]); the result is bit-identical to
+//! the composed candle ops, which every other device and dtype uses
+//! ([`AdamW::step_composed`]).
+
+pub(crate) mod cpu;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -57,11 +66,32 @@ pub fn decays(name: &str, rank: usize) -> bool {
     rank >= 2 && !name.ends_with(".bias")
 }
 
+/// A mark that a tensor's storage was allocated by its holder and is shared with nobody, so
+/// that the holder may rewrite it in place. Clones of the holder share the mark: it is
+/// exclusive only while no clone is alive (then the holder copies before writing).
+#[derive(Debug, Clone, Default)]
+struct Own(Arc<()>);
+
+impl Own {
+    fn exclusive(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
 /// Gradients by parameter name: what backward produced, possibly accumulated over several
 /// micro-batches and all-reduced across processes before the optimiser step.
+///
+/// [`Grads::accumulate`], [`Grads::scale`] and [`Grads::clip_global_norm`] rewrite in place
+/// (contiguous `f32` CPU tensors) the gradients this set computed itself (a sum, a scaled
+/// copy), never a tensor it was given ([`Grads::from_backward`], [`Grads::insert`],
+/// [`Grads::iter_mut`]) nor one a clone of the set still holds. A tensor read with
+/// [`Grads::get`] or [`Grads::iter`] and cloned shares storage with the set: copy it
+/// (`Tensor::copy`) to keep its value across those calls.
 #[derive(Debug, Clone, Default)]
 pub struct Grads {
     map: BTreeMap<String, Tensor>,
+    /// The gradients this set allocated itself.
+    own: BTreeMap<String, Own>,
 }
 
 impl Grads {
@@ -76,12 +106,17 @@ impl Grads {
             .iter()
             .filter_map(|(n, v)| store.get(v.as_tensor()).map(|g| (n.clone(), g.clone())))
             .collect();
-        Self { map }
+        Self {
+            map,
+            own: BTreeMap::new(),
+        }
     }
 
     /// Inserts (or replaces) a gradient.
     pub fn insert(&mut self, name: impl Into<String>, grad: Tensor) {
-        self.map.insert(name.into(), grad);
+        let name = name.into();
+        self.own.remove(&name);
+        self.map.insert(name, grad);
     }
 
     /// The gradient of `name`.
@@ -94,9 +129,16 @@ impl Grads {
         self.map.iter()
     }
 
-    /// Mutable gradients by name (an all-reduce rewrites them in place).
+    /// Mutable gradients by name (an all-reduce rewrites them in place). What is put in is the
+    /// caller's: the set no longer rewrites any of them in place.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut Tensor)> {
+        self.own.clear();
         self.map.iter_mut()
+    }
+
+    /// Whether the gradient of `name` may be rewritten in place.
+    fn owns(&self, name: &str) -> bool {
+        self.own.get(name).is_some_and(Own::exclusive)
     }
 
     /// Number of gradients.
@@ -109,35 +151,64 @@ impl Grads {
         self.map.is_empty()
     }
 
-    /// Adds `other` into `self` (gradient accumulation).
+    /// Adds `other` into `self` (gradient accumulation): in place into a sum this set computed
+    /// before, one new tensor otherwise (the first addition), a shared clone for a name `self`
+    /// does not have yet. Every shape is checked before anything is added.
     pub fn accumulate(&mut self, other: &Grads) -> Result<()> {
         for (k, g) in &other.map {
-            let v = match self.map.remove(k) {
-                Some(a) => (a + g)?,
-                None => g.clone(),
+            if let Some(a) = self.map.get(k) {
+                if a.dims() != g.dims() {
+                    return Err(Error::GradientShape {
+                        parameter: k.clone(),
+                        gradient: g.dims().to_vec(),
+                        expected: a.dims().to_vec(),
+                    });
+                }
+            }
+        }
+        for (k, g) in &other.map {
+            let Some(a) = self.map.get(k) else {
+                self.own.remove(k);
+                self.map.insert(k.clone(), g.clone());
+                continue;
             };
-            self.map.insert(k.clone(), v);
+            if self.owns(k) && cpu::add_in_place(a, g)? {
+                continue;
+            }
+            let sum = (a + g)?;
+            self.map.insert(k.clone(), sum);
+            self.own.insert(k.clone(), Own::default());
         }
         Ok(())
     }
 
-    /// Multiplies every gradient by `s` (the mean over accumulated micro-batches).
+    /// Multiplies every gradient by `s` (the mean over accumulated micro-batches): in place
+    /// where this set computed the gradient, one new tensor otherwise.
     pub fn scale(&mut self, s: f64) -> Result<()> {
-        for g in self.map.values_mut() {
+        let owned: Vec<bool> = self.map.keys().map(|k| self.owns(k)).collect();
+        for ((k, g), owned) in self.map.iter_mut().zip(owned) {
+            if owned && cpu::scale_in_place(g, s)? {
+                continue;
+            }
             *g = (&*g * s)?;
+            self.own.insert(k.clone(), Own::default());
         }
         Ok(())
     }
 
-    /// The global L2 norm over every gradient.
+    /// The global L2 norm over every gradient, accumulated in `f64` (contiguous `f32` CPU
+    /// gradients are read in place, in fixed chunks: the same value on any number of threads).
     pub fn global_norm(&self) -> Result<f64> {
         let mut total = 0f64;
         for g in self.map.values() {
-            total += g
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+            total += match cpu::read_f32(g, cpu::sum_squares) {
+                Some(s) => s,
+                None => g
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?,
+            };
         }
         Ok(total.sqrt())
     }
@@ -160,17 +231,7 @@ impl Grads {
 
     /// True when every gradient is finite.
     pub fn all_finite(&self) -> Result<bool> {
-        for g in self.map.values() {
-            let s = g
-                .to_dtype(DType::F64)?
-                .abs()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
-            if !s.is_finite() {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(self.first_non_finite()?.is_none())
     }
 }
 
@@ -180,8 +241,76 @@ struct Slot {
     var: Var,
     m: Tensor,
     v: Tensor,
+    /// Marks `m` and `v` as the optimiser's own (a clone of the optimiser shares the mark, and
+    /// the next in-place step copies them first).
+    own: Own,
     weight_decay: f64,
     lr_scale: f64,
+}
+
+impl Slot {
+    /// One AdamW update of this parameter through composed candle ops (new moment tensors).
+    fn step_composed(
+        &mut self,
+        g: &Tensor,
+        cfg: &AdamWConfig,
+        bc1: f64,
+        bc2_sqrt: f64,
+    ) -> Result<()> {
+        let (b1, b2) = (cfg.beta1, cfg.beta2);
+        let lr = cfg.lr * self.lr_scale;
+        let g = g.to_dtype(self.var.dtype())?;
+        // m = b1 m + (1 - b1) g ; v = b2 v + (1 - b2) g^2
+        self.m = ((&self.m * b1)? + (&g * (1.0 - b1))?)?;
+        self.v = ((&self.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+        self.own = Own::default();
+        let p = self.var.as_tensor().detach();
+        let p = if self.weight_decay != 0.0 {
+            (p * (1.0 - lr * self.weight_decay))?
+        } else {
+            p
+        };
+        let denom = ((self.v.sqrt()? / bc2_sqrt)? + cfg.eps)?;
+        let upd = (self.m.div(&denom)? * (lr / bc1))?;
+        self.var.set(&(p - upd)?)?;
+        Ok(())
+    }
+
+    /// The same update as [`Slot::step_composed`] in one in-place pass, for a contiguous `f32`
+    /// CPU parameter; false (nothing changed) for any other.
+    fn step_in_place(
+        &mut self,
+        g: &Tensor,
+        cfg: &AdamWConfig,
+        bc1: f64,
+        bc2_sqrt: f64,
+    ) -> Result<bool> {
+        let p = self.var.as_tensor();
+        if !cpu::is_cpu_f32(p) {
+            return Ok(false);
+        }
+        let g = if cpu::is_cpu_f32(g) {
+            g.clone()
+        } else {
+            g.to_dtype(DType::F32)?.contiguous()?
+        };
+        if !self.own.exclusive() {
+            self.m = cpu::fresh_f32(&self.m)?;
+            self.v = cpu::fresh_f32(&self.v)?;
+            self.own = Own::default();
+        }
+        let lr = cfg.lr * self.lr_scale;
+        let coefs = cpu::AdamWCoefs::new(
+            cfg.beta1,
+            cfg.beta2,
+            cfg.eps,
+            lr,
+            self.weight_decay,
+            bc1,
+            bc2_sqrt,
+        );
+        Ok(cpu::adamw_in_place(p, &g, &self.m, &self.v, coefs)?)
+    }
 }
 
 /// A parameter with its group settings.
@@ -235,6 +364,7 @@ impl AdamW {
                 Ok(Slot {
                     m: p.var.zeros_like()?,
                     v: p.var.zeros_like()?,
+                    own: Own::default(),
                     name: p.name,
                     var: p.var,
                     weight_decay: p.weight_decay,
@@ -275,46 +405,49 @@ impl AdamW {
     }
 
     /// One AdamW step with `grads` (parameters without a gradient are left untouched, as
-    /// PyTorch skips parameters whose `.grad` is `None`).
+    /// PyTorch skips parameters whose `.grad` is `None`). Every name and shape is checked
+    /// before anything changes. A contiguous `f32` CPU parameter is updated in one pass with
+    /// its moments, in place (the model sees the new values at its next forward); any other
+    /// takes [`AdamW::step_composed`]'s ops, with the same result.
     pub fn step(&mut self, grads: &Grads) -> Result<()> {
-        for name in grads.map.keys() {
-            if !self.slots.iter().any(|s| &s.name == name) {
+        self.step_with(grads, true)
+    }
+
+    /// The same step through composed candle ops only (new moment tensors every step): what
+    /// every device and dtype other than `f32` on the CPU takes, and the reference the CPU
+    /// kernel of [`AdamW::step`] is tested and benchmarked against.
+    pub fn step_composed(&mut self, grads: &Grads) -> Result<()> {
+        self.step_with(grads, false)
+    }
+
+    fn step_with(&mut self, grads: &Grads, in_place: bool) -> Result<()> {
+        for (name, g) in &grads.map {
+            let Some(s) = self.slots.iter().find(|s| &s.name == name) else {
                 return Err(Error::Optimizer(format!(
-                    "gradient for unknown parameter {name}"
+                    "gradient for unknown parameter {name} (not among the {} optimised parameters); nothing was changed",
+                    self.slots.len()
                 )));
+            };
+            if g.dims() != s.var.dims() {
+                return Err(Error::GradientShape {
+                    parameter: name.clone(),
+                    gradient: g.dims().to_vec(),
+                    expected: s.var.dims().to_vec(),
+                });
             }
         }
         self.step += 1;
         let t = self.step as i32;
-        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        let bc1 = 1.0 - self.cfg.beta1.powi(t);
+        let bc2_sqrt = (1.0 - self.cfg.beta2.powi(t)).sqrt();
         for s in &mut self.slots {
             let Some(g) = grads.map.get(&s.name) else {
                 continue;
             };
-            if g.dims() != s.var.dims() {
-                return Err(Error::Optimizer(format!(
-                    "{}: gradient {:?} for a parameter {:?}",
-                    s.name,
-                    g.dims(),
-                    s.var.dims()
-                )));
+            if in_place && s.step_in_place(g, &self.cfg, bc1, bc2_sqrt)? {
+                continue;
             }
-            let lr = self.cfg.lr * s.lr_scale;
-            let g = g.to_dtype(s.var.dtype())?;
-            // m = b1 m + (1 - b1) g ; v = b2 v + (1 - b2) g^2
-            s.m = ((&s.m * b1)? + (&g * (1.0 - b1))?)?;
-            s.v = ((&s.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let p = s.var.as_tensor().detach();
-            let p = if s.weight_decay != 0.0 {
-                (p * (1.0 - lr * s.weight_decay))?
-            } else {
-                p
-            };
-            let denom = ((s.v.sqrt()? / bc2_sqrt)? + self.cfg.eps)?;
-            let upd = (s.m.div(&denom)? * (lr / bc1))?;
-            s.var.set(&(p - upd)?)?;
+            s.step_composed(g, &self.cfg, bc1, bc2_sqrt)?;
         }
         Ok(())
     }
@@ -332,12 +465,22 @@ impl AdamW {
     }
 
     /// The state as tensors (`exp_avg.{name}`, `exp_avg_sq.{name}`) and metadata (`step`,
-    /// the hyper-parameters), for checkpoints.
+    /// the hyper-parameters), for checkpoints. The moments are copies: later steps, which
+    /// update the optimiser's own moments in place on the CPU, do not change them.
     pub fn state(&self) -> (BTreeMap<String, Tensor>, BTreeMap<String, String>) {
         let mut t = BTreeMap::new();
+        // On any other device the moments are never written in place: a clone is a snapshot.
+        // On the CPU a copy clones the buffer, which cannot fail.
+        let snapshot = |m: &Tensor| {
+            if m.device().is_cpu() {
+                m.copy().unwrap_or_else(|_| m.clone())
+            } else {
+                m.clone()
+            }
+        };
         for s in &self.slots {
-            t.insert(format!("exp_avg.{}", s.name), s.m.clone());
-            t.insert(format!("exp_avg_sq.{}", s.name), s.v.clone());
+            t.insert(format!("exp_avg.{}", s.name), snapshot(&s.m));
+            t.insert(format!("exp_avg_sq.{}", s.name), snapshot(&s.v));
         }
         let mut m = BTreeMap::new();
         m.insert("optimizer.step".to_string(), self.step.to_string());
@@ -393,13 +536,85 @@ impl AdamW {
                 problems.join(", ")
             )));
         }
+        // The moments get storage of their own (the given tensors may be the caller's, or
+        // views into a checkpoint's buffer), since the CPU step writes them in place.
         for (s, (m, v)) in self.slots.iter_mut().zip(loaded) {
             if let (Some(m), Some(v)) = (m, v) {
-                s.m = m.to_dtype(s.var.dtype())?.to_device(s.var.device())?;
-                s.v = v.to_dtype(s.var.dtype())?.to_device(s.var.device())?;
+                s.m = cpu::fresh_f32(&m.to_dtype(s.var.dtype())?.to_device(s.var.device())?)?;
+                s.v = cpu::fresh_f32(&v.to_dtype(s.var.dtype())?.to_device(s.var.device())?)?;
+                s.own = Own::default();
             }
         }
         self.step = step;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    /// The CPU f32 step really is in place (the moments keep their storage, the fast path
+    /// reports itself taken); an f64 parameter takes the composed ops (new moments).
+    #[test]
+    fn cpu_f32_steps_in_place_and_other_dtypes_compose() {
+        for (dtype, in_place) in [(DType::F32, true), (DType::F64, false)] {
+            let w = Var::from_tensor(
+                &Tensor::new(&[1f32, -2.0, 3.0], &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let mut opt =
+                AdamW::new(vec![("w".into(), w)], AdamWConfig::mae_pretrain(0.1)).unwrap();
+            let mut g = Grads::new();
+            g.insert(
+                "w",
+                Tensor::new(&[0.5f32, 0.25, -1.0], &Device::Cpu).unwrap(),
+            );
+            let (m, v) = (opt.slots[0].m.clone(), opt.slots[0].v.clone());
+            opt.step(&g).unwrap();
+            let s = &opt.slots[0];
+            assert_eq!(cpu::same_storage(&m, &s.m), in_place, "{dtype:?}");
+            assert_eq!(cpu::same_storage(&v, &s.v), in_place, "{dtype:?}");
+            assert!(!cpu::same_storage(&s.m, &s.v));
+        }
+    }
+
+    /// Accumulation adds in place from the second addition on (the first sum is the set's
+    /// own tensor), and scaling an owned sum keeps its storage.
+    #[test]
+    fn accumulation_writes_in_place_only_into_its_own_sums() {
+        let t = |x: f32| Tensor::new(&[x, x], &Device::Cpu).unwrap();
+        let micro = |x: f32| {
+            let mut g = Grads::new();
+            g.insert("a", t(x));
+            g
+        };
+        let (m1, m2, m3) = (micro(1.0), micro(2.0), micro(3.0));
+        let mut acc = Grads::new();
+        acc.accumulate(&m1).unwrap();
+        assert!(cpu::same_storage(
+            acc.get("a").unwrap(),
+            m1.get("a").unwrap()
+        ));
+        assert!(!acc.owns("a"));
+        acc.accumulate(&m2).unwrap();
+        let first_sum = acc.get("a").unwrap().clone();
+        assert!(acc.owns("a"));
+        acc.accumulate(&m3).unwrap();
+        acc.scale(0.5).unwrap();
+        assert!(cpu::same_storage(acc.get("a").unwrap(), &first_sum));
+        assert_eq!(acc.get("a").unwrap().to_vec1::<f32>().unwrap(), [3.0, 3.0]);
+        assert_eq!(m1.get("a").unwrap().to_vec1::<f32>().unwrap(), [1.0, 1.0]);
+        // A clone shares the mark: neither side writes in place while both live.
+        let c = acc.clone();
+        assert!(!acc.owns("a") && !c.owns("a"));
+        drop(c);
+        assert!(acc.owns("a"));
     }
 }
