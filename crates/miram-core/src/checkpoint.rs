@@ -145,14 +145,7 @@ pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
 /// Whether a contiguous `f32` CPU tensor is all finite, read in place; none for any other
 /// tensor.
 fn cpu_f32_all_finite(t: &Tensor) -> Option<bool> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
-            let (start, end) = layout.contiguous_offsets()?;
-            Some(v.get(start..end)?.iter().all(|x| x.is_finite()))
-        }
-        _ => None,
-    }
+    crate::optim::cpu::read_f32(t, |v| v.iter().all(|x| x.is_finite()))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename,

@@ -82,6 +82,17 @@ pub enum Error {
     /// An optimiser misuse (unknown parameter, shape change, bad state).
     #[error("optimizer: {0}")]
     Optimizer(String),
+    /// A gradient whose shape is not its parameter's (or not that of the gradient it is
+    /// accumulated into); nothing was changed.
+    #[error("optimizer: the gradient of {parameter} has shape {gradient:?}, expected {expected:?} (the parameter's shape); nothing was changed")]
+    GradientShape {
+        /// The parameter's name.
+        parameter: String,
+        /// The gradient's shape.
+        gradient: Vec<usize>,
+        /// The shape expected.
+        expected: Vec<usize>,
+    },
     /// An error from the dataset crate.
     #[cfg(feature = "dataset")]
     #[error(transparent)]
