@@ -105,8 +105,9 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Save a PNG grid per image: original, masked input, reconstruction at each scale.
     Reconstruct(commands::reconstruct::ReconstructArgs),
-    /// Time pre-training steps of a preset and print one JSON line (the fields of the
-    /// comparison script `benches/torch/bench_step.py`, plus peak memory).
+    /// Time training steps of a preset (pre-training, `--single-scale` or `--finetune`) and
+    /// print one JSON line (the fields of the comparison script `benches/torch/bench_step.py`,
+    /// plus peak memory and the share and rate of the matrix products).
     Bench(commands::bench::BenchArgs),
     /// Print a DICOM file's header fields and statistics of its stored pixel values.
     Inspect(commands::inspect::InspectArgs),
@@ -158,7 +159,7 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Finetune(a) => commands::finetune::run(&a, g, ui),
         Command::Evaluate(a) => commands::evaluate::run(&a, g, ui),
         Command::Reconstruct(a) => commands::reconstruct::run(&a, g, ui),
-        Command::Bench(a) => commands::bench::run(&a, g),
+        Command::Bench(a) => commands::bench::run(&a, g, ui),
         Command::Inspect(a) => commands::inspect::run(&a, ui),
         Command::Metrics(a) => commands::metrics::run(&a, g, ui),
     }

@@ -61,6 +61,11 @@ impl Ui {
         }
     }
 
+    /// The mode of this output.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// Writes one JSON object with `"event": name` and the fields of `fields` (an object).
     pub fn event(&self, name: &str, fields: Value) {
         if self.mode != Mode::JsonLines {

@@ -269,3 +269,66 @@ fn bench_refuses_a_batch_that_does_not_fit_and_out_of_range_arguments() {
         &["--threads 100000", "cores"],
     );
 }
+
+#[test]
+fn bench_times_each_mode_with_its_matrix_product_figures() {
+    for (flag, mode) in [
+        (None, "pretrain"),
+        (Some("--single-scale"), "single-scale"),
+        (Some("--finetune"), "finetune"),
+    ] {
+        let mut args = vec!["bench", "--preset", "micro", "--batch", "2", "--steps", "1"];
+        args.extend(flag);
+        // The default output: one JSON line on standard output, the table on standard error.
+        let out = miram(&args);
+        let err = ok(&out);
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 1, "{stdout}");
+        let plain: serde_json::Value =
+            serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        for needle in ["mode", "matrix products / step", "GFLOP/s", mode] {
+            assert!(err.contains(needle), "`{needle}` not in the table: {err}");
+        }
+        // --json-lines: one `result` event with the same fields.
+        args.push("--json-lines");
+        let out = miram(&args);
+        ok(&out);
+        let stdout = text(&out.stdout);
+        let result: serde_json::Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "result")
+            .unwrap_or_else(|| panic!("no result event: {stdout}"));
+        for r in [&plain, &result] {
+            assert_eq!(r["mode"], mode, "{r}");
+            assert_eq!(r["preset"], "micro");
+            assert_eq!(r["batch"], 2);
+            let share = r["matmul_share"].as_f64().unwrap_or(f64::NAN);
+            assert!(share > 0.0 && share <= 1.0, "{mode}: share {share}");
+            for key in [
+                "matmul_gflops",
+                "step_gflops",
+                "gflop_per_step",
+                "step_ms_median",
+            ] {
+                let v = r[key].as_f64().unwrap_or(f64::NAN);
+                assert!(v > 0.0, "{mode}: {key} = {}", r[key]);
+            }
+            let scales = r["config"]["scales"].as_array().map_or(0, Vec::len);
+            match mode {
+                "finetune" => {
+                    assert!(r["masked_encoder_ms_median"].is_null(), "{r}");
+                    assert_eq!(r["classes"], 2);
+                }
+                _ => {
+                    assert!(r["masked_encoder_ms_median"].as_f64().unwrap_or(0.0) > 0.0);
+                    assert_eq!(scales, if mode == "single-scale" { 1 } else { 2 }, "{r}");
+                }
+            }
+        }
+    }
+    // The two modes exclude each other.
+    let out = miram(&["bench", "--single-scale", "--finetune"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}

@@ -1,11 +1,14 @@
-//! `miram bench`: one pre-training step (forward, backward, AdamW) timed like the PyTorch
-//! comparison script `benches/torch/bench_step.py`, printed as one JSON line with the same
-//! fields (plus peak memory), so the two can be run back to back and divided.
+//! `miram bench`: one training step (forward, backward, AdamW) timed like the PyTorch
+//! comparison script `benches/torch/bench_step.py` in one of its modes (pre-training, MAE's
+//! single-scale step, fine-tuning), printed as one JSON line with the same fields (plus peak
+//! memory and the matrix-product figures), so the two can be run back to back and divided.
 
 use clap::Args;
+use miram_core::bench::{BenchMode, BenchReport};
 use miram_core::MiramConfig;
 
 use crate::commands::device;
+use crate::ui::{Mode, Ui};
 use crate::GlobalArgs;
 
 /// The most timed steps one run takes.
@@ -14,15 +17,39 @@ const MAX_STEPS: usize = 100_000;
 /// Arguments of `miram bench`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-Before anything is allocated, the memory of one step (input images, weights with their
-gradients and AdamW moments, and the activations the backward pass keeps, times a safety
-factor of 1.25) is estimated from the preset's shapes and compared with the memory available
-(MemAvailable of /proc/meminfo, or the cgroup's limit if lower): a batch that does not fit is
-refused with both figures. On a CUDA device only the input images (held on the host first)
-are checked this way.
+Modes (the --mode of benches/torch/bench_step.py):
+  (default)       pretrain: the preset's multi-scale model with every decoder
+  --single-scale  the same preset with only its 1x decoder: MAE's step
+  --finetune      the fine-tuning classifier on the preset's encoder (mean pool of the patch
+                  tokens, fc_norm, a 2-class head) on unmasked images: forward, cross-entropy
+                  with class weights 1, backward, AdamW (betas 0.9, 0.999; weight decay 0.05)
+The pre-training modes also time the masked-encoder forward; in finetune mode
+masked_encoder_ms_median is null.
 
-Example:
-  miram bench --preset tiny --batch 8 --steps 10 --threads 2")]
+Output: one JSON line on standard output (impl, mode, preset, batch, threads, step_ms_median,
+masked_encoder_ms_median, classes, params, peak_rss_mib, matmul_share, matmul_gflops,
+step_gflops, gflop_per_step, config), and a table of the figures on standard error (not with
+--quiet); with --json-lines, one `result` event with the same fields instead.
+
+Matrix products: over the timed steps, matmul_share is the time spent in matrix products over
+the step time, matmul_gflops their FLOPs over their own time (the rate of the products),
+step_gflops the same FLOPs over the step time (the rate achieved over the whole step), and
+gflop_per_step their FLOPs per step. Counted are the products of the project's fused CPU
+kernels (every Linear layer and the softmax attention blocks, forward and backward); candle's
+own products (e.g. inside the Linformer, Nystrom and Performer attention kinds) are not, and
+on a GPU nothing is counted: there the four fields are null.
+
+Before anything is allocated, the memory of one step of the mode (input images, weights with
+their gradients and AdamW moments, and the activations the backward pass keeps, times a
+safety factor of 1.25) is estimated from the preset's shapes and compared with the memory
+available (MemAvailable of /proc/meminfo, or the cgroup's limit if lower): a batch that does
+not fit is refused with both figures. On a CUDA device only the input images (held on the
+host first) are checked this way.
+
+Examples:
+  miram bench --preset tiny --batch 8 --steps 10 --threads 2
+  miram bench --preset tiny --batch 8 --single-scale
+  miram bench --preset tiny --batch 16 --finetune")]
 pub struct BenchArgs {
     /// Preset to time (paper, paper-nystrom, paper-linformer, paper-performer, paper-3scale,
     /// small, tiny, micro).
@@ -37,11 +64,29 @@ pub struct BenchArgs {
     /// Worker threads, 1 to the number of cores (default: every core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Time MAE's step: the preset with only its first (1x) decoder.
+    #[arg(long, conflicts_with = "finetune")]
+    pub single_scale: bool,
+    /// Time the fine-tuning classifier's step (full forward on unmasked images, loss,
+    /// backward, AdamW) instead of pre-training.
+    #[arg(long)]
+    pub finetune: bool,
 }
 
-/// Runs the benchmark and prints its JSON line (`--seed` seeds the weights, images and
-/// masks; `--device` picks the device).
-pub fn run(a: &BenchArgs, g: &GlobalArgs) -> anyhow::Result<()> {
+impl BenchArgs {
+    /// The mode the flags ask for.
+    pub fn mode(&self) -> BenchMode {
+        match (self.single_scale, self.finetune) {
+            (true, _) => BenchMode::SingleScale,
+            (false, true) => BenchMode::Finetune,
+            (false, false) => BenchMode::Pretrain,
+        }
+    }
+}
+
+/// Runs the benchmark and prints its JSON line and table (`--seed` seeds the weights, images
+/// and masks; `--device` picks the device).
+pub fn run(a: &BenchArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     anyhow::ensure!(a.batch > 0, "--batch 0: give at least 1 image per step");
     anyhow::ensure!(
         (1..=MAX_STEPS).contains(&a.steps),
@@ -55,15 +100,16 @@ pub fn run(a: &BenchArgs, g: &GlobalArgs) -> anyhow::Result<()> {
             "--threads {t}: give 1 to {cores} (the cores of this machine); more threads than cores time the scheduler, not the step"
         );
     }
+    let mode = a.mode();
     let cfg = MiramConfig::preset(&a.preset)?;
     let dev = device::parse(g.device.as_deref().unwrap_or("cpu"))?;
     match miram_core::bench::available_memory() {
         Some(avail) if dev.is_cpu() => {
-            miram_core::bench::check_step_memory(&a.preset, &cfg, a.batch, avail)?;
+            miram_core::bench::check_step_memory(&a.preset, &cfg, mode, a.batch, avail)?;
         }
         Some(avail) => {
             // The images are drawn on the host before they are copied to the device.
-            let host = miram_core::bench::step_memory(&cfg, a.batch).inputs;
+            let host = mode.step_memory(&cfg, a.batch).inputs;
             anyhow::ensure!(
                 host <= avail,
                 "--batch {}: the input images alone need {:.2} GiB of host memory, but {:.2} GiB is available",
@@ -74,21 +120,65 @@ pub fn run(a: &BenchArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    if let Some(t) = a.threads {
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .ok();
-    }
-    let report = miram_core::bench::pretrain_step(
+    // `--threads` sized the pool in `main`, before the command started on it.
+    let report = miram_core::bench::bench_step(
         &a.preset,
         &cfg,
+        mode,
         a.batch,
         a.steps,
         g.seed.unwrap_or(0),
         &dev,
     )?;
-    println!("{}", serde_json::to_string(&report)?);
+    ui.result_text(format!("{}\n", serde_json::to_string(&report)?));
+    if ui.mode() == Mode::Human {
+        ui.info(table(&report));
+    }
+    ui.event("result", serde_json::to_value(&report)?);
     Ok(())
+}
+
+/// The figures of `r` as a short table for a person.
+fn table(r: &BenchReport) -> String {
+    let ms =
+        |v: Option<f64>, none: &str| v.map_or_else(|| none.to_string(), |v| format!("{v:.2} ms"));
+    let num = |v: Option<f64>, digits: usize, unit: &str| {
+        v.map_or_else(
+            || "- (not counted on this device)".to_string(),
+            |v| format!("{v:.digits$}{unit}"),
+        )
+    };
+    let rows = [
+        ("mode", r.mode.to_string()),
+        (
+            "model",
+            format!(
+                "preset {}, batch {}, {} threads",
+                r.preset, r.batch, r.threads
+            ),
+        ),
+        ("step (median)", ms(Some(r.step_ms_median), "-")),
+        (
+            "masked encoder (median)",
+            ms(r.masked_encoder_ms_median, "- (no masking in this mode)"),
+        ),
+        (
+            "matrix products / step",
+            num(r.matmul_share.map(|s| s * 100.0), 1, " % of the time"),
+        ),
+        ("matrix products rate", num(r.matmul_gflops, 1, " GFLOP/s")),
+        ("rate over the step", num(r.step_gflops, 1, " GFLOP/s")),
+        ("product FLOPs / step", num(r.gflop_per_step, 3, " GFLOP")),
+        ("parameters", r.params.to_string()),
+        (
+            "peak resident memory",
+            r.peak_rss_mib
+                .map_or_else(|| "-".to_string(), |m| format!("{m:.1} MiB")),
+        ),
+    ];
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:<w$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

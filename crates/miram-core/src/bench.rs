@@ -1,19 +1,87 @@
-//! Timing of pre-training steps, the figures of the PyTorch comparison script
-//! `benches/torch/bench_step.py`: the median
-//! of a step (forward, backward, AdamW) and of a masked-encoder forward after two warm-up
-//! iterations, the parameter count and the peak resident memory. `miram bench` prints it as
-//! one JSON line so the two can be run back to back and divided.
+//! Timing of training steps, the figures of the PyTorch comparison script
+//! `benches/torch/bench_step.py`, in its three modes ([`BenchMode`]): the median of a step
+//! (forward, backward, AdamW) and, for the pre-training modes, of a masked-encoder forward,
+//! after two warm-up iterations; the parameter count; the peak resident memory; and, on the
+//! CPU, how much of the step the matrix products of the fused kernels took and how fast they
+//! ran ([`miram_nn::ops::gemm::MatmulStats`]). `miram bench` prints it as one JSON line so the
+//! two can be run back to back and divided.
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use serde::Serialize;
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use miram_nn::AttentionConfig;
+use miram_encoder::{ClassifierConfig, VitClassifier};
+use miram_nn::ops::gemm::MatmulStats;
+use miram_nn::{AttentionConfig, ParamStore};
 
 use crate::optim::{AdamW, AdamWConfig, Grads};
 use crate::rand::Rng;
 use crate::{Error, Miram, MiramConfig, Result};
+
+/// Which step is timed: the three `--mode`s of `benches/torch/bench_step.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchMode {
+    /// The multi-scale model with every decoder of the configuration: MIRAM's step.
+    Pretrain,
+    /// The same configuration with only its first (1x) decoder: MAE's step.
+    SingleScale,
+    /// The fine-tuning classifier (encoder without its final norm, mean pool of the patch
+    /// tokens, `fc_norm`, a head of [`FINETUNE_CLASSES`] classes) on unmasked images:
+    /// forward, class-weighted cross-entropy (weights 1), backward, AdamW.
+    Finetune,
+}
+
+impl BenchMode {
+    /// Every mode.
+    pub const ALL: [BenchMode; 3] = [Self::Pretrain, Self::SingleScale, Self::Finetune];
+
+    /// The name in the JSON line and in `bench_step.py --mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pretrain => "pretrain",
+            Self::SingleScale => "single-scale",
+            Self::Finetune => "finetune",
+        }
+    }
+
+    /// The configuration the mode builds from `cfg`: `cfg` itself, or its first scale only
+    /// for [`BenchMode::SingleScale`] (the classifier of [`BenchMode::Finetune`] takes the
+    /// encoder part of `cfg` and ignores the decoders).
+    pub fn model_config(self, cfg: &MiramConfig) -> MiramConfig {
+        match self {
+            Self::SingleScale => cfg.single_scale(),
+            Self::Pretrain | Self::Finetune => cfg.clone(),
+        }
+    }
+
+    /// The memory estimate of one step of this mode (see [`step_memory`] and
+    /// [`finetune_step_memory`]).
+    pub fn step_memory(self, cfg: &MiramConfig, batch: usize) -> StepMemory {
+        match self {
+            Self::Pretrain | Self::SingleScale => step_memory(&self.model_config(cfg), batch),
+            Self::Finetune => finetune_step_memory(cfg, batch, FINETUNE_CLASSES),
+        }
+    }
+}
+
+impl std::fmt::Display for BenchMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Classes of the head in [`BenchMode::Finetune`] (`bench_step.py --classes`, default 2:
+/// benign / malignant).
+pub const FINETUNE_CLASSES: usize = 2;
+
+/// Learning rate of every timed AdamW step (`bench_step.py`'s 1e-4; the value does not
+/// change the time).
+const BENCH_LR: f64 = 1e-4;
+
+/// Weight decay of the fine-tuning optimiser in `bench_step.py`.
+const FINETUNE_WEIGHT_DECAY: f64 = 0.05;
 
 /// What one benchmark run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +89,8 @@ pub struct BenchReport {
     /// The implementation (`miram-rs <version> (candle 0.11)`).
     #[serde(rename = "impl")]
     pub implementation: String,
+    /// The step that was timed.
+    pub mode: BenchMode,
     /// The preset name, or `custom`.
     pub preset: String,
     /// Images per step.
@@ -29,14 +99,63 @@ pub struct BenchReport {
     pub threads: usize,
     /// Median step time (forward + backward + AdamW) in milliseconds.
     pub step_ms_median: f64,
-    /// Median masked-encoder forward in milliseconds.
-    pub masked_encoder_ms_median: f64,
-    /// Trainable parameters.
+    /// Median masked-encoder forward in milliseconds; `None` (null) for
+    /// [`BenchMode::Finetune`], whose step has no masking (as in `bench_step.py`).
+    pub masked_encoder_ms_median: Option<f64>,
+    /// Classes of the head ([`BenchMode::Finetune`] only).
+    pub classes: Option<usize>,
+    /// Trainable parameters of the timed model.
     pub params: usize,
     /// Peak resident memory of the process in MiB (Linux), if known.
     pub peak_rss_mib: Option<f64>,
-    /// The model configuration that was timed (what `benches/torch/bench_step.py` builds).
+    /// The share of the timed steps spent in the matrix products of the fused CPU kernels
+    /// (product seconds / step seconds); `None` off the CPU (see [`MatmulFigures`]).
+    pub matmul_share: Option<f64>,
+    /// The rate of those products themselves: FLOPs / product seconds, in GFLOP/s.
+    pub matmul_gflops: Option<f64>,
+    /// The rate achieved over the whole step: FLOPs / step seconds, in GFLOP/s.
+    pub step_gflops: Option<f64>,
+    /// FLOPs of those products per step, in GFLOP.
+    pub gflop_per_step: Option<f64>,
+    /// The model configuration that was timed (what `benches/torch/bench_step.py` builds;
+    /// for [`BenchMode::SingleScale`] the one-scale configuration, for
+    /// [`BenchMode::Finetune`] the configuration whose encoder the classifier uses).
     pub config: MiramConfig,
+}
+
+/// The matrix-product figures of [`BenchReport`], from [`MatmulStats`] over the timed steps.
+///
+/// What is counted: the products of the project's fused CPU kernels (every Linear layer and
+/// the softmax attention blocks, forward and backward). candle's own products (inside the
+/// Linformer, Nystrom and Performer attention kinds, for example) are not counted, nor is
+/// any GPU product: off the CPU the figures are not reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatmulFigures {
+    /// Product seconds / step seconds.
+    pub share: f64,
+    /// FLOPs / product seconds, in GFLOP/s (`None` when no product ran).
+    pub matmul_gflops: Option<f64>,
+    /// FLOPs / step seconds, in GFLOP/s.
+    pub step_gflops: f64,
+    /// FLOPs per step, in GFLOP.
+    pub gflop_per_step: f64,
+}
+
+impl MatmulFigures {
+    /// The figures of `stats`, counted over `steps` steps that took `step_seconds` in all;
+    /// `None` when nothing was timed.
+    pub fn new(stats: MatmulStats, steps: usize, step_seconds: f64) -> Option<Self> {
+        if steps == 0 || step_seconds.is_nan() || step_seconds <= 0.0 {
+            return None;
+        }
+        let flops = stats.flops as f64;
+        Some(Self {
+            share: stats.seconds / step_seconds,
+            matmul_gflops: (stats.seconds > 0.0).then(|| flops / stats.seconds * 1e-9),
+            step_gflops: flops / step_seconds * 1e-9,
+            gflop_per_step: flops / steps as f64 * 1e-9,
+        })
+    }
 }
 
 fn median_ms(mut v: Vec<f64>) -> f64 {
@@ -173,6 +292,46 @@ pub fn step_memory(cfg: &MiramConfig, batch: usize) -> StepMemory {
     }
 }
 
+/// Estimates the memory of one fine-tuning step ([`BenchMode::Finetune`]) of the encoder of
+/// `cfg` with a head of `classes` outputs at `batch` images (f32): the encoder runs on every
+/// patch (no masking), without decoders; an estimate, not a measurement (see
+/// [`StepMemory`]).
+pub fn finetune_step_memory(cfg: &MiramConfig, batch: usize, classes: usize) -> StepMemory {
+    let f = 4u64; // bytes per f32
+    let b = batch as u64;
+    let (c, p) = (cfg.in_chans as u64, cfg.patch_size as u64);
+    let grid = (cfg.img_size / cfg.patch_size.max(1)) as u64;
+    let l = grid * grid;
+    let (d, k) = (cfg.embed_dim as u64, classes as u64);
+    let inputs = b.saturating_mul(c * (cfg.img_size as u64).pow(2) * f);
+    let hidden = (cfg.mlp_ratio * d as f64).ceil() as u64;
+    let block_params = 4 * d * d + 2 * d * hidden + 9 * d + hidden;
+    // Patch embedding, encoder blocks, fc_norm and the head.
+    let params = p * p * c * d + 2 * d + cfg.depth as u64 * block_params + 2 * d + d * k + k;
+    // Patchified input and embedding, the blocks over every token with the class token, the
+    // pooled features, their norm and the logits.
+    let mut act = 3 * l * p * p * c + 2 * l * d;
+    act += cfg.depth as u64
+        * block_floats(
+            l + 1,
+            d,
+            cfg.num_heads as u64,
+            cfg.mlp_ratio,
+            &AttentionConfig::Softmax,
+        );
+    act += 4 * d + 3 * k;
+    let parameters = 4 * params * f;
+    let activations = b.saturating_mul(act * f);
+    StepMemory {
+        inputs,
+        parameters,
+        activations,
+        total: inputs
+            .saturating_add(parameters)
+            .saturating_add((activations as f64 * STEP_MEMORY_SAFETY) as u64),
+    }
+}
+
 /// The memory this process may still allocate, in bytes: `MemAvailable` of `/proc/meminfo`,
 /// lowered to what the cgroup (v2) still allows when it sets a limit; `None` where neither
 /// can be read (not Linux).
@@ -200,23 +359,25 @@ fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-/// Refuses a batch whose estimated step memory ([`step_memory`]) exceeds `available` bytes,
-/// before anything is allocated; the error says both figures and the largest batch that fits.
+/// Refuses a batch whose estimated step memory in `mode` ([`BenchMode::step_memory`])
+/// exceeds `available` bytes, before anything is allocated; the error says both figures and
+/// the largest batch that fits.
 pub fn check_step_memory(
     preset: &str,
     cfg: &MiramConfig,
+    mode: BenchMode,
     batch: usize,
     available: u64,
 ) -> Result<StepMemory> {
-    let need = step_memory(cfg, batch);
+    let need = mode.step_memory(cfg, batch);
     if need.total <= available {
         return Ok(need);
     }
-    let one = step_memory(cfg, 1);
+    let one = mode.step_memory(cfg, 1);
     let per_image = one.total - one.parameters;
     let fits = available.saturating_sub(one.parameters) / per_image.max(1);
     Err(Error::InsufficientMemory {
-        what: format!("one step of preset {preset} at batch {batch}"),
+        what: format!("one {mode} step of preset {preset} at batch {batch}"),
         needed: need.total,
         available,
         detail: format!(
@@ -233,8 +394,105 @@ pub fn check_step_memory(
     })
 }
 
-/// Times `steps` pre-training steps and masked-encoder forwards of `cfg` at `batch` images
-/// on `device`, after two warm-up iterations of each.
+/// Runs `f` for two warm-up iterations and then `steps` timed ones (each ended by a device
+/// synchronisation); returns the timed durations in seconds and, on the CPU, the matrix
+/// products counted over the timed iterations only.
+fn timed<F: FnMut() -> Result<()>>(
+    steps: usize,
+    device: &Device,
+    mut f: F,
+) -> Result<(Vec<f64>, Option<MatmulStats>)> {
+    for _ in 0..2 {
+        f()?;
+        device.synchronize()?;
+    }
+    let mut out = Vec::with_capacity(steps);
+    MatmulStats::start();
+    let run = (|| -> Result<()> {
+        for _ in 0..steps {
+            let t = Instant::now();
+            f()?;
+            device.synchronize()?;
+            out.push(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    })();
+    let stats = MatmulStats::stop();
+    run?;
+    Ok((out, device.is_cpu().then_some(stats)))
+}
+
+/// The report of a run, with the matrix-product figures of the timed steps.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    mode: BenchMode,
+    preset: &str,
+    cfg: MiramConfig,
+    batch: usize,
+    step: (Vec<f64>, Option<MatmulStats>),
+    masked_encoder: Option<Vec<f64>>,
+    classes: Option<usize>,
+    params: usize,
+) -> BenchReport {
+    let (step, stats) = step;
+    let figures = stats.and_then(|s| MatmulFigures::new(s, step.len(), step.iter().sum::<f64>()));
+    BenchReport {
+        implementation: format!("miram-rs {} (candle 0.11)", env!("CARGO_PKG_VERSION")),
+        mode,
+        preset: preset.to_string(),
+        batch,
+        threads: rayon::current_num_threads(),
+        step_ms_median: median_ms(step),
+        masked_encoder_ms_median: masked_encoder.map(median_ms),
+        classes,
+        params,
+        peak_rss_mib: peak_rss_mib(),
+        matmul_share: figures.map(|f| f.share),
+        matmul_gflops: figures.and_then(|f| f.matmul_gflops),
+        step_gflops: figures.map(|f| f.step_gflops),
+        gflop_per_step: figures.map(|f| f.gflop_per_step),
+        config: cfg,
+    }
+}
+
+/// Times `steps` steps of `mode` for the preset configuration `cfg` at `batch` images on
+/// `device`, after two warm-up steps, as `benches/torch/bench_step.py --mode` does:
+/// [`pretrain_step`] of `cfg` or of its 1x scale alone, or [`finetune_step`].
+pub fn bench_step(
+    preset: &str,
+    cfg: &MiramConfig,
+    mode: BenchMode,
+    batch: usize,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<BenchReport> {
+    match mode {
+        BenchMode::Pretrain | BenchMode::SingleScale => {
+            let mut r = pretrain_step(preset, &mode.model_config(cfg), batch, steps, seed, device)?;
+            r.mode = mode;
+            Ok(r)
+        }
+        BenchMode::Finetune => {
+            finetune_step(preset, cfg, batch, FINETUNE_CLASSES, steps, seed, device)
+        }
+    }
+}
+
+fn check_batch(batch: usize, steps: usize) -> Result<()> {
+    if batch == 0 || steps == 0 {
+        return Err(Error::Config(format!(
+            "a benchmark needs at least 1 image and 1 timed step (got batch {batch}, steps {steps})"
+        )));
+    }
+    Ok(())
+}
+
+/// Times `steps` pre-training steps (masking, forward of every decoder of `cfg`, loss,
+/// backward, AdamW with MAE's pre-training settings) and masked-encoder forwards of `cfg` at
+/// `batch` images on `device`, after two warm-up iterations of each. The report's mode is
+/// [`BenchMode::Pretrain`]; give [`MiramConfig::single_scale`] for MAE's step (or call
+/// [`bench_step`]).
 pub fn pretrain_step(
     preset: &str,
     cfg: &MiramConfig,
@@ -243,9 +501,10 @@ pub fn pretrain_step(
     seed: u64,
     device: &Device,
 ) -> Result<BenchReport> {
+    check_batch(batch, steps)?;
     let model = Miram::init(cfg, seed, device)?;
     let params = model.store().trainable();
-    let mut opt = AdamW::new(params.clone(), AdamWConfig::mae_pretrain(1e-4))?;
+    let mut opt = AdamW::new(params.clone(), AdamWConfig::mae_pretrain(BENCH_LR))?;
     let mut rng = Rng::new(seed);
     let (c, s) = (cfg.in_chans, cfg.img_size);
     let imgs = Tensor::from_vec(
@@ -253,40 +512,89 @@ pub fn pretrain_step(
         (batch, c, s, s),
         device,
     )?;
-    let mut step = Vec::with_capacity(steps);
-    for i in 0..steps + 2 {
-        let t = Instant::now();
+    let step = timed(steps, device, || {
         let noise = model.random_noise(batch, &mut rng)?;
         let out = model.forward(&imgs, &noise)?;
         let grads = Grads::from_backward(&out.loss.backward()?, &params);
-        opt.step(&grads)?;
-        device.synchronize()?;
-        if i >= 2 {
-            step.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let mut enc = Vec::with_capacity(steps);
-    for i in 0..steps + 2 {
-        let t = Instant::now();
+        opt.step(&grads)
+    })?;
+    let (enc, _) = timed(steps, device, || {
         let noise = model.random_noise(batch, &mut rng)?;
         let (latent, _) = model
             .encoder()
             .forward_masked(&imgs, &noise, cfg.mask_ratio)?;
         drop(latent);
-        device.synchronize()?;
-        if i >= 2 {
-            enc.push(t.elapsed().as_secs_f64());
-        }
-    }
-    Ok(BenchReport {
-        implementation: format!("miram-rs {} (candle 0.11)", env!("CARGO_PKG_VERSION")),
-        preset: preset.to_string(),
+        Ok(())
+    })?;
+    Ok(report(
+        BenchMode::Pretrain,
+        preset,
+        cfg.clone(),
         batch,
-        threads: rayon::current_num_threads(),
-        step_ms_median: median_ms(step),
-        masked_encoder_ms_median: median_ms(enc),
-        params: model.num_parameters(),
-        peak_rss_mib: peak_rss_mib(),
-        config: cfg.clone(),
-    })
+        step,
+        Some(enc),
+        None,
+        model.num_parameters(),
+    ))
+}
+
+/// Times `steps` fine-tuning steps of the classifier built on the encoder of `cfg` with a
+/// head of `classes` outputs, at `batch` unmasked images on `device`, after two warm-up
+/// steps: the forward (no drop path), the cross-entropy with class weights 1 against the
+/// labels `i % classes`, the backward and AdamW (MAE's fine-tuning betas (0.9, 0.999), weight
+/// decay 0.05 on MAE's decayed parameters), as `bench_step.py --mode finetune`. There is no
+/// masked-encoder figure (null).
+pub fn finetune_step(
+    preset: &str,
+    cfg: &MiramConfig,
+    batch: usize,
+    classes: usize,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<BenchReport> {
+    check_batch(batch, steps)?;
+    if classes == 0 {
+        return Err(Error::Config(
+            "a fine-tuning benchmark needs at least 1 class".into(),
+        ));
+    }
+    let ccfg = ClassifierConfig {
+        encoder: cfg.encoder(),
+        num_classes: classes,
+        drop_path: 0.0,
+    };
+    let store = ParamStore::new(seed, DType::F32, device);
+    let model = VitClassifier::new(&ccfg, store.root())?;
+    let params = store.trainable();
+    let mut opt = AdamW::new(
+        params.clone(),
+        AdamWConfig::mae_finetune(BENCH_LR, FINETUNE_WEIGHT_DECAY),
+    )?;
+    let mut rng = Rng::new(seed);
+    let (c, s) = (cfg.in_chans, cfg.img_size);
+    let imgs = Tensor::from_vec(
+        rng.normal_vec(batch * c * s * s, 0.0, 1.0),
+        (batch, c, s, s),
+        device,
+    )?;
+    let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
+    let labels = Tensor::from_vec(labels, batch, device)?;
+    let weights = vec![1.0f32; classes];
+    let step = timed(steps, device, || {
+        let logits = model.forward(&imgs)?;
+        let loss = miram_losses::cross_entropy(&logits, &labels, Some(&weights))?;
+        let grads = Grads::from_backward(&loss.backward()?, &params);
+        opt.step(&grads)
+    })?;
+    Ok(report(
+        BenchMode::Finetune,
+        preset,
+        cfg.clone(),
+        batch,
+        step,
+        None,
+        Some(classes),
+        store.trainable_count(),
+    ))
 }
