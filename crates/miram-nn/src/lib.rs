@@ -3,7 +3,9 @@
 //!
 //! - [`vb`]: the parameter store and path-based [`VarBuilder`] with seeded, name-keyed
 //!   initialisation (MAE's initialisers) and checkpoint-load reports.
-//! - [`ops`]: LayerNorm and softmax with analytic backward passes (candle's lack them).
+//! - [`ops`]: custom ops with analytic backward passes: LayerNorm, softmax and GELU
+//!   (candle's lack backward passes), the fused Linear and the fused transformer-block
+//!   branches of the CPU (`f32`) path over bounds-checked `gemm` views, and [`ops::on_pool`].
 //! - [`Linear`], [`LayerNorm`], [`Mlp`], [`Block`] (pre-norm, drop path), the four
 //!   [`attention`] kinds, [`PatchEmbed`], [`patchify`] / [`unpatchify`] for any channel
 //!   count, and the 2-D sin-cos tables of [`pos_embed`].
