@@ -128,8 +128,10 @@ fn main() -> ExitCode {
         cli.global.json_lines,
     ));
     // `miram bench --threads N` sizes the pool before the command runs on it.
+    // A count outside 1..=cores is left to the command, which refuses it with its message.
     if let Command::Bench(a) = &cli.command {
-        if let Some(t) = a.threads {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        if let Some(t) = a.threads.filter(|t| (1..=cores).contains(t)) {
             std::env::set_var("RAYON_NUM_THREADS", t.to_string());
             rayon::ThreadPoolBuilder::new()
                 .num_threads(t)
