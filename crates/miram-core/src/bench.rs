@@ -237,6 +237,26 @@ fn block_floats(n: u64, d: u64, heads: u64, mlp: f64, attention: &AttentionConfi
     dense + maps
 }
 
+/// Parameters of one transformer block of width `w` (LayerNorms, qkv, proj, MLP).
+fn block_params(w: u64, mlp_ratio: f64) -> u64 {
+    let hidden = (mlp_ratio * w as f64).ceil() as u64;
+    4 * w * w + 2 * w * hidden + 9 * w + hidden
+}
+
+impl StepMemory {
+    /// The estimate from its parts (byte counts; [`STEP_MEMORY_SAFETY`] on the activations).
+    fn from_parts(inputs: u64, parameters: u64, activations: u64) -> Self {
+        Self {
+            inputs,
+            parameters,
+            activations,
+            total: inputs
+                .saturating_add(parameters)
+                .saturating_add((activations as f64 * STEP_MEMORY_SAFETY) as u64),
+        }
+    }
+}
+
 /// Estimates the memory of one pre-training step of `cfg` at `batch` images (f32), from the
 /// shapes of the configuration: an estimate, not a measurement (see [`StepMemory`]).
 pub fn step_memory(cfg: &MiramConfig, batch: usize) -> StepMemory {
@@ -249,9 +269,8 @@ pub fn step_memory(cfg: &MiramConfig, batch: usize) -> StepMemory {
     let (d, dd) = (cfg.embed_dim as u64, cfg.decoder_embed_dim as u64);
     let inputs = b.saturating_mul(c * (cfg.img_size as u64).pow(2) * f);
     // Parameters: patch embedding, encoder blocks, decoder embedding and blocks, heads.
-    let hidden = |w: u64| (cfg.mlp_ratio * w as f64).ceil() as u64;
-    let block_params = |w: u64| 4 * w * w + 2 * w * hidden(w) + 9 * w + hidden(w);
-    let mut params = p * p * c * d + 2 * d + cfg.depth as u64 * block_params(d) + d * dd + 2 * dd;
+    let mut params =
+        p * p * c * d + 2 * d + cfg.depth as u64 * block_params(d, cfg.mlp_ratio) + d * dd + 2 * dd;
     // Encoder: patchified input, embedding, blocks over the kept tokens.
     let mut act = 3 * l * p * p * c + 2 * l * d;
     act += cfg.depth as u64
@@ -267,7 +286,8 @@ pub fn step_memory(cfg: &MiramConfig, batch: usize) -> StepMemory {
     for sc in &cfg.scales {
         let s = sc.scale as u64;
         let n = l * s * s + 1;
-        params += cfg.decoder_depth as u64 * block_params(dd) + dd * p * p * c + p * p * c;
+        params +=
+            cfg.decoder_depth as u64 * block_params(dd, cfg.mlp_ratio) + dd * p * p * c + p * p * c;
         act += 2 * n * dd;
         act += cfg.decoder_depth as u64
             * block_floats(
@@ -280,16 +300,7 @@ pub fn step_memory(cfg: &MiramConfig, batch: usize) -> StepMemory {
         // Prediction, target patches, their normalised form, the difference and its square.
         act += 5 * (n - 1) * p * p * c;
     }
-    let parameters = 4 * params * f;
-    let activations = b.saturating_mul(act * f);
-    StepMemory {
-        inputs,
-        parameters,
-        activations,
-        total: inputs
-            .saturating_add(parameters)
-            .saturating_add((activations as f64 * STEP_MEMORY_SAFETY) as u64),
-    }
+    StepMemory::from_parts(inputs, 4 * params * f, b.saturating_mul(act * f))
 }
 
 /// Estimates the memory of one fine-tuning step ([`BenchMode::Finetune`]) of the encoder of
@@ -304,10 +315,13 @@ pub fn finetune_step_memory(cfg: &MiramConfig, batch: usize, classes: usize) -> 
     let l = grid * grid;
     let (d, k) = (cfg.embed_dim as u64, classes as u64);
     let inputs = b.saturating_mul(c * (cfg.img_size as u64).pow(2) * f);
-    let hidden = (cfg.mlp_ratio * d as f64).ceil() as u64;
-    let block_params = 4 * d * d + 2 * d * hidden + 9 * d + hidden;
     // Patch embedding, encoder blocks, fc_norm and the head.
-    let params = p * p * c * d + 2 * d + cfg.depth as u64 * block_params + 2 * d + d * k + k;
+    let params = p * p * c * d
+        + 2 * d
+        + cfg.depth as u64 * block_params(d, cfg.mlp_ratio)
+        + 2 * d
+        + d * k
+        + k;
     // Patchified input and embedding, the blocks over every token with the class token, the
     // pooled features, their norm and the logits.
     let mut act = 3 * l * p * p * c + 2 * l * d;
@@ -320,16 +334,7 @@ pub fn finetune_step_memory(cfg: &MiramConfig, batch: usize, classes: usize) -> 
             &AttentionConfig::Softmax,
         );
     act += 4 * d + 3 * k;
-    let parameters = 4 * params * f;
-    let activations = b.saturating_mul(act * f);
-    StepMemory {
-        inputs,
-        parameters,
-        activations,
-        total: inputs
-            .saturating_add(parameters)
-            .saturating_add((activations as f64 * STEP_MEMORY_SAFETY) as u64),
-    }
+    StepMemory::from_parts(inputs, 4 * params * f, b.saturating_mul(act * f))
 }
 
 /// The memory this process may still allocate, in bytes: `MemAvailable` of `/proc/meminfo`,

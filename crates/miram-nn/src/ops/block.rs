@@ -668,26 +668,10 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device, Var};
 
-    fn rand(shape: &[usize], seed: u64, std: f64) -> candle_core::Result<Var> {
-        let mut r = miram_rand::Rng::new(seed);
-        let n = shape.iter().product();
-        Var::from_tensor(&Tensor::from_vec(
-            r.normal_vec(n, 0.0, std as f32),
-            shape,
-            &Device::Cpu,
-        )?)
-    }
+    use crate::ops::test_util::{max_rel, normal};
 
-    fn max_rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
-        let a = a.to_dtype(DType::F64)?;
-        let b = b.to_dtype(DType::F64)?;
-        let d = (&a - &b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f64>()?;
-        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
-        Ok(d / s.max(1e-12))
+    fn rand(shape: &[usize], seed: u64, std: f32) -> candle_core::Result<Var> {
+        Var::from_tensor(&normal(shape, seed, std)?)
     }
 
     /// Fused f32 against composed f64 (candle's own ops: no fused path runs in f64), forward

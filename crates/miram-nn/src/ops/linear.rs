@@ -219,24 +219,12 @@ impl CustomOp3 for LinearBwdOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Var};
+
+    use crate::ops::test_util::{max_rel, normal};
 
     fn rand(shape: &[usize], seed: u64) -> candle_core::Result<Tensor> {
-        let mut r = miram_rand::Rng::new(seed);
-        let n = shape.iter().product();
-        Tensor::from_vec(r.normal_vec(n, 0.0, 1.0), shape, &Device::Cpu)
-    }
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
-        let a = a.to_dtype(DType::F64)?;
-        let b = b.to_dtype(DType::F64)?;
-        let d = (&a - &b)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f64>()?;
-        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
-        Ok(d / s.max(1e-12))
+        normal(shape, seed, 1.0)
     }
 
     #[test]

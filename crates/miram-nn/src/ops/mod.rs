@@ -538,6 +538,32 @@ impl CustomOp2 for SoftmaxBwdOp {
     }
 }
 
+/// Helpers of the kernels' tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use candle_core::{DType, Device, Tensor};
+
+    /// A CPU `f32` tensor of normal values (mean 0, standard deviation `std`).
+    pub(crate) fn normal(shape: &[usize], seed: u64, std: f32) -> candle_core::Result<Tensor> {
+        let mut r = miram_rand::Rng::new(seed);
+        let n = shape.iter().product();
+        Tensor::from_vec(r.normal_vec(n, 0.0, std), shape, &Device::Cpu)
+    }
+
+    /// The largest absolute difference relative to the largest magnitude of `b`.
+    pub(crate) fn max_rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f64> {
+        let a = a.to_dtype(DType::F64)?;
+        let b = b.to_dtype(DType::F64)?;
+        let d = (&a - &b)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        let s = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+        Ok(d / s.max(1e-12))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
