@@ -92,6 +92,19 @@ fn macro_ap_counts_classes_without_positives_as_zero_and_names_them() {
     assert_eq!(m.per_class[1].auc, None);
 }
 
+/// Prediction rows of three classes: the one-hot target of each label and its probabilities.
+fn one_hot_rows(labels: &[usize], probs: &[[f64; 3]]) -> Vec<(Vec<f32>, Vec<f64>)> {
+    labels
+        .iter()
+        .zip(probs)
+        .map(|(&l, p)| {
+            let mut t = vec![0.0; 3];
+            t[l] = 1.0;
+            (t, p.to_vec())
+        })
+        .collect()
+}
+
 #[test]
 fn multiclass_with_an_absent_class_says_which_classes_the_auc_averages() {
     let names = ["X", "Y", "Z"];
@@ -104,15 +117,7 @@ fn multiclass_with_an_absent_class_says_which_classes_the_auc_averages() {
         [0.4, 0.3, 0.3],
     ];
     let labels = [0usize, 0, 1, 1, 1, 0];
-    let rows: Vec<(Vec<f32>, Vec<f64>)> = labels
-        .iter()
-        .zip(&probs)
-        .map(|(&l, p)| {
-            let mut t = vec![0.0; 3];
-            t[l] = 1.0;
-            (t, p.to_vec())
-        })
-        .collect();
+    let rows = one_hot_rows(&labels, &probs);
     let m = evaluate(&preds(false, &names, &rows), &cfg(0)).unwrap();
     let col = |c: usize| -> (Vec<u8>, Vec<f64>) {
         (
@@ -153,15 +158,7 @@ fn all_classes_defined_is_the_plain_macro_average() {
         [0.2, 0.2, 0.6],
     ];
     let labels = [0usize, 1, 2, 1, 0, 1];
-    let rows: Vec<(Vec<f32>, Vec<f64>)> = labels
-        .iter()
-        .zip(&probs)
-        .map(|(&l, p)| {
-            let mut t = vec![0.0; 3];
-            t[l] = 1.0;
-            (t, p.to_vec())
-        })
-        .collect();
+    let rows = one_hot_rows(&labels, &probs);
     let m = evaluate(&preds(false, &names, &rows), &cfg(0)).unwrap();
     let flat: Vec<f64> = probs.iter().flatten().copied().collect();
     let ap = average_precision_ovr(&labels, &flat, 3, Average::Macro).unwrap();

@@ -265,31 +265,27 @@ fn a_resume_on_other_data_is_refused_saying_what_changed() {
     assert_eq!(recorded.samples, 24);
     assert_eq!(recorded.records, Some(10));
 
+    // A resume that must be refused, with its message.
+    let refused = |n: usize, identity: DataIdentity| -> String {
+        pretrain(
+            &config(3),
+            images(n, 2),
+            &run,
+            &with(identity, true, None),
+            &mut Silent,
+        )
+        .unwrap_err()
+        .to_string()
+    };
     // Fewer images.
-    let err = pretrain(
-        &config(3),
-        images(16, 2),
-        &run,
-        &with(id(10, "a"), true, None),
-        &mut Silent,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(16, id(10, "a"));
     assert!(
         err.contains("other data") && err.contains("training samples: 24 -> 16"),
         "{err}"
     );
     assert!(err.contains("--restart"), "{err}");
     // Other records behind the same number of samples.
-    let err = pretrain(
-        &config(3),
-        images(24, 2),
-        &run,
-        &with(id(11, "b"), true, None),
-        &mut Silent,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(24, id(11, "b"));
     assert!(
         err.contains("dataset records: 10 -> 11") && err.contains("aaaaaaaaaaaa -> bbbbbbbbbbbb"),
         "{err}"

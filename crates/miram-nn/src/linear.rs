@@ -48,19 +48,7 @@ impl Linear {
     /// # Shapes
     /// - `x`: `[..., in_dim]`, returns `[..., out_dim]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims();
-        let in_dim = dims[dims.len() - 1];
-        let rows = x.elem_count() / in_dim.max(1);
-        let x2 = x.contiguous()?.reshape((rows, in_dim))?; // [rows, in]
-        let y = match &self.bias {
-            // One node with its three gradients (fused on the CPU for f32).
-            Some(b) => ops::linear(&x2, &self.weight, b)?,
-            None => x2.matmul(&self.weight.t()?)?,
-        }; // [rows, out]
-        let mut out_dims = dims.to_vec();
-        let last = out_dims.len() - 1;
-        out_dims[last] = self.weight.dim(0)?;
-        Ok(y.reshape(out_dims)?)
+        Ok(ops::linear(x, &self.weight, self.bias.as_ref())?)
     }
 }
 

@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, timed_region, MatMut, MatRef, Par};
+use super::attention::{attention_core, attention_core_backward};
 use super::{
     attention_packed, cpu_fast_path, gelu, gelu_slope, gelu_value, layer_norm, linear, ln_backward,
-    ln_forward, slice, softmax_backward_row, softmax_row,
+    ln_forward, slice,
 };
 
 /// The parameters of one residual branch: the pre-norm LayerNorm, the input projection
@@ -167,8 +167,12 @@ pub fn attention_branch_composed(
     drop: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let h = layer_norm(x, p.norm_weight, p.norm_bias, eps)?;
-    let qkv = composed_linear(&h, p.in_weight, p.in_bias)?;
-    let a = composed_linear(&attention_packed(&qkv, heads)?, p.out_weight, p.out_bias)?;
+    let qkv = linear(&h, p.in_weight, Some(p.in_bias))?;
+    let a = linear(
+        &attention_packed(&qkv, heads)?,
+        p.out_weight,
+        Some(p.out_bias),
+    )?;
     x + scaled(a, drop)?
 }
 
@@ -199,19 +203,9 @@ pub fn mlp_branch_composed(
     drop: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     let h = layer_norm(x, p.norm_weight, p.norm_bias, eps)?;
-    let m = composed_linear(
-        &gelu(&composed_linear(&h, p.in_weight, p.in_bias)?)?,
-        p.out_weight,
-        p.out_bias,
-    )?;
+    let hidden = gelu(&linear(&h, p.in_weight, Some(p.in_bias))?)?;
+    let m = linear(&hidden, p.out_weight, Some(p.out_bias))?;
     x + scaled(m, drop)?
-}
-
-/// `x W^T + b` over the last dimension of a `[N, n, din]` tensor.
-fn composed_linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    let (bsz, n, din) = x.dims3()?;
-    let y = linear(&x.contiguous()?.reshape((bsz * n, din))?, w, b)?;
-    y.reshape((bsz, n, w.dim(0)?))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,6 +216,18 @@ enum Kind {
 
 /// Elements handled by one rayon task of the element-wise loops.
 const ELEM_CHUNK: usize = 16 * 1024;
+
+/// Multiplies each sample's `per_sample` values by its factor (drop path).
+fn scale_samples(values: &mut [f32], per_sample: usize, factors: &[f32]) {
+    values
+        .par_chunks_mut(per_sample.max(1))
+        .zip(factors.par_iter())
+        .for_each(|(c, &f)| {
+            for v in c.iter_mut() {
+                *v *= f;
+            }
+        });
+}
 
 fn take_saved<T>(m: &Mutex<Option<Arc<T>>>, what: &str) -> candle_core::Result<Arc<T>> {
     match m.lock().ok().and_then(|s| s.clone()) {
@@ -419,11 +425,7 @@ impl CustomOp3 for MixProjOp {
         let mut out = vec![0f32; rows * d];
         linear::forward(&act, w, Some(b), rows, width, d, &mut out)?;
         if let Some(m) = &self.mask {
-            out.par_chunks_mut(n * d).enumerate().for_each(|(bi, o)| {
-                for v in o.iter_mut() {
-                    *v *= m[bi];
-                }
-            });
+            scale_samples(&mut out, n * d, m);
         }
         keep(&self.saved, MixSaved { act });
         Ok((CpuStorage::F32(out), Shape::from((bsz, n, d))))
@@ -483,11 +485,7 @@ impl CustomOp3 for MixProjBwdOp {
         let dy: &[f32] = match &self.mask {
             Some(m) => {
                 let mut v = g.to_vec();
-                v.par_chunks_mut(n * d).enumerate().for_each(|(bi, c)| {
-                    for e in c.iter_mut() {
-                        *e *= m[bi];
-                    }
-                });
+                scale_samples(&mut v, n * d, m);
                 masked = v;
                 &masked
             }
@@ -496,34 +494,33 @@ impl CustomOp3 for MixProjBwdOp {
         let mut out = vec![0f32; rows * inner + d * width + d];
         let (d_hidden, rest) = out.split_at_mut(rows * inner);
         let (dw, db) = rest.split_at_mut(d * width);
+        // The gradient of the core's output: for the GELU it is written where the gradient of
+        // the hidden layer goes and scaled there in place; attention needs it apart.
+        let mut d_attention = match self.kind {
+            Kind::Attention { .. } => vec![0f32; rows * width],
+            Kind::Mlp => Vec::new(),
+        };
+        let d_act: &mut [f32] = match self.kind {
+            Kind::Attention { .. } => &mut d_attention,
+            Kind::Mlp => &mut *d_hidden,
+        };
+        let act = &self.saved.act;
+        linear::backward(
+            act,
+            w,
+            dy,
+            rows,
+            width,
+            d,
+            Some((d_act, false)),
+            dw,
+            Some(db),
+        )?;
         match self.kind {
             Kind::Attention { heads } => {
-                let mut d_act = vec![0f32; rows * width];
-                linear::backward(
-                    &self.saved.act,
-                    w,
-                    dy,
-                    rows,
-                    width,
-                    d,
-                    Some((&mut d_act, false)),
-                    dw,
-                    Some(db),
-                )?;
-                attention_core_backward(hidden, &d_act, bsz, n, heads, d / heads, d_hidden)?;
+                attention_core_backward(hidden, &d_attention, bsz, n, heads, d / heads, d_hidden)?;
             }
             Kind::Mlp => {
-                linear::backward(
-                    &self.saved.act,
-                    w,
-                    dy,
-                    rows,
-                    width,
-                    d,
-                    Some((&mut *d_hidden, false)),
-                    dw,
-                    Some(db),
-                )?;
                 d_hidden
                     .par_chunks_mut(ELEM_CHUNK)
                     .zip(hidden.par_chunks(ELEM_CHUNK))
@@ -537,130 +534,6 @@ impl CustomOp3 for MixProjBwdOp {
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
-}
-
-/// Softmax attention of packed `qkv` (`[N n, 3 d]`, q, k, v side by side, heads inside each)
-/// into `out` (`[N n, d]`, heads merged), one rayon task per (sample, head).
-fn attention_core(
-    qkv: &[f32],
-    bsz: usize,
-    n: usize,
-    heads: usize,
-    dh: usize,
-    out: &mut [f32],
-) -> candle_core::Result<()> {
-    let d = heads * dh;
-    let scale = (dh as f64).powf(-0.5) as f32;
-    let mut per_head = vec![0f32; bsz * heads * n * dh];
-    timed_region(|| {
-        per_head
-            .par_chunks_mut(n * dh)
-            .enumerate()
-            .try_for_each_init(
-                || vec![0f32; n * n],
-                |scores, (task, o)| -> candle_core::Result<()> {
-                    let (bi, hi) = (task / heads, task % heads);
-                    let rows = &qkv[bi * n * 3 * d..(bi + 1) * n * 3 * d];
-                    let q = MatRef::cols_of(rows, n, 3 * d, hi * dh, dh)?;
-                    let k = MatRef::cols_of(rows, n, 3 * d, d + hi * dh, dh)?;
-                    let v = MatRef::cols_of(rows, n, 3 * d, 2 * d + hi * dh, dh)?;
-                    matmul(
-                        MatMut::rows(scores, n, n)?,
-                        q,
-                        k.t(),
-                        scale,
-                        false,
-                        Par::Seq,
-                    )?;
-                    for row in scores.chunks_mut(n) {
-                        softmax_row(row);
-                    }
-                    matmul(
-                        MatMut::rows(o, n, dh)?,
-                        MatRef::rows(scores, n, n)?,
-                        v,
-                        1.0,
-                        false,
-                        Par::Seq,
-                    )
-                },
-            )
-    })?;
-    // Merge the heads: out[b, i, h dh + j] = per_head[b, h, i, j].
-    out.par_chunks_mut(d).enumerate().for_each(|(r, orow)| {
-        let (bi, i) = (r / n, r % n);
-        for hi in 0..heads {
-            let src = &per_head[((bi * heads + hi) * n + i) * dh..][..dh];
-            orow[hi * dh..(hi + 1) * dh].copy_from_slice(src);
-        }
-    });
-    Ok(())
-}
-
-/// The gradient of [`attention_core`] with respect to the packed `qkv`, from the gradient of
-/// its output `d_out` (`[N n, d]`); the attention matrix is recomputed per head.
-fn attention_core_backward(
-    qkv: &[f32],
-    d_out: &[f32],
-    bsz: usize,
-    n: usize,
-    heads: usize,
-    dh: usize,
-    d_qkv: &mut [f32],
-) -> candle_core::Result<()> {
-    let d = heads * dh;
-    let scale = (dh as f64).powf(-0.5) as f32;
-    // Per (sample, head): [dq; dk; dv], each [n, dh].
-    let mut per_head = vec![0f32; bsz * heads * 3 * n * dh];
-    timed_region(|| {
-        per_head
-            .par_chunks_mut(3 * n * dh)
-            .enumerate()
-            .try_for_each_init(
-                || (vec![0f32; n * n], vec![0f32; n * n]),
-                |(probs, dprobs), (task, o)| -> candle_core::Result<()> {
-                    let (bi, hi) = (task / heads, task % heads);
-                    let rows = &qkv[bi * n * 3 * d..(bi + 1) * n * 3 * d];
-                    let q = MatRef::cols_of(rows, n, 3 * d, hi * dh, dh)?;
-                    let k = MatRef::cols_of(rows, n, 3 * d, d + hi * dh, dh)?;
-                    let v = MatRef::cols_of(rows, n, 3 * d, 2 * d + hi * dh, dh)?;
-                    let go =
-                        MatRef::cols_of(&d_out[bi * n * d..(bi + 1) * n * d], n, d, hi * dh, dh)?;
-                    matmul(MatMut::rows(probs, n, n)?, q, k.t(), scale, false, Par::Seq)?;
-                    for row in probs.chunks_mut(n) {
-                        softmax_row(row);
-                    }
-                    let (dq, rest) = o.split_at_mut(n * dh);
-                    let (dk, dv) = rest.split_at_mut(n * dh);
-                    let p = MatRef::rows(probs, n, n)?;
-                    // dv = P^T dO ; dP = dO v^T ; dS = P * (dP - rowsum(dP * P)).
-                    matmul(MatMut::rows(dv, n, dh)?, p.t(), go, 1.0, false, Par::Seq)?;
-                    matmul(MatMut::rows(dprobs, n, n)?, go, v.t(), 1.0, false, Par::Seq)?;
-                    for (pr, gr) in probs.chunks(n).zip(dprobs.chunks_mut(n)) {
-                        softmax_backward_row(pr, gr);
-                    }
-                    let ds = MatRef::rows(dprobs, n, n)?;
-                    // S = scale q k^T: dq = scale dS k ; dk = scale dS^T q.
-                    matmul(MatMut::rows(dq, n, dh)?, ds, k, scale, false, Par::Seq)?;
-                    matmul(MatMut::rows(dk, n, dh)?, ds.t(), q, scale, false, Par::Seq)
-                },
-            )
-    })?;
-    // Scatter into the packed layout: d_qkv[b, i, part d + h dh + j].
-    d_qkv
-        .par_chunks_mut(3 * d)
-        .enumerate()
-        .for_each(|(r, orow)| {
-            let (bi, i) = (r / n, r % n);
-            for hi in 0..heads {
-                for part in 0..3 {
-                    let src = &per_head[(((bi * heads + hi) * 3 + part) * n + i) * dh..][..dh];
-                    let at = part * d + hi * dh;
-                    orow[at..at + dh].copy_from_slice(src);
-                }
-            }
-        });
-    Ok(())
 }
 
 #[cfg(test)]

@@ -57,6 +57,16 @@ fn check_bounds(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> R
     }
 }
 
+fn check_columns(width: usize, start: usize, cols: usize) -> Result<()> {
+    if start.saturating_add(cols) > width {
+        bail!(
+            "columns {start}..{} of a {width}-column matrix",
+            start.saturating_add(cols)
+        );
+    }
+    Ok(())
+}
+
 impl<'a> MatRef<'a> {
     /// A strided view; fails when it would read past the end of `data`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Result<Self> {
@@ -83,12 +93,7 @@ impl<'a> MatRef<'a> {
         start: usize,
         cols: usize,
     ) -> Result<Self> {
-        if start + cols > width {
-            bail!(
-                "columns {start}..{} of a {width}-column matrix",
-                start + cols
-            );
-        }
+        check_columns(width, start, cols)?;
         Self::new(data.get(start..).unwrap_or(&[]), rows, cols, width, 1)
     }
 
@@ -154,12 +159,7 @@ impl<'a> MatMut<'a> {
         start: usize,
         cols: usize,
     ) -> Result<Self> {
-        if start + cols > width {
-            bail!(
-                "columns {start}..{} of a {width}-column matrix",
-                start + cols
-            );
-        }
+        check_columns(width, start, cols)?;
         let tail = match data.get_mut(start..) {
             Some(t) => t,
             None => &mut [],

@@ -123,17 +123,29 @@ pub(crate) fn column_sums(
     Ok(())
 }
 
-/// `x W^T + b` over the last dimension as one differentiable op on the CPU for `f32`.
+/// `x W^T (+ b)` over the last dimension (PyTorch's `nn.Linear`): with a bias, one
+/// differentiable op on the CPU for `f32` whose backward writes `dx`, `dW` and `db` together;
+/// candle's composed ops otherwise.
 ///
 /// # Shapes
-/// - `x`: `[rows, din]` (contiguous), `w`: `[dout, din]`, `b`: `[dout]`; returns `[rows, dout]`
-pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    if cpu_fast_path(&[x, w, b]) {
-        x.contiguous()?
-            .apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)
-    } else {
-        x.matmul(&w.t()?)?.broadcast_add(b)
+/// - `x`: `[..., din]`, `w`: `[dout, din]`, `b`: `[dout]`; returns `[..., dout]`
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let din = dims.last().copied().unwrap_or(1);
+    let rows = x.elem_count() / din.max(1);
+    let x2 = x.contiguous()?.reshape((rows, din))?;
+    let y = match b {
+        Some(b) if cpu_fast_path(&[x, w, b]) => {
+            x2.apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)?
+        }
+        Some(b) => x2.matmul(&w.t()?)?.broadcast_add(b)?,
+        None => x2.matmul(&w.t()?)?,
+    };
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = w.dim(0)?;
     }
+    y.reshape(out)
 }
 
 struct LinearOp;
@@ -234,13 +246,13 @@ mod tests {
             let w = Var::from_tensor(&rand(&[dout, din], 2)?)?;
             let b = Var::from_tensor(&rand(&[dout], 3)?)?;
             let up = rand(&[rows, dout], 4)?;
-            let y = linear(&x, &w, &b)?;
+            let y = linear(&x, &w, Some(&b))?;
             let g = (&y * &up)?.sum_all()?.backward()?;
             // The reference: candle's composed ops in f64 (no fused path).
             let x64 = Var::from_tensor(&x.to_dtype(DType::F64)?)?;
             let w64 = Var::from_tensor(&w.to_dtype(DType::F64)?)?;
             let b64 = Var::from_tensor(&b.to_dtype(DType::F64)?)?;
-            let y64 = linear(&x64, &w64, &b64)?;
+            let y64 = linear(&x64, &w64, Some(&b64))?;
             let g64 = (&y64 * up.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
             assert!(max_rel(&y, &y64)? < 1e-5);
             for (v, v64) in [(&x, &x64), (&w, &w64), (&b, &b64)] {
