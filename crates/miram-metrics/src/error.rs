@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::probe::ProbeModel;
+
 /// Where a value sits in the input: a position in a 1-D slice, or a cell of a row-major
 /// `[n_samples, n_columns]` matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +161,87 @@ pub enum MetricsError {
         /// What went wrong in that column.
         #[source]
         source: Box<MetricsError>,
+    },
+    /// A row-major matrix argument whose length is not a whole number of rows.
+    #[error(
+        "`{what}` has {len} values, not a multiple of its row length {dim}: \
+         it must hold whole rows of {dim} values"
+    )]
+    NotRows {
+        /// The argument (`train`, `query`, `x`, `y`).
+        what: &'static str,
+        /// Its number of values.
+        len: usize,
+        /// The row length (features per row, or labels per row).
+        dim: usize,
+    },
+    /// A feature is NaN or infinite.
+    #[error(
+        "non-finite feature {value} in `{what}` at row {row}, column {column}: \
+         features must be finite numbers"
+    )]
+    NonFiniteFeature {
+        /// The argument holding the value.
+        what: &'static str,
+        /// Its row (sample).
+        row: usize,
+        /// Its column (feature).
+        column: usize,
+        /// The value (NaN or infinite).
+        value: f64,
+    },
+    /// A parameter outside a range that depends on the input.
+    #[error("invalid parameter `{name}` = {value}: allowed {allowed}")]
+    OutOfRange {
+        /// The parameter.
+        name: &'static str,
+        /// Its value, as written.
+        value: String,
+        /// The allowed range, with what sets it.
+        allowed: String,
+    },
+    /// A binary model of a probe whose training labels are all one value.
+    #[error(
+        "logistic probe: the binary model of {model} has {positives} positive of \
+         {n_samples} training rows; it needs both values (scikit-learn refuses a single \
+         class too): give training rows with and without {model}"
+    )]
+    SingleClassModel {
+        /// The class or label the model predicts.
+        model: ProbeModel,
+        /// Training rows with the class or label.
+        positives: usize,
+        /// Training rows.
+        n_samples: usize,
+    },
+    /// Newton's method of a logistic probe did not reach the gradient tolerance.
+    #[error(
+        "logistic probe: Newton's method for the model of {model} stopped after \
+         {iterations} of max_iter = {max_iter} steps with gradient max-norm {gradient:e} > \
+         tol = {tol:e}: raise max_iter or tol"
+    )]
+    NotConverged {
+        /// The class or label the model predicts.
+        model: ProbeModel,
+        /// Newton steps taken.
+        iterations: usize,
+        /// The allowed number of steps.
+        max_iter: usize,
+        /// The gradient's max-norm reached.
+        gradient: f64,
+        /// The tolerance asked for.
+        tol: f64,
+    },
+    /// An intermediate value overflowed although every input is finite.
+    #[error(
+        "{what} is {value}: the features are too large for f64 arithmetic; \
+         rescale them (for example to unit variance)"
+    )]
+    Overflow {
+        /// What overflowed, with its row or column.
+        what: String,
+        /// The value reached (infinite or NaN).
+        value: f64,
     },
     /// A bootstrap found the metric undefined on every resample.
     #[error("bootstrap: the metric is undefined on all {n_resamples} resamples (first: {first})")]

@@ -13,6 +13,7 @@
 //! | multiclass | [`roc_auc_ovr`], [`average_precision_ovr`] and their `_per_class` forms | `roc_auc_score(multi_class="ovr")`, `average_precision_score(label_binarize(y))` |
 //! | multilabel | [`multilabel_roc_auc`], [`multilabel_average_precision`] and `_per_label`; [`multilabel_average_precision_sklearn`] (absent columns count 0, named) | `roc_auc_score(Y, S)`, `average_precision_score(Y, S)` |
 //! | uncertainty | [`delong`], [`delong_ci`], [`delong_test`], [`stratified_bootstrap`], [`bootstrap_binary`], [`bootstrap_multiclass`], [`bootstrap_multilabel`] | the DeLong reference implementation the fixtures were computed with (`fixtures/README.md`) |
+//! | probes | [`knn_predict_proba`] ([`KnnConfig`]), [`LogisticProbe`] ([`LogisticConfig`]) on frozen features with [`ProbeLabels`] | `KNeighborsClassifier(algorithm="brute").predict_proba`, `make_pipeline(StandardScaler(), LogisticRegression(C))` (with `OneVsRestClassifier` for more classes or labels) |
 //! | reports | [`binary_report`], [`multiclass_report`], [`multilabel_report`] (serde `Serialize`) | key names of scikit-learn |
 //!
 //! Undefined metrics are errors ([`MetricsError`]), never numbers: one class only, NaN or
@@ -75,6 +76,7 @@ mod error;
 mod labels;
 mod multiclass;
 mod multilabel;
+mod probe;
 mod ranking;
 mod report;
 mod special;
@@ -100,6 +102,10 @@ pub use multilabel::{
     multilabel_average_precision, multilabel_average_precision_per_label,
     multilabel_average_precision_sklearn, multilabel_roc_auc, multilabel_roc_auc_per_label,
     SklearnMacroAveragePrecision,
+};
+pub use probe::{
+    knn_predict_proba, KnnConfig, KnnMetric, LogisticConfig, LogisticProbe, ProbeKind, ProbeLabels,
+    ProbeModel,
 };
 pub use report::{
     binary_report, multiclass_report, multilabel_report, BinaryReport, BootstrapIntervals,
