@@ -908,3 +908,328 @@ fn standardise(x: &[f64], dim: usize, mean: &[f64], scale: &[f64], what: &str) -
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use miram_rand::Rng;
+
+    /// `n` rows of `dim` features whose mean depends on the class; classes cycle so every
+    /// class occurs.
+    fn classes_data(seed: u64, n: usize, dim: usize, n_classes: usize) -> (Vec<f64>, Vec<usize>) {
+        let mut rng = Rng::new(seed);
+        let centres: Vec<f64> = (0..n_classes * dim).map(|_| rng.normal_f64()).collect();
+        let y: Vec<usize> = (0..n).map(|i| i % n_classes).collect();
+        let x = y
+            .iter()
+            .flat_map(|&c| (0..dim).map(move |j| (c, j)))
+            .map(|(c, j)| centres[c * dim + j] + rng.normal_f64())
+            .collect();
+        (x, y)
+    }
+
+    fn multilabel_data(seed: u64, n: usize, dim: usize, n_labels: usize) -> (Vec<f64>, Vec<u8>) {
+        let mut rng = Rng::new(seed);
+        // Row 0 has no label and row 1 every label, so each label has both values.
+        let y: Vec<u8> = (0..n * n_labels)
+            .map(|i| u8::from(i / n_labels < 2 || rng.bernoulli(0.4)) ^ u8::from(i / n_labels == 0))
+            .collect();
+        let x = (0..n * dim)
+            .map(|i| {
+                let (r, j) = (i / dim, i % dim);
+                f64::from(y[r * n_labels + j % n_labels]) + rng.normal_f64()
+            })
+            .collect();
+        (x, y)
+    }
+
+    #[test]
+    fn knn_rows_of_classes_sum_to_one() {
+        let (x, y) = classes_data(1, 40, 5, 3);
+        let (q, _) = classes_data(2, 17, 5, 3);
+        let labels = ProbeLabels::Classes {
+            y: &y,
+            n_classes: 3,
+        };
+        for metric in [KnnMetric::Cosine, KnnMetric::Euclidean] {
+            for k in [1, 4, 7, 40] {
+                let p = knn_predict_proba(&x, 5, labels, &q, &KnnConfig { k, metric }).unwrap();
+                assert_eq!(p.len(), 17 * 3);
+                for row in p.chunks_exact(3) {
+                    let s: f64 = row.iter().sum();
+                    assert!(
+                        (s - 1.0).abs() < 1e-12,
+                        "{metric} k={k}: row {row:?} sums to {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn knn_with_every_training_row_gives_the_frequencies() {
+        let (x, y) = classes_data(3, 31, 4, 4);
+        let (q, _) = classes_data(4, 9, 4, 4);
+        let mut freq = [0.0; 4];
+        for &c in &y {
+            freq[c] += 1.0 / 31.0;
+        }
+        let labels = ProbeLabels::Classes {
+            y: &y,
+            n_classes: 4,
+        };
+        let (xm, ym) = multilabel_data(5, 31, 4, 3);
+        let mut share = [0.0; 3];
+        for (i, &v) in ym.iter().enumerate() {
+            share[i % 3] += f64::from(v) / 31.0;
+        }
+        let ml = ProbeLabels::MultiLabel {
+            y: &ym,
+            n_labels: 3,
+        };
+        for metric in [KnnMetric::Cosine, KnnMetric::Euclidean] {
+            let cfg = KnnConfig { k: 31, metric };
+            let p = knn_predict_proba(&x, 4, labels, &q, &cfg).unwrap();
+            for row in p.chunks_exact(4) {
+                for (a, b) in row.iter().zip(&freq) {
+                    assert!((a - b).abs() < 1e-12, "{metric}: {row:?} vs {freq:?}");
+                }
+            }
+            let p = knn_predict_proba(&xm, 4, ml, &q, &cfg).unwrap();
+            for row in p.chunks_exact(3) {
+                for (a, b) in row.iter().zip(&share) {
+                    assert!((a - b).abs() < 1e-12, "{metric}: {row:?} vs {share:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn knn_ties_go_to_the_lower_training_index() {
+        // Rows 0 and 1 are identical (class 1 then class 0); row 2 is far away.
+        let x = [1.0, 2.0, 1.0, 2.0, -5.0, 7.0];
+        let q = [1.0, 2.0, 2.0, 4.0];
+        for (y, want) in [([1, 0, 0], 1), ([0, 1, 1], 0)] {
+            let labels = ProbeLabels::Classes {
+                y: &y,
+                n_classes: 2,
+            };
+            for metric in [KnnMetric::Cosine, KnnMetric::Euclidean] {
+                let p = knn_predict_proba(&x, 2, labels, &q, &KnnConfig { k: 1, metric }).unwrap();
+                // The second query is at cosine distance 0 from both too.
+                let rows = if metric == KnnMetric::Cosine { 2 } else { 1 };
+                for row in p.chunks_exact(2).take(rows) {
+                    assert_eq!(row[want], 1.0, "{metric}: {p:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cosine_distance_of_a_zero_row_is_one() {
+        // The zero query is at distance 1 from every row: ties, so the lowest indices win.
+        let x = [1.0, 0.0, 0.0, 1.0, -1.0, 0.0];
+        let y = [0, 1, 1];
+        let labels = ProbeLabels::Classes {
+            y: &y,
+            n_classes: 2,
+        };
+        let cfg = KnnConfig {
+            k: 2,
+            metric: KnnMetric::Cosine,
+        };
+        let p = knn_predict_proba(&x, 2, labels, &[0.0, 0.0], &cfg).unwrap();
+        assert_eq!(p, [0.5, 0.5]);
+    }
+
+    fn fit(x: &[f64], dim: usize, labels: ProbeLabels<'_>, c: f64) -> LogisticProbe {
+        let cfg = LogisticConfig {
+            c,
+            ..LogisticConfig::default()
+        };
+        LogisticProbe::fit(x, dim, labels, &cfg).unwrap()
+    }
+
+    fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    #[test]
+    fn logistic_is_invariant_to_shifting_a_feature() {
+        let (x, y) = classes_data(6, 60, 4, 3);
+        let (q, _) = classes_data(7, 10, 4, 3);
+        let (xm, ym) = multilabel_data(8, 60, 4, 2);
+        let shift = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .enumerate()
+                .map(|(i, &a)| if i % 4 == 2 { a + 1000.0 } else { a })
+                .collect()
+        };
+        let cases = [
+            (
+                ProbeLabels::Classes {
+                    y: &y[..],
+                    n_classes: 3,
+                },
+                &x,
+            ),
+            (
+                ProbeLabels::Classes {
+                    y: &y.iter().map(|&c| c % 2).collect::<Vec<_>>(),
+                    n_classes: 2,
+                },
+                &x,
+            ),
+            (
+                ProbeLabels::MultiLabel {
+                    y: &ym,
+                    n_labels: 2,
+                },
+                &xm,
+            ),
+        ];
+        for (labels, x) in cases {
+            let a = fit(x, 4, labels, 1.0);
+            let b = fit(&shift(x), 4, labels, 1.0);
+            let pa = a.predict_proba(&q).unwrap();
+            let pb = b.predict_proba(&shift(&q)).unwrap();
+            assert!(
+                max_abs_diff(&pa, &pb) < 1e-9,
+                "{labels:?}: {pa:?} vs {pb:?}"
+            );
+            assert!(max_abs_diff(a.coefficients().0, b.coefficients().0) < 1e-9);
+            assert!(max_abs_diff(a.coefficients().1, b.coefficients().1) < 1e-9);
+        }
+    }
+
+    /// Mean training log-loss of every binary model (the data-fit term of the objective).
+    fn training_log_loss(probe: &LogisticProbe, x: &[f64], targets: &[Vec<f64>]) -> Vec<f64> {
+        let z = standardise(x, probe.dim, &probe.mean, &probe.scale, "x").unwrap();
+        let (coef, intercept) = probe.coefficients();
+        targets
+            .iter()
+            .enumerate()
+            .map(|(m, y)| {
+                let mut theta = coef[m * probe.dim..(m + 1) * probe.dim].to_vec();
+                theta.push(intercept[m]);
+                let fit = BinaryFit {
+                    z: &z,
+                    dim: probe.dim,
+                    y,
+                    l2: 0.0,
+                };
+                fit.objective(&theta)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn larger_c_fits_the_training_data_at_least_as_well() {
+        let (x, y) = classes_data(9, 50, 6, 4);
+        let (xm, ym) = multilabel_data(10, 50, 6, 3);
+        let cases = [
+            (
+                ProbeLabels::Classes {
+                    y: &y[..],
+                    n_classes: 4,
+                },
+                &x,
+            ),
+            (
+                ProbeLabels::MultiLabel {
+                    y: &ym,
+                    n_labels: 3,
+                },
+                &xm,
+            ),
+        ];
+        for (labels, x) in cases {
+            let kind = ProbeKind::of(&labels);
+            let targets: Vec<Vec<f64>> = kind
+                .models()
+                .iter()
+                .map(|&m| {
+                    let (ProbeModel::Class(i) | ProbeModel::Label(i)) = m;
+                    labels.binary_target(i)
+                })
+                .collect();
+            let mut previous: Option<Vec<f64>> = None;
+            for c in [0.001, 0.01, 0.1, 1.0, 10.0, 100.0] {
+                let loss = training_log_loss(&fit(x, 6, labels, c), x, &targets);
+                if let Some(prev) = &previous {
+                    for (m, (now, before)) in loss.iter().zip(prev).enumerate() {
+                        assert!(
+                            now <= &(before + 1e-12),
+                            "C={c}, model {m}: {now} > {before}"
+                        );
+                    }
+                }
+                previous = Some(loss);
+            }
+        }
+    }
+
+    #[test]
+    fn constant_feature_gets_scale_one_and_weight_zero() {
+        let (mut x, y) = classes_data(11, 30, 3, 2);
+        for row in x.chunks_exact_mut(3) {
+            row[1] = 2.5;
+        }
+        let probe = fit(
+            &x,
+            3,
+            ProbeLabels::Classes {
+                y: &y,
+                n_classes: 2,
+            },
+            1.0,
+        );
+        let (mean, scale) = probe.standardisation();
+        assert_eq!((mean[1], scale[1]), (2.5, 1.0));
+        assert_eq!(probe.coefficients().0[1], 0.0);
+    }
+
+    #[test]
+    fn a_decision_value_that_overflows_to_nan_is_an_error() {
+        let probe = LogisticProbe {
+            dim: 2,
+            kind: ProbeKind::MultiLabel { n_labels: 2 },
+            mean: vec![0.0, 0.0],
+            scale: vec![1.0, 1.0],
+            coef: vec![1.0, 1.0, 1e300, 1e300],
+            intercept: vec![0.0, 0.0],
+        };
+        let e = probe.predict_proba(&[1e10, -1e10]).unwrap_err();
+        assert!(matches!(e, MetricsError::Overflow { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("decision value of the model of label 1 for row 0"),
+            "{msg}"
+        );
+        // +-inf decision values are probabilities 1 and 0.
+        let p = probe.predict_proba(&[1e10, 0.0]).unwrap();
+        assert_eq!(p[1], 1.0);
+    }
+
+    #[test]
+    fn one_vs_rest_normalises_underflowing_probabilities_in_log_space() {
+        // Decision values -800 and -801: both expit values underflow to 0.
+        let probe = LogisticProbe {
+            dim: 1,
+            kind: ProbeKind::OneVsRest { n_classes: 3 },
+            mean: vec![0.0],
+            scale: vec![1.0],
+            coef: vec![0.0, 0.0, 0.0],
+            intercept: vec![-800.0, -801.0, -801.0],
+        };
+        let p = probe.predict_proba(&[0.0]).unwrap();
+        let e = (-1.0f64).exp();
+        let want = [
+            1.0 / (1.0 + 2.0 * e),
+            e / (1.0 + 2.0 * e),
+            e / (1.0 + 2.0 * e),
+        ];
+        assert!(max_abs_diff(&p, &want) < 1e-12, "{p:?}");
+    }
+}
