@@ -42,6 +42,10 @@
 //! - DeLong intervals are Wald intervals on the AUC scale, not clipped to [0, 1] (as the
 //!   reference); [`DelongInterval::clamped`] clips them.
 //! - Bootstrap intervals are percentile intervals with `numpy.percentile`'s interpolation.
+//! - The kNN probe breaks ties in distance by the lower training index (scikit-learn's
+//!   `argpartition` is not stable). The linear probe is fitted by Newton's method to the
+//!   exact optimum of scikit-learn's objective; scikit-learn's default lbfgs stops on a
+//!   relative-objective test and can end up to ~1e-5 from it (see [`LogisticProbe`]).
 //!
 //! ```
 //! use miram_metrics::{average_precision, delong_test, roc_auc, Average, roc_auc_ovr};
