@@ -14,6 +14,7 @@
 
 mod commands;
 mod config;
+mod plan;
 mod plot;
 mod report;
 mod runs;
@@ -113,6 +114,11 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Score predictions from a CSV file (labels and scores) with scikit-learn's metrics.
     Metrics(commands::metrics::MetricsArgs),
+    /// Score a frozen encoder's features for a task: kNN and a linear probe, AP and AUC.
+    Probe(commands::probe::ProbeArgs),
+    /// MIRAM vs MAE vs from-scratch over several seeds on generated data: means, spreads,
+    /// per-seed and combined DeLong tests, learning curves of the probe.
+    Study(commands::study::StudyArgs),
 }
 
 fn main() -> ExitCode {
@@ -164,6 +170,8 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Bench(a) => commands::bench::run(&a, g, ui),
         Command::Inspect(a) => commands::inspect::run(&a, ui),
         Command::Metrics(a) => commands::metrics::run(&a, g, ui),
+        Command::Probe(a) => commands::probe::run(&a, g, ui),
+        Command::Study(a) => commands::study::run(&a, g, ui),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct Report {
     pub pretraining: Vec<PretrainResult>,
     /// Fine-tuning results per task.
     pub tasks: Vec<TaskResult>,
+    /// The kNN and linear probes of the frozen encoders (test split), when run.
+    pub probes: Vec<crate::plan::ProbeRow>,
     /// The pictures.
     pub figures: Vec<Figure>,
     /// Notes (undefined figures, small test sets).
@@ -159,6 +161,29 @@ pub fn results_table(tasks: &[TaskResult]) -> String {
                 t.task, r.run, r.metrics.n_cases
             );
         }
+    }
+    out
+}
+
+/// The probes table for a terminal: one row per task and starting point.
+pub fn probes_table(rows: &[crate::plan::ProbeRow]) -> String {
+    let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
+    let mut out = format!(
+        "{:<18}  {:<16}  {:>7}  {:>6}  {:>10}  {:>9}  {:>8}\n",
+        "task", "encoder (frozen)", "kNN AUC", "kNN AP", "linear AUC", "linear AP", "linear C"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<18}  {:<16}  {:>7}  {:>6}  {:>10}  {:>9}  {:>8}",
+            r.task,
+            r.start.name(),
+            f(r.knn_auc),
+            f(r.knn_ap),
+            f(r.linear_auc),
+            f(r.linear_ap),
+            r.linear_c
+        );
     }
     out
 }
@@ -270,6 +295,27 @@ impl Report {
                 for n in &r.metrics.notes {
                     let _ = writeln!(md, "- {}: {n}", r.run);
                 }
+            }
+            md.push('\n');
+        }
+        if !self.probes.is_empty() {
+            let _ = writeln!(
+                md,
+                "## Probes of the frozen encoders (test split)\n\nkNN and linear probe (C chosen on the validation AUC) on the pooled features of each encoder after pre-training, without fine-tuning.\n\n| task | encoder | kNN AUC | kNN AP | linear AUC | linear AP | linear C |\n|---|---|---|---|---|---|---|"
+            );
+            let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
+            for r in &self.probes {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    r.task,
+                    r.start.name(),
+                    f(r.knn_auc),
+                    f(r.knn_ap),
+                    f(r.linear_auc),
+                    f(r.linear_ap),
+                    r.linear_c
+                );
             }
             md.push('\n');
         }

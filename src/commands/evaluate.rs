@@ -173,6 +173,7 @@ pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         dataset: json!({ "roots": runs.iter().map(|r| r.1.data.root.clone()).collect::<Vec<_>>() }),
         pretraining: Vec::new(),
         tasks,
+        probes: Vec::new(),
         figures,
         notes: Vec::new(),
         seconds: started.elapsed().as_secs_f64(),

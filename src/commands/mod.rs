@@ -8,6 +8,8 @@ pub mod index;
 pub mod inspect;
 pub mod metrics;
 pub mod pretrain;
+pub mod probe;
 pub mod quickstart;
 pub mod reconstruct;
+pub mod study;
 pub mod synth;

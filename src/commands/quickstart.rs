@@ -14,61 +14,37 @@ use anyhow::{Context, Result};
 use clap::Args;
 use miram_core::cbis_ddsm::synth::{SynthConfig, SynthManifest};
 use miram_core::cbis_ddsm::tasks::Task;
-use miram_core::train::{compare, DataConfig, FinetuneConfig, PretrainConfig, RunOptions};
+use miram_core::train::probe::ProbeConfig;
+use miram_core::train::{DataConfig, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::commands::finetune::{task_slug, FinetuneCommand};
 use crate::config;
+use crate::plan::{self, PlanConfig, Start};
 use crate::report::{results_table, Figure, Report, TaskResult};
 use crate::study;
 use crate::ui::Ui;
 use crate::GlobalArgs;
 
 /// Every size of the quick start in one place. The budget is 10 minutes end to end on 2 CPU
-/// cores; the defaults aim at about half of it so that a slower machine still fits.
+/// cores (build excluded); see `docs/study.md` for how each setting was chosen (on the
+/// validation split or by the pre-training loss, never on the test split).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuickstartConfig {
     /// Where the data, the runs and the report go.
     pub out: PathBuf,
     /// The generated dataset. 140 patients give about 320 abnormalities (about 60 in the
-    /// official test split, 25 of them masses; 160 patients gave 370 and 70 / 26): few
-    /// enough to write in about half a minute, enough for test AUC intervals narrower than
-    /// the whole [0, 1] range and test cases for most mass-margin classes. Images stay at
-    /// the `small` preset's 512 x 832 px, enough for 64 px lesion crops with their border
-    /// detail.
+    /// official test split, 25 of them masses) and about 690 pre-training crops: few
+    /// enough to write in about half a minute and to fine-tune for dozens of epochs within
+    /// the budget. Images stay at the `small` preset's 512 x 832 px, enough for 64 px lesion
+    /// crops (and their 128 px native high-resolution versions) with their border detail.
     pub synth: SynthConfig,
-    /// The model preset: `micro` (64 px, patch 8, a 4-block encoder) is the only one whose
-    /// pre-training fits minutes on 2 cores.
-    pub preset: String,
-    /// Pre-training epochs over the training crops (the official training split's lesions
-    /// and 2 background patches per image, about 680 crops, 21 steps an epoch at batch 32).
-    /// MIRAM's 2x decoder makes its step about 4 times as long as MAE's (measured on the
-    /// 2-core machine: 126 steps in 79 s against 19.5 s); 6 epochs keep MIRAM's
-    /// pre-training between 1.5 and 2.5 minutes, depending on what else the machine runs.
-    /// The whole quick start took 3 min 09 s (5 min 05 s while other builds ran).
-    pub pretrain_epochs: usize,
-    /// Pre-training batch.
-    pub pretrain_batch: usize,
-    /// Pre-training learning rate. The paper's 1.5e-4 x batch / 256 is meant for hundreds
-    /// of epochs; a few hundred steps need a larger rate to get past the mean image.
-    pub pretrain_lr: f64,
-    /// Fine-tuning epochs per run (6 runs: 3 initialisations x 2 tasks; an epoch of the
-    /// pathology task takes about 3 s at batch 32 with its validation pass).
-    pub finetune_epochs: usize,
-    /// Fine-tuning batch.
-    pub finetune_batch: usize,
-    /// Fine-tuning learning rate (the authors' 1e-5 is for 100 epochs of ViT-B).
-    pub finetune_lr: f64,
-    /// Bootstrap resamples of the 95% intervals (500 keeps the percentile interval within
-    /// about 0.01 of its limit for these test sizes and costs seconds).
-    pub bootstrap: usize,
+    /// The comparison: starting points, tasks, pre-training and fine-tuning budgets, probes.
+    pub plan: PlanConfig,
     /// Test crops shown reconstructed by each pre-trained model.
     pub reconstructions: usize,
-    /// Loader worker threads (the machine has 2 cores; the model uses both).
-    pub workers: usize,
     /// Seed of everything (data, weights, masks, order, augmentation, bootstrap).
     pub seed: u64,
 }
@@ -81,60 +57,39 @@ impl Default for QuickstartConfig {
                 patients: 140,
                 ..SynthConfig::small()
             },
-            preset: "micro".into(),
-            pretrain_epochs: 6,
-            pretrain_batch: 32,
-            pretrain_lr: 1.5e-3,
-            finetune_epochs: 10,
-            finetune_batch: 16,
-            finetune_lr: 5e-4,
-            bootstrap: 500,
+            plan: quickstart_plan(),
             reconstructions: 2,
-            workers: 1,
             seed: 0,
         }
     }
 }
 
-impl QuickstartConfig {
-    /// The pre-training recipe of MIRAM (or of MAE with `single_scale`).
-    pub fn pretrain(&self, model: MiramConfig) -> PretrainConfig {
-        let mut p = PretrainConfig::paper(model);
-        p.epochs = self.pretrain_epochs;
-        p.warmup_epochs = (self.pretrain_epochs as f64 / 6.0)
-            .max(1.0)
-            .min(self.pretrain_epochs as f64);
-        p.batch_size = self.pretrain_batch;
-        p.accum_iter = 1;
-        p.lr = Some(self.pretrain_lr);
-        p.seed = self.seed;
-        p.workers = self.workers;
-        p.checkpoint_every = 1_000_000;
-        p.keep_last = 1;
-        p
-    }
-
-    /// The fine-tuning recipe of one run.
-    pub fn finetune(
-        &self,
-        model: &MiramConfig,
-        task: Task,
-        init: Option<PathBuf>,
-    ) -> FinetuneConfig {
-        let mut f = FinetuneConfig::paper(model.encoder(), task);
-        f.init = init;
-        f.epochs = self.finetune_epochs;
-        f.warmup_epochs = 1.0_f64.min(self.finetune_epochs as f64);
-        f.batch_size = self.finetune_batch;
-        f.lr = Some(self.finetune_lr);
-        f.min_lr = self.finetune_lr / 100.0;
-        f.seed = self.seed;
-        f.workers = self.workers;
-        f.bootstrap_resamples = self.bootstrap;
-        f.keep_last = 1;
-        f
+/// The quick start's comparison (`docs/study.md` says how each number was chosen).
+pub fn quickstart_plan() -> PlanConfig {
+    PlanConfig {
+        preset: "micro".into(),
+        starts: vec![Start::Miram, Start::Mae, Start::Random],
+        baseline: Start::Random,
+        tasks: vec!["pathology".into(), "margins".into()],
+        pretrain_epochs: QUICKSTART_PRETRAIN_EPOCHS,
+        pretrain_warmup_epochs: 4.0,
+        pretrain_batch: 32,
+        pretrain_lr: 1.5e-3,
+        finetune_epochs: QUICKSTART_FINETUNE_EPOCHS,
+        finetune_warmup_epochs: 3.0,
+        finetune_batch: 16,
+        finetune_lr: 5e-4,
+        probe_every_steps: 100,
+        probe: ProbeConfig::default(),
+        bootstrap: 500,
+        workers: 1,
     }
 }
+
+/// Pre-training epochs of the quick start (21 steps each at batch 32).
+const QUICKSTART_PRETRAIN_EPOCHS: usize = 40;
+/// Fine-tuning epochs of the quick start.
+const QUICKSTART_FINETUNE_EPOCHS: usize = 30;
 
 /// Arguments of `miram quickstart`.
 #[derive(Debug, Args)]
@@ -145,7 +100,8 @@ report.json, loss.png (loss per scale over steps), roc_<task>.png, pr_<task>.png
 reconstructions/*.png. Running it again reuses the data and resumes or reuses finished runs.
 
 The configuration file (TOML or JSON) may set any key of the resolved configuration printed
-at the start (out, preset, pretrain_epochs, finetune_epochs, ..., [synth]).
+at the start (out, seed, reconstructions, [synth], [plan] with preset, starts,
+tasks, pretrain_epochs, finetune_epochs, ..., [plan.probe]).
 
 Example:
   cargo run --release -- quickstart
@@ -191,7 +147,8 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         cfg.synth.seed = cfg.seed;
     }
     cfg.synth.validate()?;
-    let model = MiramConfig::preset(&cfg.preset)?;
+    cfg.plan.validate()?;
+    let model = MiramConfig::preset(&cfg.plan.preset)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     ui.config("quickstart", &cfg);
     opts.resume = true;
@@ -203,95 +160,45 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         cache_dir: Some(cfg.out.join("cache")),
         ..DataConfig::new(&data_dir)
     };
-    let data = study::prepare(ui, &data_cfg, model.img_size, None, cfg.seed)?;
+    let hires = cfg.plan.needs_hires().then_some(2);
+    let data = study::prepare(ui, &data_cfg, model.img_size, hires, cfg.seed)?;
+    let outcome = plan::run_plan(ui, &cfg.plan, cfg.seed, &data, &data_cfg, &runs_dir, &opts)?;
 
-    // Pre-training: MIRAM (1x + 2x) and MAE (1x) on the same crops, order and masks.
-    let mae_model = model.single_scale();
-    let miram = study::pretrain_run(
-        ui,
-        "MIRAM",
-        &cfg.preset,
-        &cfg.pretrain(model.clone()),
-        &data,
-        &study::open_run(ui, &runs_dir.join("pretrain-miram"), false)?,
-        &opts,
-    )?;
-    let mae = study::pretrain_run(
-        ui,
-        "MAE",
-        &cfg.preset,
-        &cfg.pretrain(mae_model.clone()),
-        &data,
-        &study::open_run(ui, &runs_dir.join("pretrain-mae"), false)?,
-        &opts,
-    )?;
     let mut figures = Vec::new();
-    study::loss_figure(
-        &[miram.clone(), mae.clone()],
-        &[model.clone(), mae_model.clone()],
-        &cfg.out.join("loss.png"),
-    )?;
+    let pre: Vec<_> = outcome.pretraining.iter().map(|(_, r)| r.clone()).collect();
+    let models: Vec<MiramConfig> = outcome
+        .pretraining
+        .iter()
+        .filter_map(|(s, _)| s.model(&model))
+        .collect();
+    study::loss_figure(&pre, &models, &cfg.out.join("loss.png"))?;
     figures.push(Figure {
         title: "Pre-training loss per scale".into(),
         path: "loss.png".into(),
     });
-
-    // Fine-tuning: three initialisations per task, compared with MAE.
-    let inits = [
-        ("MIRAM", miram.model.clone()),
-        ("MAE", mae.model.clone()),
-        ("random init", None),
-    ];
-    let mut tasks = Vec::new();
-    for task in [Task::PathologyBinary, Task::MassMargins] {
-        let slug = task_slug(&task);
-        let td = data.task(
-            &task,
-            &miram_core::cbis_ddsm::split::SplitConfig {
-                seed: cfg.seed,
-                ..Default::default()
-            },
-        )?;
-        let mut t = TaskResult {
-            task: slug.clone(),
-            description: study::describe_task(&task),
-            baseline: Some("MAE".into()),
-            runs: Vec::new(),
-        };
-        for (name, init) in &inits {
-            let dir = runs_dir.join(format!(
-                "finetune-{slug}-{}",
-                name.replace(' ', "-").to_lowercase()
-            ));
-            let ft = cfg.finetune(&model, task.clone(), init.clone());
-            // The record `miram evaluate` reads to evaluate the run again.
-            let cmd = FinetuneCommand {
-                preset: cfg.preset.clone(),
-                name: name.to_string(),
-                out: dir.clone(),
-                data: data_cfg.clone(),
-                finetune: ft.clone(),
-            };
-            let run = study::open_run(ui, &dir, false)?;
-            run.write_json("command.json", &cmd)?;
-            t.runs
-                .push(study::finetune_run(ui, name, &ft, &data, &td, &run, &opts)?);
-        }
-        let base = t
-            .runs
-            .iter()
-            .find(|r| r.run == "MAE")
-            .and_then(|r| r.predictions.clone());
-        for r in t.runs.iter_mut().filter(|r| r.run != "MAE") {
-            if let (Some(b), Some(p)) = (&base, &r.predictions) {
-                r.vs_baseline = Some(compare(p, b)?);
-            }
-        }
-        figures.extend(study::curve_figures(&t, &cfg.out, Path::new(""))?);
-        tasks.push(t);
+    let tracked = outcome
+        .tasks
+        .first()
+        .map_or_else(String::new, |t| t.task.clone());
+    let curves: Vec<(String, Vec<(u64, f64)>)> = outcome
+        .curves
+        .iter()
+        .map(|(s, c)| (s.name().to_string(), c.clone()))
+        .collect();
+    plan::curve_chart("Feature quality during pre-training", &tracked, &curves).save(
+        &cfg.out.join("probe_curve.png"),
+        study::CHART_SIZE.0,
+        study::CHART_SIZE.1,
+    )?;
+    figures.push(Figure {
+        title: format!("kNN AUC of the validation split ({tracked}) during pre-training"),
+        path: "probe_curve.png".into(),
+    });
+    for t in &outcome.tasks {
+        figures.extend(study::curve_figures(t, &cfg.out, Path::new(""))?);
     }
 
-    // Reconstructions of a few test crops by both pre-trained models.
+    // Reconstructions of a few test crops by each pre-trained model.
     let recon_dir = cfg.out.join("reconstructions");
     let test = data.task(&Task::PathologyBinary, &Default::default())?.test;
     let idx: Vec<usize> =
@@ -301,21 +208,21 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
                 test.as_ref(),
             )))
             .collect();
-    for (name, r) in [("MIRAM", &miram), ("MAE", &mae)] {
+    for (start, r) in &outcome.pretraining {
         if let Some(p) = &r.model {
             let loaded = miram_core::Miram::load(p, &opts.device)?;
             for f in study::reconstruction_grids(
                 &loaded,
-                name,
+                start.name(),
                 test.as_ref(),
                 &idx,
                 cfg.seed,
                 &recon_dir,
-                &name.to_lowercase(),
+                start.slug(),
             )? {
                 let rel = f.strip_prefix(&cfg.out).unwrap_or(&f).to_path_buf();
                 figures.push(Figure {
-                    title: format!("{name} reconstruction ({})", rel.display()),
+                    title: format!("{} reconstruction ({})", start.name(), rel.display()),
                     path: rel,
                 });
             }
@@ -323,12 +230,16 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     }
 
     let mut notes = Vec::new();
-    for t in &tasks {
+    for t in &outcome.tasks {
         for r in &t.runs {
             for n in &r.metrics.notes {
                 notes.push(format!("{} / {}: {n}", t.task, r.run));
             }
         }
+    }
+    let verdict = pretraining_verdict(&outcome.tasks, cfg.plan.baseline);
+    if let Some(n) = &verdict {
+        notes.insert(0, n.clone());
     }
     let (_, summary) = crate::commands::synth::summary(&manifest);
     let report = Report {
@@ -338,21 +249,63 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         config: serde_json::to_value(&cfg)?,
         dataset: json!({ "root": data_dir, "generated": summary, "indexed_rows": data.index.len(),
                          "skipped_rows": data.index.unresolved.len(), "crops": data.cache.len() }),
-        pretraining: vec![miram, mae],
-        tasks,
+        pretraining: pre,
+        tasks: outcome.tasks,
+        probes: outcome.probes,
         figures,
         notes,
         seconds: started.elapsed().as_secs_f64(),
     };
     let (js, md) = report.write(&cfg.out)?;
     ui.result_text(format!(
-        "\nTest set of the generated data; 95% bootstrap intervals ({} resamples); p: DeLong's paired test of the AUC against MAE.\n{}\nreport: {} (figures beside it), {}\ntime: {}\n",
-        cfg.bootstrap,
+        "\nTest set of the generated data; 95% bootstrap intervals ({} resamples); p: DeLong's paired test of the AUC against {}.\n{}\nFrozen encoders, test split (kNN k={}; linear probe with C chosen on the validation split):\n{}\n{}report: {} (figures beside it), {}\ntime: {}\n",
+        cfg.plan.bootstrap,
+        cfg.plan.baseline.name(),
         results_table(&report.tasks),
+        cfg.plan.probe.knn.k,
+        crate::report::probes_table(&report.probes),
+        verdict.map_or(String::new(), |n| format!("{n}\n\n")),
         md.display(),
         js.display(),
         crate::ui::fmt_duration(started.elapsed())
     ));
     ui.event("result", serde_json::to_value(&report)?);
     Ok(())
+}
+
+/// What the first task's numbers say about pre-training: whether a pre-trained start's test
+/// AUC is above the baseline's, and how far, in words built from the figures alone.
+pub fn pretraining_verdict(tasks: &[TaskResult], baseline: Start) -> Option<String> {
+    let t = tasks.first()?;
+    let base = t.runs.iter().find(|r| r.run == baseline.name())?;
+    let base_auc = base.metrics.auc?;
+    let others: Vec<_> = t
+        .runs
+        .iter()
+        .filter(|r| r.run != baseline.name())
+        .filter_map(|r| r.metrics.auc.map(|a| (r, a)))
+        .collect();
+    let best = others.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    let width = base
+        .metrics
+        .auc_ci
+        .map(|c| format!("; the 95% interval of the {} AUC is {:.2} wide", baseline.name(), c.upper - c.lower))
+        .unwrap_or_default();
+    let p = best
+        .0
+        .vs_baseline
+        .as_ref()
+        .and_then(|c| c.p_value)
+        .map_or("-".to_string(), |p| format!("{p:.3}"));
+    Some(if best.1 > base_auc {
+        format!(
+            "{}: {} gives the highest test AUC, {:.3} against {:.3} for {} (DeLong p = {p}, {} test cases{width}).",
+            t.task, best.0.run, best.1, base_auc, baseline.name(), base.metrics.n_cases
+        )
+    } else {
+        format!(
+            "{}: no pre-trained start is above {} here: the best, {}, gives {:.3} against {:.3} (DeLong p = {p}, {} test cases{width}); at this size one seed cannot tell them apart, and `miram study` runs the powered comparison.",
+            t.task, baseline.name(), best.0.run, best.1, base_auc, base.metrics.n_cases
+        )
+    })
 }

@@ -18,6 +18,7 @@ pub mod evaluate;
 pub mod events;
 pub mod finetune;
 pub mod pretrain;
+pub mod probe;
 pub mod run_dir;
 pub mod schedule;
 pub mod state;
@@ -29,6 +30,7 @@ use candle_core::Device;
 pub use data::{prepare_data, DataConfig, PreparedData, TaskData};
 pub use distributed::{AllReduce, SingleProcess};
 pub use evaluate::{compare, evaluate, predict, Comparison, EvalConfig, Predictions, TaskMetrics};
+pub use probe::{probe_task, FeatureSource, ProbeConfig, ProbeOutcome};
 pub use events::{Event, Observer, Phase, Silent, StepEvent};
 pub use finetune::{finetune, ClassWeighting, FinetuneConfig, FinetuneMode, FinetuneOutcome};
 pub use pretrain::{pretrain, PretrainConfig, PretrainOutcome};
@@ -58,6 +60,24 @@ pub struct RunOptions {
     /// checked on resume. The engine sets `samples` itself; without it, only the number of
     /// samples is checked.
     pub data: Option<DataIdentity>,
+    /// Track the quality of the encoder's features during pre-training (see
+    /// [`ProbeTracking`]); `None` tracks nothing. It never changes the training.
+    pub probe: Option<ProbeTracking>,
+}
+
+/// The kNN figures of a task's validation split, computed by pre-training from the frozen
+/// encoder at step 0 (a new run), every `every_steps` steps and at the last step, and
+/// written to the run's log as `eval` events of the pre-training phase (`subset`
+/// `validation`, metrics `knn_roc_auc` and `knn_average_precision`), so the log holds the
+/// learning curve of the features. Only rank 0 computes them.
+#[derive(Debug, Clone)]
+pub struct ProbeTracking {
+    /// The task whose training split is the neighbours and validation split the queries.
+    pub data: TaskData,
+    /// Steps between two evaluations (at least 1).
+    pub every_steps: u64,
+    /// The kNN settings (`knn`, `batch_size`).
+    pub config: ProbeConfig,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -68,6 +88,7 @@ impl std::fmt::Debug for RunOptions {
             .field("stop_after", &self.stop_after)
             .field("world_size", &self.all_reduce.world_size())
             .field("data", &self.data)
+            .field("probe", &self.probe.as_ref().map(|p| (p.data.labels.task.name(), p.every_steps)))
             .finish()
     }
 }
@@ -81,6 +102,7 @@ impl RunOptions {
             stop_after: None,
             all_reduce: Arc::new(SingleProcess),
             data: None,
+            probe: None,
         }
     }
 }

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::prepare_for_model;
 use crate::optim::{AdamW, AdamWConfig, Grads};
 use crate::settings::{Checks, RecipeValues};
-use crate::train::events::{Event, Observer, Phase, StepEvent};
+use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
+use crate::train::probe::{knn_validation, FeatureSource};
 use crate::train::run_dir::{refuse_non_finite, DataIdentity, RunDir};
 use crate::train::schedule::{scaled_lr, LrSchedule};
 use crate::train::state::{config_differences, resume_state, train_state};
@@ -188,6 +189,14 @@ pub fn pretrain<D: CropDataset + 'static>(
     observer: &mut dyn Observer,
 ) -> Result<PretrainOutcome> {
     cfg.validate()?;
+    if let Some(p) = &opts.probe {
+        if p.every_steps == 0 {
+            return Err(Error::Config(
+                "probe tracking: every_steps must be at least 1".into(),
+            ));
+        }
+        p.config.validate()?;
+    }
     let dev = opts.device.clone();
     let mc = &cfg.model;
     if dataset.size() != mc.img_size {
@@ -322,6 +331,9 @@ pub fn pretrain<D: CropDataset + 'static>(
         ),
     };
     observer.event(&start);
+    if start_step == 0 {
+        track_features(&model, opts, run, 0, 0, observer)?;
+    }
     let stop_at = opts.stop_after.map_or(total_steps, |s| s.min(total_steps));
     let last_good = |p: &Option<PathBuf>| {
         p.as_ref()
@@ -432,6 +444,13 @@ pub fn pretrain<D: CropDataset + 'static>(
                 run.log(&ev)?;
             }
             observer.event(&ev);
+            if opts
+                .probe
+                .as_ref()
+                .is_some_and(|p| step % p.every_steps == 0 || step == total_steps)
+            {
+                track_features(&model, opts, run, step, epoch, observer)?;
+            }
             if step % cfg.checkpoint_every == 0 || step == stop_at {
                 let mut m = meta.clone();
                 m.insert("loss".to_string(), final_loss.to_string());
@@ -608,4 +627,45 @@ pub(crate) fn beyond_schedule(
             "the checkpoint is at step {step}, beyond the {total} steps of this run ({per_epoch} per epoch): the data or the schedule changed since it was written; start a new run with --restart (RunOptions::resume = false)"
         ),
     }
+}
+
+/// The kNN figures of the feature-tracking task's validation split ([`RunOptions::probe`])
+/// at `step`, logged and reported as an `eval` event (rank 0 only).
+fn track_features(
+    model: &Miram,
+    opts: &RunOptions,
+    run: &RunDir,
+    step: u64,
+    epoch: u64,
+    observer: &mut dyn Observer,
+) -> Result<()> {
+    let Some(p) = &opts.probe else {
+        return Ok(());
+    };
+    if opts.all_reduce.rank() != 0 {
+        return Ok(());
+    }
+    let m = knn_validation(
+        FeatureSource::Encoder(model.encoder()),
+        &p.data,
+        &p.config,
+        &opts.device,
+    )?;
+    let mut metrics = BTreeMap::new();
+    if let Some(a) = m.auc {
+        metrics.insert("knn_roc_auc".to_string(), a);
+    }
+    if let Some(a) = m.ap {
+        metrics.insert("knn_average_precision".to_string(), a);
+    }
+    let ev = Event::Eval(EvalEvent {
+        phase: Phase::Pretrain,
+        step,
+        epoch,
+        subset: "validation".into(),
+        metrics,
+    });
+    run.log(&ev)?;
+    observer.event(&ev);
+    Ok(())
 }
