@@ -292,7 +292,11 @@ pub fn run_plan(
             &plan.preset,
             &plan.pretrain(m, start, seed),
             data,
-            &study::open_run(ui, &runs_dir.join(format!("pretrain-{}", start.slug())), false)?,
+            &study::open_run(
+                ui,
+                &runs_dir.join(format!("pretrain-{}", start.slug())),
+                false,
+            )?,
             &track,
         )?;
         curves.push((start, probe_curve(&r.run_dir)?));
@@ -400,7 +404,11 @@ pub fn run_plan(
 
 /// A chart of the kNN validation AUC against pre-training steps, one line per run
 /// (`(name, points)`).
-pub fn curve_chart(title: &str, task: &str, runs: &[(String, Vec<(u64, f64)>)]) -> crate::plot::LineChart {
+pub fn curve_chart(
+    title: &str,
+    task: &str,
+    runs: &[(String, Vec<(u64, f64)>)],
+) -> crate::plot::LineChart {
     crate::plot::LineChart::new(
         title,
         "pre-training step",

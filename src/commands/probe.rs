@@ -147,7 +147,13 @@ pub fn outcome_table(o: &ProbeOutcome) -> String {
         "{:<28} {:>5}  {:<24} {:<24}\n",
         "probe (test split)", "cases", "AUC [95% CI]", "AP [95% CI]"
     );
-    s.push_str(&row(format!("kNN (validation AUC {})", with_ci(o.knn.validation.auc, None)), &o.knn.test));
+    s.push_str(&row(
+        format!(
+            "kNN (validation AUC {})",
+            with_ci(o.knn.validation.auc, None)
+        ),
+        &o.knn.test,
+    ));
     s.push_str(&row(
         format!(
             "linear, C={} (val AUC {})",

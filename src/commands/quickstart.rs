@@ -289,7 +289,13 @@ pub fn pretraining_verdict(tasks: &[TaskResult], baseline: Start) -> Option<Stri
     let width = base
         .metrics
         .auc_ci
-        .map(|c| format!("; the 95% interval of the {} AUC is {:.2} wide", baseline.name(), c.upper - c.lower))
+        .map(|c| {
+            format!(
+                "; the 95% interval of the {} AUC is {:.2} wide",
+                baseline.name(),
+                c.upper - c.lower
+            )
+        })
         .unwrap_or_default();
     let p = best
         .0

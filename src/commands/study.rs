@@ -198,9 +198,8 @@ fn mean_sd(v: &[Option<f64>]) -> (Option<f64>, Option<f64>) {
         return (None, None);
     }
     let m = x.iter().sum::<f64>() / x.len() as f64;
-    let sd = (x.len() > 1).then(|| {
-        (x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt()
-    });
+    let sd = (x.len() > 1)
+        .then(|| (x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (x.len() - 1) as f64).sqrt());
     (Some(m), sd)
 }
 
@@ -372,7 +371,11 @@ pub fn summary_markdown(summaries: &[TaskSummary], seeds: &[u64]) -> String {
                 p.b.name(),
                 p.a_wins,
                 seeds.len(),
-                p.p_per_seed.iter().map(|x| p3(*x)).collect::<Vec<_>>().join(", "),
+                p.p_per_seed
+                    .iter()
+                    .map(|x| p3(*x))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 z.join("; "),
                 p3(p.combined_p)
             );
@@ -429,7 +432,9 @@ fn epochs_for_budget(
     let ft_step = time(&|| {
         miram_core::bench::finetune_step(&p.preset, &model, p.finetune_batch, 2, 3, 0, device)
     })?;
-    let pre_steps_per_epoch = miram_core::cbis_ddsm::loader::CropDataset::len(&data.pretraining_set()).div_ceil(p.pretrain_batch);
+    let pre_steps_per_epoch =
+        miram_core::cbis_ddsm::loader::CropDataset::len(&data.pretraining_set())
+            .div_ceil(p.pretrain_batch);
     let mut ft_steps_per_epoch = 0;
     for t in &p.tasks {
         let td = data.task(&study::parse_task(t)?, &Default::default())?;
@@ -439,7 +444,8 @@ fn epochs_for_budget(
             .div_ceil(p.finetune_batch);
     }
     let seeds = cfg.seeds.len() as f64;
-    let ft_secs = seeds * (p.starts.len() * p.finetune_epochs * ft_steps_per_epoch) as f64 * ft_step;
+    let ft_secs =
+        seeds * (p.starts.len() * p.finetune_epochs * ft_steps_per_epoch) as f64 * ft_step;
     // A tenth of the budget is kept for data, probes, evaluation and reports.
     let left = minutes * 60.0 * 0.9 - started.elapsed().as_secs_f64() - ft_secs;
     let per_epoch = seeds * pre_steps_per_epoch as f64 * pre_step;
@@ -493,7 +499,10 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     unique.sort_unstable();
     unique.dedup();
     if unique.len() != cfg.seeds.len() {
-        bail!("seeds {:?} repeat a seed; each seed must appear once", cfg.seeds);
+        bail!(
+            "seeds {:?} repeat a seed; each seed must appear once",
+            cfg.seeds
+        );
     }
     if let Some(m) = cfg.minutes {
         if !(m.is_finite() && m > 0.0) {
@@ -614,7 +623,12 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     );
     md.push_str(&summary_markdown(&summaries, &cfg.seeds));
     for f in &figures {
-        md.push_str(&format!("### {}\n\n![{}]({})\n\n", f.title, f.title, f.path.display()));
+        md.push_str(&format!(
+            "### {}\n\n![{}]({})\n\n",
+            f.title,
+            f.title,
+            f.path.display()
+        ));
     }
     md.push_str(&format!(
         "## Configuration\n\n```json\n{}\n```\n",

@@ -15,8 +15,8 @@ use miram_core::cbis_ddsm::tasks::Task;
 use miram_core::metrics::{knn_predict_proba, roc_auc, KnnConfig, KnnMetric, ProbeLabels};
 use miram_core::train::probe::{extract_features, probe_task, FeatureSource, ProbeConfig};
 use miram_core::train::{
-    prepare_data, pretrain, DataConfig, Event, PreparedData, PretrainConfig, ProbeTracking,
-    RunDir, RunOptions, Silent, TaskData,
+    prepare_data, pretrain, DataConfig, Event, PreparedData, PretrainConfig, ProbeTracking, RunDir,
+    RunOptions, Silent, TaskData,
 };
 use miram_core::{Miram, MiramConfig};
 

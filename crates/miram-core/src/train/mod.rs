@@ -30,10 +30,10 @@ use candle_core::Device;
 pub use data::{prepare_data, DataConfig, PreparedData, TaskData};
 pub use distributed::{AllReduce, SingleProcess};
 pub use evaluate::{compare, evaluate, predict, Comparison, EvalConfig, Predictions, TaskMetrics};
-pub use probe::{probe_task, FeatureSource, ProbeConfig, ProbeOutcome};
 pub use events::{Event, Observer, Phase, Silent, StepEvent};
 pub use finetune::{finetune, ClassWeighting, FinetuneConfig, FinetuneMode, FinetuneOutcome};
 pub use pretrain::{pretrain, PretrainConfig, PretrainOutcome};
+pub use probe::{probe_task, FeatureSource, ProbeConfig, ProbeOutcome};
 pub use run_dir::{DataIdentity, RunDir};
 pub use schedule::LrSchedule;
 
@@ -88,7 +88,13 @@ impl std::fmt::Debug for RunOptions {
             .field("stop_after", &self.stop_after)
             .field("world_size", &self.all_reduce.world_size())
             .field("data", &self.data)
-            .field("probe", &self.probe.as_ref().map(|p| (p.data.labels.task.name(), p.every_steps)))
+            .field(
+                "probe",
+                &self
+                    .probe
+                    .as_ref()
+                    .map(|p| (p.data.labels.task.name(), p.every_steps)),
+            )
             .finish()
     }
 }

@@ -20,9 +20,7 @@ use miram_cbis_ddsm::augment::AugmentConfig;
 use miram_cbis_ddsm::loader::{BatchTargets, CropDataset, ItemMeta, Loader, LoaderConfig};
 use miram_cbis_ddsm::tasks::{Target, TargetKind};
 use miram_encoder::{VitClassifier, VitEncoder};
-use miram_metrics::{
-    knn_predict_proba, KnnConfig, LogisticConfig, LogisticProbe, ProbeLabels,
-};
+use miram_metrics::{knn_predict_proba, KnnConfig, LogisticConfig, LogisticProbe, ProbeLabels};
 use serde::{Deserialize, Serialize};
 
 use super::data::TaskData;
@@ -146,9 +144,9 @@ impl OwnedLabels {
                 f.targets
                     .iter()
                     .map(|t| {
-                        t.iter()
-                            .position(|&v| v > 0.5)
-                            .ok_or_else(|| Error::Train(format!("a {split} target without a class")))
+                        t.iter().position(|&v| v > 0.5).ok_or_else(|| {
+                            Error::Train(format!("a {split} target without a class"))
+                        })
                     })
                     .collect::<Result<_>>()?,
                 k,
@@ -170,10 +168,7 @@ impl OwnedLabels {
 
     fn view(&self) -> ProbeLabels<'_> {
         match self {
-            Self::Classes(y, n) => ProbeLabels::Classes {
-                y,
-                n_classes: *n,
-            },
+            Self::Classes(y, n) => ProbeLabels::Classes { y, n_classes: *n },
             Self::MultiLabel(y, n) => ProbeLabels::MultiLabel { y, n_labels: *n },
         }
     }
@@ -236,7 +231,11 @@ impl ProbeConfig {
 
     fn eval(&self, bootstrap: bool) -> EvalConfig {
         EvalConfig {
-            bootstrap_resamples: if bootstrap { self.bootstrap_resamples } else { 0 },
+            bootstrap_resamples: if bootstrap {
+                self.bootstrap_resamples
+            } else {
+                0
+            },
             seed: self.seed,
             ..EvalConfig::default()
         }
@@ -371,8 +370,15 @@ pub fn probe_features(
             best = Some((c, score, probe, m));
         }
     }
-    let (c, _, probe, lin_val) = best.ok_or_else(|| Error::Config("probe: c_grid is empty".into()))?;
-    let lin_preds = predictions(test, probe.predict_proba(&test.values)?, &task, multilabel, names);
+    let (c, _, probe, lin_val) =
+        best.ok_or_else(|| Error::Config("probe: c_grid is empty".into()))?;
+    let lin_preds = predictions(
+        test,
+        probe.predict_proba(&test.values)?,
+        &task,
+        multilabel,
+        names,
+    );
     let lin_test = evaluate(&lin_preds, &cfg.eval(true))?;
     Ok(ProbeOutcome {
         task,
