@@ -11,7 +11,7 @@ use serde_json::Value;
 mod support;
 use support::*;
 
-const SUBCOMMANDS: [&str; 10] = [
+const SUBCOMMANDS: [&str; 12] = [
     "quickstart",
     "synth",
     "index",
@@ -22,6 +22,8 @@ const SUBCOMMANDS: [&str; 10] = [
     "bench",
     "inspect",
     "metrics",
+    "probe",
+    "study",
 ];
 
 fn fixtures(var: &str, default: &str) -> PathBuf {

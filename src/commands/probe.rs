@@ -137,14 +137,14 @@ fn parse_metric(s: &str) -> Result<KnnMetric> {
 pub fn outcome_table(o: &ProbeOutcome) -> String {
     let row = |name: String, m: &miram_core::train::TaskMetrics| {
         format!(
-            "{name:<28} {:>5}  {:<24} {:<24}\n",
+            "{name:<34} {:>5}  {:<24} {:<24}\n",
             m.n_cases,
             with_ci(m.auc, m.auc_ci.map(|c| (c.lower, c.upper))),
             with_ci(m.ap, m.ap_ci.map(|c| (c.lower, c.upper)))
         )
     };
     let mut s = format!(
-        "{:<28} {:>5}  {:<24} {:<24}\n",
+        "{:<34} {:>5}  {:<24} {:<24}\n",
         "probe (test split)", "cases", "AUC [95% CI]", "AP [95% CI]"
     );
     s.push_str(&row(
@@ -200,8 +200,8 @@ pub fn run(a: &ProbeArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let task = study::parse_task(&cfg.task)?;
     study::check_data(&cfg.data)?;
     let dev = study::device(g.device.as_deref())?;
-    ui.config("probe", &cfg);
     let (encoder, ck) = Encoder::load(&cfg.model, &dev)?;
+    ui.config("probe", &cfg);
     let data = study::prepare(ui, &cfg.data, encoder.img_size(), None, cfg.seed)?;
     let td = data.task(
         &task,
