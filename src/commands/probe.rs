@@ -125,14 +125,6 @@ impl Encoder {
     }
 }
 
-fn parse_metric(s: &str) -> Result<KnnMetric> {
-    Ok(match s {
-        "cosine" => KnnMetric::Cosine,
-        "euclidean" => KnnMetric::Euclidean,
-        _ => bail!("--metric {s}: use cosine or euclidean"),
-    })
-}
-
 /// The table of a probe outcome.
 pub fn outcome_table(o: &ProbeOutcome) -> String {
     let row = |name: String, m: &miram_core::train::TaskMetrics| {
@@ -167,7 +159,7 @@ pub fn outcome_table(o: &ProbeOutcome) -> String {
 
 /// Runs `miram probe`.
 pub fn run(a: &ProbeArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
-    let mut base = ProbeCommand {
+    let base = ProbeCommand {
         model: PathBuf::new(),
         data: DataConfig::new(""),
         task: "pathology".into(),
@@ -176,7 +168,8 @@ pub fn run(a: &ProbeArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         seed: 0,
     };
     if let Some(m) = &a.metric {
-        base.probe.knn.metric = parse_metric(m)?;
+        m.parse::<KnnMetric>()
+            .map_err(|e| anyhow::anyhow!("--metric {m}: {e}"))?;
     }
     let mut cfg: ProbeCommand = config::resolve(
         &base,
@@ -186,6 +179,7 @@ pub fn run(a: &ProbeArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             ("data.root", config::flag(&a.data)),
             ("task", config::flag(&a.task)),
             ("probe.knn.k", config::flag(&a.k)),
+            ("probe.knn.metric", config::flag(&a.metric)),
             ("probe.c_grid", config::flag(&a.c_grid)),
             ("probe.bootstrap_resamples", config::flag(&a.bootstrap)),
             ("out", config::flag(&a.out)),

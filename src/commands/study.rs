@@ -67,16 +67,16 @@ impl Default for StudyConfig {
 }
 
 /// The study's comparison: every starting point, the quick start's recipes (see
-/// `docs/study.md` for how each was chosen): 40 pre-training epochs (as the quick start)
-/// unless `--minutes` or `--pretrain-epochs` says otherwise, over a dataset about twice the
-/// quick start's, so about 1,900 steps per starting point.
+/// `docs/study.md` for how each was chosen): 24 pre-training epochs unless `--minutes` or
+/// `--pretrain-epochs` says otherwise; over a dataset about twice the quick start's, that
+/// is about 1,130 steps per starting point (the quick start's 40 epochs are 840).
 pub fn study_plan() -> PlanConfig {
     PlanConfig {
         preset: "micro".into(),
         starts: Start::ALL.to_vec(),
         baseline: Start::Random,
         tasks: vec!["pathology".into(), "margins".into()],
-        pretrain_epochs: 40,
+        pretrain_epochs: 24,
         pretrain_warmup_epochs: 2.0,
         pretrain_batch: 32,
         pretrain_lr: 1.5e-3,
