@@ -1,8 +1,10 @@
-//! `miram quickstart`: the whole study on a generated CBIS-DDSM-shaped dataset, on this
-//! machine, in minutes: generate the data, pre-train the `micro` preset with MIRAM (1x + 2x)
-//! and, for comparison, single-scale MAE; fine-tune both and a randomly initialised encoder
-//! for pathology and for mass margins; print AP and AUC with 95% bootstrap intervals and
-//! DeLong p-values against MAE; write `report.json`, `report.md` and the plots.
+//! `miram quickstart`: the comparison of `crate::plan` on one generated CBIS-DDSM-shaped
+//! dataset, on this machine, in minutes: generate the data, pre-train the `micro` preset with
+//! MIRAM (1x + 2x) and, for comparison, single-scale MAE (tracking the validation kNN AUC);
+//! fine-tune both and a randomly initialised encoder for pathology and for mass margins;
+//! probe the frozen encoders; print AP and AUC with 95% bootstrap intervals and DeLong
+//! p-values against the randomly initialised encoder; write `report.json`, `report.md` and
+//! the plots. `miram study` runs the same comparison over several seeds.
 //!
 //! The numbers are whatever the run gives: nothing is tuned to the generated data or fixed.
 //! Every size of the run is in [`QuickstartConfig`], with the reason for its value.
