@@ -165,24 +165,31 @@ pub fn results_table(tasks: &[TaskResult]) -> String {
     out
 }
 
+/// The cells of one probe row: task, encoder, kNN AUC and AP, linear AUC and AP, C.
+fn probe_cells(r: &crate::plan::ProbeRow) -> [String; 7] {
+    let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
+    [
+        r.task.clone(),
+        r.start.name().to_string(),
+        f(r.knn_auc),
+        f(r.knn_ap),
+        f(r.linear_auc),
+        f(r.linear_ap),
+        r.linear_c.to_string(),
+    ]
+}
+
 /// The probes table for a terminal: one row per task and starting point.
 pub fn probes_table(rows: &[crate::plan::ProbeRow]) -> String {
-    let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
     let mut out = format!(
         "{:<18}  {:<16}  {:>7}  {:>6}  {:>10}  {:>9}  {:>8}\n",
         "task", "encoder (frozen)", "kNN AUC", "kNN AP", "linear AUC", "linear AP", "linear C"
     );
     for r in rows {
+        let [t, e, ka, kp, la, lp, c] = probe_cells(r);
         let _ = writeln!(
             out,
-            "{:<18}  {:<16}  {:>7}  {:>6}  {:>10}  {:>9}  {:>8}",
-            r.task,
-            r.start.name(),
-            f(r.knn_auc),
-            f(r.knn_ap),
-            f(r.linear_auc),
-            f(r.linear_ap),
-            r.linear_c
+            "{t:<18}  {e:<16}  {ka:>7}  {kp:>6}  {la:>10}  {lp:>9}  {c:>8}"
         );
     }
     out
@@ -303,19 +310,8 @@ impl Report {
                 md,
                 "## Probes of the frozen encoders (test split)\n\nkNN and linear probe (C chosen on the validation AUC) on the pooled features of each encoder after pre-training, without fine-tuning.\n\n| task | encoder | kNN AUC | kNN AP | linear AUC | linear AP | linear C |\n|---|---|---|---|---|---|---|"
             );
-            let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
             for r in &self.probes {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    r.task,
-                    r.start.name(),
-                    f(r.knn_auc),
-                    f(r.knn_ap),
-                    f(r.linear_auc),
-                    f(r.linear_ap),
-                    r.linear_c
-                );
+                let _ = writeln!(md, "| {} |", probe_cells(r).join(" | "));
             }
             md.push('\n');
         }
