@@ -75,6 +75,29 @@ pub fn device(name: Option<&str>) -> Result<Device> {
     crate::commands::device::parse(name.unwrap_or("cpu"))
 }
 
+/// A generated dataset in `dir`: reused when `dir` holds one written with `synth` (said on
+/// the progress output), written anew otherwise (an older one with other settings is
+/// removed first).
+pub fn generated_dataset(
+    synth: &miram_core::cbis_ddsm::synth::SynthConfig,
+    dir: &Path,
+    ui: &Ui,
+) -> Result<miram_core::cbis_ddsm::synth::SynthManifest> {
+    use miram_core::cbis_ddsm::synth::SynthManifest;
+    if let Ok(m) = SynthManifest::load(dir) {
+        if &m.config == synth {
+            ui.info(format!(
+                "{:>12} reusing the dataset in {}",
+                "synth",
+                dir.display()
+            ));
+            return Ok(m);
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    crate::commands::synth::write(dir, synth, ui)
+}
+
 /// Checks a dataset root before any work.
 pub fn check_data(cfg: &DataConfig) -> Result<()> {
     if cfg.root.as_os_str().is_empty() {

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use miram_core::cbis_ddsm::synth::{SynthConfig, SynthManifest};
+use miram_core::cbis_ddsm::synth::SynthConfig;
 use miram_core::cbis_ddsm::tasks::Task;
 use miram_core::train::probe::ProbeConfig;
 use miram_core::train::{DataConfig, RunOptions};
@@ -117,23 +117,6 @@ pub struct QuickstartArgs {
     pub config: Option<PathBuf>,
 }
 
-/// The dataset of the quick start: reused when `data/` holds one generated with the same
-/// configuration, generated otherwise.
-fn dataset(cfg: &QuickstartConfig, dir: &Path, ui: &Ui) -> Result<SynthManifest> {
-    if let Ok(m) = SynthManifest::load(dir) {
-        if m.config == cfg.synth {
-            ui.info(format!(
-                "{:>12} reusing the dataset in {}",
-                "synth",
-                dir.display()
-            ));
-            return Ok(m);
-        }
-        std::fs::remove_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    }
-    crate::commands::synth::write(dir, &cfg.synth, ui)
-}
-
 /// Runs `miram quickstart`.
 pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let started = Instant::now();
@@ -157,7 +140,7 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
 
     let data_dir = cfg.out.join("data");
     let runs_dir = cfg.out.join("runs");
-    let manifest = dataset(&cfg, &data_dir, ui)?;
+    let manifest = study::generated_dataset(&cfg.synth, &data_dir, ui)?;
     let data_cfg = DataConfig {
         cache_dir: Some(cfg.out.join("cache")),
         ..DataConfig::new(&data_dir)

@@ -12,14 +12,13 @@
 //! runs; only the timing depends on the machine).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use miram_core::cbis_ddsm::synth::{SynthConfig, SynthManifest};
+use miram_core::cbis_ddsm::synth::SynthConfig;
 use miram_core::metrics::two_sided_p_value;
-use miram_core::train::probe::ProbeConfig;
 use miram_core::train::{compare, DataConfig, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
@@ -72,22 +71,11 @@ impl Default for StudyConfig {
 /// is about 1,130 steps per starting point (the quick start's 40 epochs are 840).
 pub fn study_plan() -> PlanConfig {
     PlanConfig {
-        preset: "micro".into(),
         starts: Start::ALL.to_vec(),
-        baseline: Start::Random,
-        tasks: vec!["pathology".into(), "margins".into()],
         pretrain_epochs: 24,
+        // About the quick start's 84 warm-up steps on a dataset twice its size.
         pretrain_warmup_epochs: 2.0,
-        pretrain_batch: 32,
-        pretrain_lr: 1.5e-3,
-        finetune_epochs: 30,
-        finetune_warmup_epochs: 3.0,
-        finetune_batch: 16,
-        finetune_lr: 5e-4,
-        probe_every_steps: 100,
-        probe: ProbeConfig::default(),
-        bootstrap: 500,
-        workers: 1,
+        ..crate::commands::quickstart::quickstart_plan()
     }
 }
 
@@ -396,18 +384,6 @@ fn parse_start(s: &str) -> Result<Start> {
     })
 }
 
-/// The dataset of one seed: reused when `dir` holds one generated with the same
-/// configuration, generated otherwise.
-fn dataset(synth: &SynthConfig, dir: &Path, ui: &Ui) -> Result<SynthManifest> {
-    if let Ok(m) = SynthManifest::load(dir) {
-        if &m.config == synth {
-            return Ok(m);
-        }
-        std::fs::remove_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    }
-    crate::commands::synth::write(dir, synth, ui)
-}
-
 /// Pre-training epochs that fit `minutes` (from `started`), from step times measured now.
 fn epochs_for_budget(
     ui: &Ui,
@@ -525,7 +501,7 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             seed,
             ..cfg.synth.clone()
         };
-        let manifest = dataset(&synth, &dir, ui)?;
+        let manifest = study::generated_dataset(&synth, &dir, ui)?;
         let data_cfg = DataConfig {
             cache_dir: Some(cfg.out.join("cache").join(format!("seed-{seed}"))),
             ..DataConfig::new(&dir)
