@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use miram_cbis_ddsm::augment::AugmentConfig;
-use miram_cbis_ddsm::loader::{BatchTargets, CropDataset, Loader, LoaderConfig};
+use miram_cbis_ddsm::loader::{Batch, BatchTargets, CachedCrops, CropDataset, Loader};
 use miram_cbis_ddsm::split::SplitConfig;
 use miram_cbis_ddsm::tasks::{TargetKind, Task};
 use miram_encoder::{ClassifierConfig, EncoderConfig, VitClassifier};
@@ -22,18 +23,18 @@ use miram_rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{prepare_for_model, read_checkpoint};
-use crate::optim::{AdamW, AdamWConfig, Grads, ParamSpec};
+use crate::optim::{AdamW, AdamWConfig, ParamSpec};
 use crate::settings::{Checks, RecipeValues};
 use crate::train::data::TaskData;
 use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMetrics};
-use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
+use crate::train::events::{EvalEvent, Event, Observer, Phase};
 use crate::train::pretrain::MAX_WORKERS;
-use crate::train::pretrain::{
-    beyond_schedule, check_resume, prepare_run_folder, set_aside_leftovers, DATA_FILE, DATA_KEY,
-};
 use crate::train::run_dir::RunDir;
+use crate::train::run_loop::{
+    base_metadata, begin_run, open_run, run_steps, scalar, to_json, train_loader_config,
+    CheckpointPolicy, LoopSpec, MicroLoss, RunIo, TrainStep,
+};
 use crate::train::schedule::{scaled_lr, LrSchedule};
-use crate::train::state::{resume_state, train_state};
 use crate::train::{RunOptions, DROP_STREAM};
 use crate::{Error, Result};
 
@@ -330,223 +331,295 @@ pub fn finetune(
         drop_path: cfg.drop_path,
     };
     let (model, store, _) = build_classifier(&ccfg, cfg.init.as_deref(), cfg.mode, cfg.seed, &dev)?;
-    let depth = cfg.encoder.depth;
     let mut opt = AdamW::with_params(
-        finetune_param_specs(&store, depth, cfg.weight_decay, cfg.layer_decay),
+        finetune_param_specs(&store, cfg.encoder.depth, cfg.weight_decay, cfg.layer_decay),
         AdamWConfig::mae_finetune(0.0, cfg.weight_decay),
     )?;
-    let train_idx: Vec<usize> = data.split.train.clone();
-    let weights = match (cfg.class_weighting, data.labels.kind) {
-        (ClassWeighting::InverseFrequency, TargetKind::Classes(_)) => {
-            Some(data.labels.class_weights(Some(&train_idx)))
-        }
-        _ => None,
-    };
     let world = opts.all_reduce.world_size();
-    let lc = LoaderConfig {
-        batch_size: cfg.batch_size,
-        shuffle: true,
-        // Fewer training cases than a batch: one smaller batch per epoch instead of none.
-        drop_last: data.train.len() / world >= cfg.batch_size,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        prefetch: 2 * cfg.workers.max(1),
-        channels: cfg.encoder.in_chans,
-        shard: (world > 1).then(|| (opts.all_reduce.rank(), world)),
-    };
+    // Fewer training cases than a batch: one smaller batch per epoch instead of none.
+    let drop_last = data.train.len() / world >= cfg.batch_size;
+    let lc = train_loader_config(
+        opts,
+        cfg.batch_size,
+        drop_last,
+        cfg.seed,
+        cfg.workers,
+        cfg.encoder.in_chans,
+    );
     let loader = Loader::new(data.train.clone(), cfg.augment.clone(), lc, dev.clone())?;
-    let steps_per_epoch = loader.batches_per_epoch() as u64;
-    if steps_per_epoch == 0 {
-        return Err(Error::Train(format!(
-            "no training cases for {}",
-            data.labels.task.name()
-        )));
-    }
-    let total_steps = steps_per_epoch * cfg.epochs as u64;
-    let sched = LrSchedule {
-        lr: cfg
-            .lr
-            .unwrap_or_else(|| scaled_lr(cfg.blr, cfg.batch_size * world)),
-        min_lr: cfg.min_lr,
-        warmup_epochs: cfg.warmup_epochs,
-        epochs: cfg.epochs as f64,
-    };
-    let mut meta = BTreeMap::new();
-    meta.insert("kind".to_string(), "finetune".to_string());
-    meta.insert(
-        "config".to_string(),
-        serde_json::to_string(&ccfg).map_err(|e| Error::Train(e.to_string()))?,
-    );
-    meta.insert(
-        "train_config".to_string(),
-        serde_json::to_string(cfg).map_err(|e| Error::Train(e.to_string()))?,
-    );
+    let spec = loop_spec(cfg, loader.batches_per_epoch() as u64, world, data)?;
+    let mut identity = opts.data.clone().unwrap_or_default();
+    identity.samples = data.train.len();
+    let mut meta = base_metadata("finetune", to_json(&ccfg)?, cfg, &identity)?;
     meta.insert(
         "class_names".to_string(),
         serde_json::to_string(&data.labels.class_names).unwrap_or_default(),
     );
 
-    let mut identity = opts.data.clone().unwrap_or_default();
-    identity.samples = data.train.len();
-    meta.insert(
-        DATA_KEY.to_string(),
-        serde_json::to_string(&identity).map_err(|e| Error::Train(e.to_string()))?,
-    );
-
     // The run folder: a new run starts clean; a resume takes the newest intact checkpoint.
-    let phase = Phase::Finetune;
-    prepare_run_folder(run, opts, phase, observer)?;
-    let mut step = 0u64;
-    let mut best = (usize::MAX, f64::NEG_INFINITY);
-    let resume = if opts.resume {
-        resume_state(run, "finetune", &dev, &mut |message| {
-            observer.event(&Event::Warning { phase, message })
-        })?
-    } else {
-        None
+    let mut io = RunIo {
+        run,
+        opts,
+        observer,
     };
-    match resume {
-        Some(st) => {
-            check_resume(run, &st.path, &st.metadata, cfg, &identity, phase, observer)?;
-            if st.step > total_steps {
-                return Err(beyond_schedule(
-                    &st.path,
-                    st.step,
-                    total_steps,
-                    steps_per_epoch,
-                ));
-            }
-            restore(&store, &st.model)?;
-            opt.load_state(&st.optimizer, &st.metadata)?;
-            step = st.step;
-            if let (Some(e), Some(a)) = (
-                st.metadata.get("best_epoch"),
-                st.metadata.get("best_val_auc"),
-            ) {
-                best = (
-                    e.parse().unwrap_or(usize::MAX),
-                    a.parse().unwrap_or(f64::NEG_INFINITY),
-                );
-            }
-            run.truncate_log_after(step)?;
-        }
-        None => set_aside_leftovers(run, opts, phase, observer)?,
+    let resume = open_run(
+        &mut io,
+        Phase::Finetune,
+        "finetune",
+        cfg,
+        &identity,
+        spec.total_steps,
+        spec.steps_per_epoch(),
+    )?;
+    let mut step = 0;
+    let mut best = BestEpoch::None;
+    if let Some(st) = &resume {
+        restore(&store, &st.model)?;
+        opt.load_state(&st.optimizer, &st.metadata)?;
+        step = st.step;
+        best = BestEpoch::from_metadata(&st.metadata);
     }
-    run.write_config(cfg)?;
-    run.write_json(DATA_FILE, &identity)?;
-    let params = store.trainable();
+    begin_run(run, cfg, &identity, resume.as_ref().map(|st| st.step))?;
     let started = Instant::now();
-    let start_step = step;
-    observer.event(&Event::Start {
+    io.report(&Event::Start {
         phase: Phase::Finetune,
-        total_steps,
-        start_step,
+        total_steps: spec.total_steps,
+        start_step: step,
         description: format!(
-            "fine-tuning for {} ({} classes, {} training cases), {total_steps} steps",
+            "fine-tuning for {} ({} classes, {} training cases), {} steps",
             data.labels.task.name(),
             k,
-            data.train.len()
+            data.train.len(),
+            spec.total_steps
         ),
     });
-    let stop_at = opts.stop_after.map_or(total_steps, |s| s.min(total_steps));
-    let eval_cfg = EvalConfig {
-        bootstrap_resamples: 0,
-        ..EvalConfig::default()
+    let weights = match (cfg.class_weighting, data.labels.kind) {
+        (ClassWeighting::InverseFrequency, TargetKind::Classes(_)) => {
+            Some(data.labels.class_weights(Some(&data.split.train)))
+        }
+        _ => None,
     };
-    while step < stop_at {
-        let epoch = step / steps_per_epoch;
-        let first = (step % steps_per_epoch) as usize;
-        let mut losses = Vec::new();
-        for batch in loader.epoch_from(epoch, first) {
-            if step >= stop_at {
-                break;
-            }
-            let batch = batch?;
-            let t0 = Instant::now();
-            let lr = sched.lr_at_step(step, steps_per_epoch, 1, steps_per_epoch);
-            let mut rng = Rng::keyed(
-                cfg.seed,
-                &[DROP_STREAM, step, opts.all_reduce.rank() as u64],
-            );
-            let logits = model.forward_train(&batch.images, &mut rng)?;
-            let loss = batch_loss(&logits, &batch.targets, weights.as_deref())?;
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            if !lv.is_finite() {
-                return Err(Error::NonFiniteLoss {
-                    step: step + 1,
-                    value: lv,
-                    losses: vec![],
-                    last_checkpoint: run
-                        .latest_checkpoint()
-                        .map_or("none".into(), |(_, p)| p.display().to_string()),
-                });
-            }
-            let mut grads = Grads::from_backward(&loss.backward()?, &params);
-            opts.all_reduce.all_reduce_mean(&mut grads)?;
-            let grad_norm = match cfg.clip_grad {
-                Some(c) => grads.clip_global_norm(c)?,
-                None => grads.global_norm()?,
-            };
-            let last_good = || {
-                run.latest_checkpoint()
-                    .map_or("none".into(), |(_, p)| p.display().to_string())
-            };
-            if !grad_norm.is_finite() {
-                return Err(Error::NonFiniteGradient {
-                    step: step + 1,
-                    parameter: grads
-                        .first_non_finite()?
-                        .unwrap_or_else(|| format!("the global norm ({grad_norm})")),
-                    last_checkpoint: last_good(),
-                });
-            }
-            opt.set_lr(lr);
-            opt.step(&grads)?;
-            if let Some(tensor) = opt.first_non_finite()? {
-                return Err(Error::NonFiniteState {
-                    step: step + 1,
-                    tensor,
-                    last_checkpoint: last_good(),
-                });
-            }
-            step += 1;
-            losses.push(lv);
-            let n = batch.images.dim(0)? * world;
-            let eta = started.elapsed().as_secs_f64() / (step - start_step) as f64
-                * (total_steps - step) as f64;
-            let ev = Event::Step(StepEvent {
-                phase: Phase::Finetune,
-                step,
-                total_steps,
-                epoch,
-                loss: opts.all_reduce.mean_scalar(lv)?,
-                losses: vec![],
-                lr,
-                grad_norm,
-                images_per_sec: n as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                eta_secs: eta,
-            });
-            if opts.all_reduce.rank() == 0 {
-                run.log(&ev)?;
-            }
-            observer.event(&ev);
+    let mut trainer = FinetuneStep {
+        params: store.trainable(),
+        model,
+        store,
+        cfg,
+        data,
+        weights,
+        rank: opts.all_reduce.rank() as u64,
+        meta,
+        best,
+    };
+    let end = run_steps(&spec, &mut trainer, &mut opt, &loader, step, &mut io)?;
+    if end.step < spec.total_steps {
+        return Err(Error::Train(format!(
+            "stopped at step {} of {} (stop_after); resume to finish",
+            end.step, spec.total_steps
+        )));
+    }
+    let best_epoch = trainer.best.epoch().ok_or_else(|| {
+        Error::Train("no epoch of fine-tuning ended: there are no best weights to test".into())
+    })?;
+    let (test, tm) = test_best(&trainer, end.step, best_epoch, &mut io)?;
+    io.report(&Event::Done {
+        phase: Phase::Finetune,
+        step: end.step,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(FinetuneOutcome {
+        best_epoch,
+        best_val_auc: trainer.best.auc().unwrap_or(f64::NAN),
+        best_checkpoint: run.best_checkpoint(),
+        test_predictions: test,
+        test_metrics: tm,
+    })
+}
+
+/// The run's shape: one optimiser step per batch, the schedule at the batch of all
+/// processes, a checkpoint at the end of every epoch.
+fn loop_spec(
+    cfg: &FinetuneConfig,
+    batches: u64,
+    world: usize,
+    data: &TaskData,
+) -> Result<LoopSpec> {
+    if batches == 0 {
+        return Err(Error::Train(format!(
+            "no training cases for {}",
+            data.labels.task.name()
+        )));
+    }
+    Ok(LoopSpec {
+        phase: Phase::Finetune,
+        batches_per_epoch: batches,
+        accum: 1,
+        total_steps: batches * cfg.epochs as u64,
+        schedule: LrSchedule {
+            lr: cfg
+                .lr
+                .unwrap_or_else(|| scaled_lr(cfg.blr, cfg.batch_size * world)),
+            min_lr: cfg.min_lr,
+            warmup_epochs: cfg.warmup_epochs,
+            epochs: cfg.epochs as f64,
+        },
+        clip_grad: cfg.clip_grad,
+        checkpoints: CheckpointPolicy::EveryEpoch,
+        keep_last: cfg.keep_last,
+    })
+}
+
+/// Model selection on the validation macro AUC: the best epoch so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BestEpoch {
+    /// No epoch has ended yet.
+    None,
+    /// The epoch (0-based) of the highest validation AUC so far.
+    Scored {
+        /// The epoch.
+        epoch: usize,
+        /// Its validation macro AUC (finite).
+        auc: f64,
+    },
+    /// No epoch so far had a defined AUC (e.g. one class in the validation split): the
+    /// latest epoch is kept.
+    Unscored {
+        /// The epoch.
+        epoch: usize,
+    },
+}
+
+impl BestEpoch {
+    /// The train-state metadata key of the best epoch.
+    pub const EPOCH_KEY: &'static str = "best_epoch";
+    /// The train-state metadata key of its AUC.
+    pub const AUC_KEY: &'static str = "best_val_auc";
+
+    /// The best epoch, if one has ended.
+    pub fn epoch(&self) -> Option<usize> {
+        match *self {
+            Self::None => None,
+            Self::Scored { epoch, .. } | Self::Unscored { epoch } => Some(epoch),
         }
-        if !step.is_multiple_of(steps_per_epoch) && step < total_steps {
-            // Stopped inside an epoch (stop_after): checkpoint where it stands.
-            let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
-            run.save_step(step, &t, &m, cfg.keep_last)?;
-            break;
+    }
+
+    /// The best validation AUC, if one was defined.
+    pub fn auc(&self) -> Option<f64> {
+        match *self {
+            Self::Scored { auc, .. } => Some(auc),
+            _ => None,
         }
-        // End of an epoch: validation, model selection, checkpoints.
-        let val = predict(
-            &model,
-            data.validation.clone(),
-            &data.labels.task.name(),
-            &data.labels.class_names,
-            cfg.batch_size,
-            &dev,
+    }
+
+    /// Offers the end of `epoch` with validation AUC `auc` (NaN when undefined); returns
+    /// whether its weights become the best: a higher defined AUC always wins, and while no
+    /// AUC was ever defined the latest epoch is kept.
+    pub fn offer(&mut self, epoch: usize, auc: f64) -> bool {
+        let next = match *self {
+            _ if auc.is_finite() && self.auc().is_none_or(|best| auc > best) => {
+                Self::Scored { epoch, auc }
+            }
+            Self::None | Self::Unscored { .. } if !auc.is_finite() => Self::Unscored { epoch },
+            _ => return false,
+        };
+        *self = next;
+        true
+    }
+
+    /// Records the best epoch in a train state's metadata (the format every version wrote:
+    /// `usize::MAX` for no epoch, `-inf` for no AUC).
+    pub fn write_metadata(&self, meta: &mut BTreeMap<String, String>) {
+        let epoch = self.epoch().map_or(usize::MAX, |e| e);
+        let auc = self.auc().unwrap_or(f64::NEG_INFINITY);
+        meta.insert(Self::EPOCH_KEY.into(), epoch.to_string());
+        meta.insert(Self::AUC_KEY.into(), auc.to_string());
+    }
+
+    /// Reads what [`Self::write_metadata`] wrote; anything else is no epoch.
+    pub fn from_metadata(meta: &BTreeMap<String, String>) -> Self {
+        let epoch = meta
+            .get(Self::EPOCH_KEY)
+            .and_then(|e| e.parse::<usize>().ok())
+            .filter(|&e| e != usize::MAX);
+        let auc = meta
+            .get(Self::AUC_KEY)
+            .and_then(|a| a.parse::<f64>().ok())
+            .filter(|a| a.is_finite());
+        match (epoch, auc) {
+            (Some(epoch), Some(auc)) => Self::Scored { epoch, auc },
+            (Some(epoch), None) => Self::Unscored { epoch },
+            (None, _) => Self::None,
+        }
+    }
+}
+
+/// Fine-tuning's part of the loop: the classifier's forward pass with drop path and the
+/// task's loss, and at the end of every epoch validation and model selection.
+struct FinetuneStep<'a> {
+    model: VitClassifier,
+    store: ParamStore,
+    params: Vec<(String, Var)>,
+    cfg: &'a FinetuneConfig,
+    data: &'a TaskData,
+    /// Class weights of the cross-entropy.
+    weights: Option<Vec<f32>>,
+    rank: u64,
+    meta: BTreeMap<String, String>,
+    best: BestEpoch,
+}
+
+impl FinetuneStep<'_> {
+    /// The metadata of the best weights and of train states.
+    fn metadata_with_best(&self) -> BTreeMap<String, String> {
+        let mut m = self.meta.clone();
+        self.best.write_metadata(&mut m);
+        m
+    }
+
+    /// Predictions of the current weights on `cases`.
+    fn predict(&self, cases: Arc<CachedCrops>) -> Result<Predictions> {
+        predict(
+            &self.model,
+            cases,
+            &self.data.labels.task.name(),
+            &self.data.labels.class_names,
+            self.cfg.batch_size,
+            self.store.device(),
+        )
+    }
+}
+
+impl TrainStep for FinetuneStep<'_> {
+    fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    fn micro_batch(&mut self, batch: Batch, step: u64, _micro: u64) -> Result<MicroLoss> {
+        let mut rng = Rng::keyed(self.cfg.seed, &[DROP_STREAM, step, self.rank]);
+        let logits = self.model.forward_train(&batch.images, &mut rng)?;
+        let loss = batch_loss(&logits, &batch.targets, self.weights.as_deref())?;
+        Ok(MicroLoss {
+            total: scalar(&loss)?,
+            parts: vec![],
+            loss,
+            images: batch.images.dim(0)?,
+        })
+    }
+
+    fn end_of_epoch(
+        &mut self,
+        epoch: u64,
+        step: u64,
+        losses: &[f64],
+        io: &mut RunIo<'_>,
+    ) -> Result<()> {
+        let val = self.predict(self.data.validation.clone())?;
+        let vm = evaluate(
+            &val,
+            &EvalConfig {
+                bootstrap_resamples: 0,
+                ..EvalConfig::default()
+            },
         )?;
-        let vm = evaluate(&val, &eval_cfg)?;
         let auc = vm.auc.unwrap_or(f64::NAN);
         let mut metrics = BTreeMap::new();
         metrics.insert("macro_auc".to_string(), auc);
@@ -555,76 +628,54 @@ pub fn finetune(
             "train_loss".to_string(),
             losses.iter().sum::<f64>() / losses.len().max(1) as f64,
         );
-        let ev = Event::Eval(EvalEvent {
+        io.emit(&Event::Eval(EvalEvent {
             phase: Phase::Finetune,
             step,
             epoch,
             subset: "validation".into(),
             metrics,
-        });
-        if opts.all_reduce.rank() == 0 {
-            run.log(&ev)?;
-        }
-        observer.event(&ev);
-        let improved = (auc.is_finite() && auc > best.1)
-            || (best.0 == usize::MAX && !best.1.is_finite() && !auc.is_finite());
-        if improved {
-            best = (
-                epoch as usize,
-                if auc.is_finite() {
-                    auc
-                } else {
-                    f64::NEG_INFINITY
-                },
-            );
-            let mut m = meta_with_best(&meta, best);
+        }))?;
+        if self.best.offer(epoch as usize, auc) && io.opts.all_reduce.rank() == 0 {
+            let mut m = self.metadata_with_best();
             m.insert("format".into(), crate::checkpoint::FORMAT.into());
-            let p = run.save_best(&store.state_dict(), &m)?;
-            observer.event(&Event::Checkpoint {
+            let path = io.run.save_best(&self.store.state_dict(), &m)?;
+            io.report(&Event::Checkpoint {
                 phase: Phase::Finetune,
                 step,
-                path: p,
+                path,
                 best: true,
             });
-        } else if !best.1.is_finite() {
-            // AUC never defined: keep the latest weights.
-            best = (epoch as usize, f64::NEG_INFINITY);
-            let mut m = meta_with_best(&meta, best);
-            m.insert("format".into(), crate::checkpoint::FORMAT.into());
-            run.save_best(&store.state_dict(), &m)?;
         }
-        let (t, m) = train_state(store.state_dict(), &opt, meta_with_best(&meta, best), step);
-        let p = run.save_step(step, &t, &m, cfg.keep_last)?;
-        observer.event(&Event::Checkpoint {
-            phase: Phase::Finetune,
-            step,
-            path: p,
-            best: false,
-        });
+        Ok(())
     }
-    if step < total_steps {
-        return Err(Error::Train(format!(
-            "stopped at step {step} of {total_steps} (stop_after); resume to finish"
-        )));
+
+    fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        self.store.state_dict()
     }
-    // Test evaluation with the best weights.
-    let best_path = run.best_checkpoint();
-    let ck = read_checkpoint(&best_path, &dev)?;
-    restore(&store, &ck.tensors)?;
-    let test = predict(
-        &model,
-        data.test.clone(),
-        &data.labels.task.name(),
-        &data.labels.class_names,
-        cfg.batch_size,
-        &dev,
-    )?;
+
+    fn metadata(&self) -> BTreeMap<String, String> {
+        self.metadata_with_best()
+    }
+}
+
+/// The test evaluation with the best weights: `predictions.csv`, `metrics.json` and the
+/// test `eval` event.
+fn test_best(
+    trainer: &FinetuneStep<'_>,
+    step: u64,
+    best_epoch: usize,
+    io: &mut RunIo<'_>,
+) -> Result<(Predictions, TaskMetrics)> {
+    let run = io.run;
+    let ck = read_checkpoint(&run.best_checkpoint(), trainer.store.device())?;
+    restore(&trainer.store, &ck.tensors)?;
+    let test = trainer.predict(trainer.data.test.clone())?;
     let tm = evaluate(
         &test,
         &EvalConfig {
-            bootstrap_resamples: cfg.bootstrap_resamples,
+            bootstrap_resamples: trainer.cfg.bootstrap_resamples,
             level: 0.95,
-            seed: cfg.seed,
+            seed: trainer.cfg.seed,
         },
     )?;
     test.write_csv(&run.path().join("predictions.csv"))?;
@@ -636,24 +687,13 @@ pub fn finetune(
     let ev = Event::Eval(EvalEvent {
         phase: Phase::Evaluate,
         step,
-        epoch: best.0 as u64,
+        epoch: best_epoch as u64,
         subset: "test".into(),
         metrics,
     });
     run.log(&ev)?;
-    observer.event(&ev);
-    observer.event(&Event::Done {
-        phase: Phase::Finetune,
-        step,
-        seconds: started.elapsed().as_secs_f64(),
-    });
-    Ok(FinetuneOutcome {
-        best_epoch: best.0,
-        best_val_auc: if best.1.is_finite() { best.1 } else { f64::NAN },
-        best_checkpoint: best_path,
-        test_predictions: test,
-        test_metrics: tm,
-    })
+    io.report(&ev);
+    Ok((test, tm))
 }
 
 /// Sets the trained values (parameters and buffers) of `store` from `tensors`; frozen
@@ -666,13 +706,6 @@ fn restore(store: &ParamStore, tensors: &std::collections::HashMap<String, Tenso
         store.set(&name, t)?;
     }
     Ok(())
-}
-
-fn meta_with_best(meta: &BTreeMap<String, String>, best: (usize, f64)) -> BTreeMap<String, String> {
-    let mut m = meta.clone();
-    m.insert("best_epoch".into(), best.0.to_string());
-    m.insert("best_val_auc".into(), best.1.to_string());
-    m
 }
 
 /// Loads a fine-tuned classifier written by [`finetune`] (`best.safetensors`): its
@@ -746,6 +779,46 @@ mod tests {
             num_classes: 3,
             drop_path: 0.1,
         }
+    }
+
+    #[test]
+    fn best_epoch_keeps_the_highest_defined_auc() {
+        let mut best = BestEpoch::None;
+        // No AUC defined yet: the latest epoch is kept.
+        assert!(best.offer(0, f64::NAN));
+        assert_eq!(best, BestEpoch::Unscored { epoch: 0 });
+        assert!(best.offer(1, f64::NAN));
+        assert_eq!(best, BestEpoch::Unscored { epoch: 1 });
+        // A defined AUC beats none; a higher one beats it; ties and undefined ones do not.
+        assert!(best.offer(2, 0.6));
+        assert!(!best.offer(3, 0.6));
+        assert!(!best.offer(4, f64::NAN));
+        assert!(!best.offer(5, 0.5));
+        assert!(best.offer(6, 0.7));
+        assert_eq!(best, BestEpoch::Scored { epoch: 6, auc: 0.7 });
+        assert_eq!((best.epoch(), best.auc()), (Some(6), Some(0.7)));
+    }
+
+    #[test]
+    fn best_epoch_metadata_round_trips_in_the_written_format() {
+        for best in [
+            BestEpoch::None,
+            BestEpoch::Unscored { epoch: 3 },
+            BestEpoch::Scored {
+                epoch: 2,
+                auc: 0.625,
+            },
+        ] {
+            let mut m = BTreeMap::new();
+            best.write_metadata(&mut m);
+            assert_eq!(BestEpoch::from_metadata(&m), best);
+        }
+        // The strings train states have always carried for "no epoch yet".
+        let mut m = BTreeMap::new();
+        BestEpoch::None.write_metadata(&mut m);
+        assert_eq!(m["best_epoch"], usize::MAX.to_string());
+        assert_eq!(m["best_val_auc"], "-inf");
+        assert_eq!(BestEpoch::from_metadata(&BTreeMap::new()), BestEpoch::None);
     }
 
     #[test]

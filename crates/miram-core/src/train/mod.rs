@@ -20,6 +20,7 @@ pub mod finetune;
 pub mod pretrain;
 pub mod probe;
 pub mod run_dir;
+mod run_loop;
 pub mod schedule;
 pub mod state;
 

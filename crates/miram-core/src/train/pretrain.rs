@@ -10,21 +10,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use miram_cbis_ddsm::augment::AugmentConfig;
-use miram_cbis_ddsm::loader::{CropDataset, Loader, LoaderConfig};
+use miram_cbis_ddsm::loader::{Batch, CropDataset, Loader};
 use miram_nn::ParamStore;
 use miram_rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::prepare_for_model;
-use crate::optim::{AdamW, AdamWConfig, Grads};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::settings::{Checks, RecipeValues};
-use crate::train::events::{EvalEvent, Event, Observer, Phase, StepEvent};
+use crate::train::events::{EvalEvent, Event, Observer, Phase};
 use crate::train::probe::{knn_validation, FeatureSource};
-use crate::train::run_dir::{refuse_non_finite, DataIdentity, RunDir};
+use crate::train::run_dir::{refuse_non_finite, RunDir};
+use crate::train::run_loop::{
+    base_metadata, begin_run, open_run, run_steps, scalar, train_loader_config, CheckpointPolicy,
+    LoopSpec, MicroLoss, RunIo, TrainStep,
+};
+pub use crate::train::run_loop::{DATA_FILE, DATA_KEY, RESUME_FREE_KEYS};
 use crate::train::schedule::{scaled_lr, LrSchedule};
-use crate::train::state::{config_differences, resume_state, train_state};
+use crate::train::state::TrainState;
 use crate::train::{RunOptions, NOISE_STREAM, REDRAW_STREAM};
 use crate::{Error, Miram, MiramConfig, Result};
 
@@ -149,16 +154,6 @@ impl PretrainConfig {
 /// The most loader worker threads a configuration may ask for.
 pub const MAX_WORKERS: u64 = 256;
 
-/// The keys of a training configuration that do not change what is computed (how many
-/// loader threads, how often and how many checkpoints are kept, how many bootstrap
-/// resamples the final test intervals draw): a resume may change them.
-pub const RESUME_FREE_KEYS: [&str; 4] = [
-    "workers",
-    "keep_last",
-    "checkpoint_every",
-    "bootstrap_resamples",
-];
-
 /// What a pre-training run produced.
 #[derive(Debug, Clone)]
 pub struct PretrainOutcome {
@@ -170,14 +165,6 @@ pub struct PretrainOutcome {
     pub checkpoint: PathBuf,
     /// The trained model (`model.safetensors` in the run folder; written at the end only).
     pub model_path: Option<PathBuf>,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
 }
 
 /// Pre-trains `cfg.model` on `dataset` in the run folder `run`.
@@ -206,269 +193,68 @@ pub fn pretrain<D: CropDataset + 'static>(
             mc.img_size
         )));
     }
-    let world = opts.all_reduce.world_size();
-    let loader_cfg = LoaderConfig {
-        batch_size: cfg.batch_size,
-        shuffle: true,
-        drop_last: true,
-        seed: cfg.seed,
-        workers: cfg.workers,
-        prefetch: 2 * cfg.workers.max(1),
-        channels: mc.in_chans,
-        shard: (world > 1).then(|| (opts.all_reduce.rank(), world)),
-    };
+    let loader_cfg = train_loader_config(
+        opts,
+        cfg.batch_size,
+        true,
+        cfg.seed,
+        cfg.workers,
+        mc.in_chans,
+    );
     let loader = Loader::new(dataset, cfg.augment.clone(), loader_cfg, dev.clone())?;
-    let batches = loader.batches_per_epoch() as u64;
-    let accum = cfg.accum_iter as u64;
-    let steps_per_epoch = batches / accum;
-    if steps_per_epoch == 0 {
-        return Err(Error::Train(format!(
-            "an epoch has {batches} batches of {}, fewer than accum_iter {}: use a smaller batch or more data",
-            cfg.batch_size, cfg.accum_iter
-        )));
-    }
-    let total_steps = steps_per_epoch * cfg.epochs as u64;
-    let eff_batch = cfg.batch_size * cfg.accum_iter * world;
-    let sched = LrSchedule {
-        lr: cfg.lr.unwrap_or_else(|| scaled_lr(cfg.blr, eff_batch)),
-        min_lr: cfg.min_lr,
-        warmup_epochs: cfg.warmup_epochs,
-        epochs: cfg.epochs as f64,
-    };
-    let hires_index = cfg
-        .native_hires_targets
-        .then(|| loader.dataset().hires_size())
-        .flatten()
-        .map(|h| h / mc.img_size)
-        .and_then(|s| mc.scales.iter().position(|sc| sc.scale == s));
-    if cfg.native_hires_targets && hires_index.is_none() {
-        return Err(Error::Train(
-            "native_hires_targets: the dataset has no high-resolution crops at any scale of the model".into(),
-        ));
-    }
+    let spec = loop_spec(cfg, loader.batches_per_epoch() as u64, opts)?;
+    let hires_index = hires_scale(cfg, loader.dataset().hires_size())?;
 
     // The run folder: a new run starts clean; a resume takes the newest intact checkpoint.
     let mut identity = opts.data.clone().unwrap_or_default();
     identity.samples = loader.dataset().len();
-    let phase = Phase::Pretrain;
-    prepare_run_folder(run, opts, phase, observer)?;
-    let resume = if opts.resume {
-        resume_state(run, "pretrain", &dev, &mut |message| {
-            observer.event(&Event::Warning { phase, message })
-        })?
-    } else {
-        None
+    let mut io = RunIo {
+        run,
+        opts,
+        observer,
     };
-    let opt_cfg = |lr: f64| AdamWConfig {
-        lr,
-        beta1: cfg.betas.0,
-        beta2: cfg.betas.1,
-        eps: 1e-8,
-        weight_decay: cfg.weight_decay,
-    };
-    let mut final_loss = f64::NAN;
-    let (model, mut opt, mut step) = match resume {
-        Some(st) => {
-            let path = st.path.clone();
-            check_resume(run, &path, &st.metadata, cfg, &identity, phase, observer)?;
-            if st.step > total_steps {
-                return Err(beyond_schedule(
-                    &path,
-                    st.step,
-                    total_steps,
-                    steps_per_epoch,
-                ));
-            }
-            let store = ParamStore::from_tensors(
-                prepare_for_model(st.model, mc.in_chans)?,
-                cfg.seed,
-                DType::F32,
-                &dev,
-            );
-            let model = Miram::new(mc, store.root())?;
-            crate::checkpoint::ensure_loaded(&store.load_report(), &path, &|_| false)?;
-            let mut opt = AdamW::new(model.store().trainable(), opt_cfg(0.0))?;
-            opt.load_state(&st.optimizer, &st.metadata)?;
-            if let Some(l) = st.metadata.get("loss").and_then(|l| l.parse().ok()) {
-                final_loss = l;
-            }
-            run.truncate_log_after(st.step)?;
-            (model, opt, st.step)
-        }
-        None => {
-            set_aside_leftovers(run, opts, phase, observer)?;
-            let model = Miram::init(mc, cfg.seed, &dev)?;
-            let opt = AdamW::new(model.store().trainable(), opt_cfg(0.0))?;
-            (model, opt, 0)
-        }
-    };
-    run.write_config(cfg)?;
-    run.write_json(DATA_FILE, &identity)?;
-    let params = model.store().trainable();
-    let mut meta = BTreeMap::new();
-    meta.insert("kind".to_string(), "pretrain".to_string());
-    meta.insert("config".to_string(), mc.to_json());
-    meta.insert(
-        "train_config".to_string(),
-        serde_json::to_string(cfg).map_err(|e| Error::Train(e.to_string()))?,
-    );
-    meta.insert(
-        DATA_KEY.to_string(),
-        serde_json::to_string(&identity).map_err(|e| Error::Train(e.to_string()))?,
-    );
-    let mut last_checkpoint: Option<PathBuf> = run.latest_checkpoint().map(|(_, p)| p);
-
-    let started = Instant::now();
-    let start_step = step;
-    let start = Event::Start {
+    let resume = open_run(
+        &mut io,
+        Phase::Pretrain,
+        "pretrain",
+        cfg,
+        &identity,
+        spec.total_steps,
+        spec.steps_per_epoch(),
+    )?;
+    let start = start_or_resume(cfg, resume, &dev)?;
+    begin_run(run, cfg, &identity, start.resumed.then_some(start.step))?;
+    let meta = base_metadata("pretrain", mc.to_json(), cfg, &identity)?;
+    let eff_batch = cfg.batch_size * cfg.accum_iter * opts.all_reduce.world_size();
+    io.report(&Event::Start {
         phase: Phase::Pretrain,
-        total_steps,
-        start_step,
+        total_steps: spec.total_steps,
+        start_step: start.step,
         description: format!(
-            "pre-training {} parameters, {} scales, {total_steps} steps of {eff_batch} images",
-            model.num_parameters(),
-            mc.scales.len()
+            "pre-training {} parameters, {} scales, {} steps of {eff_batch} images",
+            start.model.num_parameters(),
+            mc.scales.len(),
+            spec.total_steps
         ),
-    };
-    observer.event(&start);
-    if start_step == 0 {
-        track_features(&model, opts, run, 0, 0, observer)?;
+    });
+    if start.step == 0 {
+        track_features(&start.model, 0, 0, &mut io)?;
     }
-    let stop_at = opts.stop_after.map_or(total_steps, |s| s.min(total_steps));
-    let last_good = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map_or("none".into(), |p| p.display().to_string())
+    let started = Instant::now();
+    let mut opt = start.opt;
+    let mut trainer = PretrainStep {
+        params: start.model.store().trainable(),
+        model: start.model,
+        cfg,
+        hires_index,
+        rank: opts.all_reduce.rank() as u64,
+        total_steps: spec.total_steps,
+        meta,
     };
-    while step < stop_at {
-        let epoch = step / steps_per_epoch;
-        let first_batch = ((step % steps_per_epoch) * accum) as usize;
-        let mut it = loader.epoch_from(epoch, first_batch);
-        while step < stop_at && step / steps_per_epoch == epoch {
-            let t0 = Instant::now();
-            let lr = sched.lr_at_step(step, steps_per_epoch, accum, batches);
-            let mut grads = Grads::new();
-            let mut losses_acc = vec![Vec::new(); mc.scales.len()];
-            let mut total_acc = Vec::new();
-            for a in 0..accum {
-                let batch = match it.next() {
-                    Some(b) => b?,
-                    None => {
-                        return Err(Error::Train(format!(
-                            "epoch {epoch} ended before step {} was complete",
-                            step + 1
-                        )))
-                    }
-                };
-                let n = batch.images.dim(0)?;
-                let micro = step * accum + a;
-                let mut rng = Rng::keyed(
-                    cfg.seed,
-                    &[NOISE_STREAM, micro, opts.all_reduce.rank() as u64],
-                );
-                let noise = model.random_noise(n, &mut rng)?;
-                let hires: Option<Vec<Option<Tensor>>> = hires_index.map(|hi| {
-                    (0..mc.scales.len())
-                        .map(|i| if i == hi { batch.hires.clone() } else { None })
-                        .collect()
-                });
-                let out = model.forward_with_targets(&batch.images, &noise, hires.as_deref())?;
-                let total = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                let per: Vec<f64> = out
-                    .losses
-                    .iter()
-                    .map(|l| l.to_dtype(DType::F64)?.to_scalar::<f64>())
-                    .collect::<candle_core::Result<_>>()?;
-                if !total.is_finite() {
-                    return Err(Error::NonFiniteLoss {
-                        step: step + 1,
-                        value: total,
-                        losses: per,
-                        last_checkpoint: last_checkpoint
-                            .as_ref()
-                            .map_or("none".into(), |p| p.display().to_string()),
-                    });
-                }
-                total_acc.push(total);
-                for (acc, l) in losses_acc.iter_mut().zip(per) {
-                    acc.push(l);
-                }
-                let loss = (out.loss / accum as f64)?;
-                grads.accumulate(&Grads::from_backward(&loss.backward()?, &params))?;
-            }
-            opts.all_reduce.all_reduce_mean(&mut grads)?;
-            let grad_norm = match cfg.clip_grad {
-                Some(c) => grads.clip_global_norm(c)?,
-                None => grads.global_norm()?,
-            };
-            if !grad_norm.is_finite() {
-                return Err(Error::NonFiniteGradient {
-                    step: step + 1,
-                    parameter: grads
-                        .first_non_finite()?
-                        .unwrap_or_else(|| format!("the global norm ({grad_norm})")),
-                    last_checkpoint: last_good(&last_checkpoint),
-                });
-            }
-            opt.set_lr(lr);
-            opt.step(&grads)?;
-            if let Some(tensor) = opt.first_non_finite()? {
-                return Err(Error::NonFiniteState {
-                    step: step + 1,
-                    tensor,
-                    last_checkpoint: last_good(&last_checkpoint),
-                });
-            }
-            step += 1;
-            if let Some(k) = cfg.performer_redraw_interval {
-                if k > 0 && step % k == 0 {
-                    model.redraw_features(&mut Rng::keyed(cfg.seed, &[REDRAW_STREAM, step]))?;
-                }
-            }
-            final_loss = opts.all_reduce.mean_scalar(mean(&total_acc))?;
-            let secs = t0.elapsed().as_secs_f64();
-            let done_here = (step - start_step) as f64;
-            let eta = started.elapsed().as_secs_f64() / done_here * (total_steps - step) as f64;
-            let ev = Event::Step(StepEvent {
-                phase: Phase::Pretrain,
-                step,
-                total_steps,
-                epoch,
-                loss: final_loss,
-                losses: losses_acc.iter().map(|v| mean(v)).collect(),
-                lr,
-                grad_norm,
-                images_per_sec: eff_batch as f64 / secs.max(1e-9),
-                eta_secs: eta,
-            });
-            if opts.all_reduce.rank() == 0 {
-                run.log(&ev)?;
-            }
-            observer.event(&ev);
-            if opts
-                .probe
-                .as_ref()
-                .is_some_and(|p| step % p.every_steps == 0 || step == total_steps)
-            {
-                track_features(&model, opts, run, step, epoch, observer)?;
-            }
-            if step % cfg.checkpoint_every == 0 || step == stop_at {
-                let mut m = meta.clone();
-                m.insert("loss".to_string(), final_loss.to_string());
-                let (t, m) = train_state(model.state_dict(), &opt, m, step);
-                if opts.all_reduce.rank() == 0 {
-                    let p = run.save_step(step, &t, &m, cfg.keep_last)?;
-                    observer.event(&Event::Checkpoint {
-                        phase: Phase::Pretrain,
-                        step,
-                        path: p.clone(),
-                        best: false,
-                    });
-                    last_checkpoint = Some(p);
-                }
-            }
-        }
-    }
-    let model_path = if step == total_steps && opts.all_reduce.rank() == 0 {
+    let end = run_steps(&spec, &mut trainer, &mut opt, &loader, start.step, &mut io)?;
+    let step = end.step;
+    let model = trainer.model;
+    let model_path = if step == spec.total_steps && opts.all_reduce.rank() == 0 {
         let p = run.path().join("model.safetensors");
         refuse_non_finite(&p, &model.state_dict())?;
         let mut m = BTreeMap::new();
@@ -479,177 +265,206 @@ pub fn pretrain<D: CropDataset + 'static>(
     } else {
         None
     };
-    observer.event(&Event::Done {
+    io.report(&Event::Done {
         phase: Phase::Pretrain,
         step,
         seconds: started.elapsed().as_secs_f64(),
     });
     Ok(PretrainOutcome {
         steps: step,
-        final_loss,
-        checkpoint: last_checkpoint.unwrap_or_else(|| run.step_checkpoint(step)),
+        final_loss: end.last_loss.unwrap_or(start.loss),
+        checkpoint: run
+            .latest_checkpoint()
+            .map_or_else(|| run.step_checkpoint(step), |(_, p)| p),
         model_path,
     })
 }
 
-/// The run folder's file recording what the run was trained on ([`DataIdentity`]).
-pub const DATA_FILE: &str = "data.json";
-
-/// The train-state metadata key of the [`DataIdentity`].
-pub const DATA_KEY: &str = "data";
-
-/// Before a run: a new run (`opts.resume` false) moves an earlier run's files aside, and the
-/// temporary files of interrupted writes removed on opening are reported.
-pub(crate) fn prepare_run_folder(
-    run: &RunDir,
-    opts: &RunOptions,
-    phase: Phase,
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    if let Some(s) = opts.stop_after {
-        let mut c = Checks::new();
-        c.at_least("stop_after", s, 1);
-        c.finish()?;
+/// The run's shape: optimiser steps of `accum_iter` batches, the schedule at the effective
+/// batch, checkpoints every `checkpoint_every` steps.
+fn loop_spec(cfg: &PretrainConfig, batches: u64, opts: &RunOptions) -> Result<LoopSpec> {
+    let accum = cfg.accum_iter as u64;
+    let steps_per_epoch = batches / accum;
+    if steps_per_epoch == 0 {
+        return Err(Error::Train(format!(
+            "an epoch has {batches} batches of {}, fewer than accum_iter {}: use a smaller batch or more data",
+            cfg.batch_size, cfg.accum_iter
+        )));
     }
-    for p in run.removed_temp_files() {
-        observer.event(&Event::Warning {
-            phase,
-            message: format!(
-                "removed {}, a temporary file left by an interrupted write",
-                p.display()
-            ),
-        });
-    }
-    if !opts.resume && opts.all_reduce.rank() == 0 {
-        if let Some(p) = run.start_over()? {
-            observer.event(&Event::Warning {
-                phase,
-                message: format!(
-                    "starting a new run in {}: the previous run's files were moved to {}",
-                    run.path().display(),
-                    p.display()
-                ),
-            });
-        }
-    }
-    Ok(())
+    Ok(LoopSpec {
+        phase: Phase::Pretrain,
+        batches_per_epoch: batches,
+        accum,
+        total_steps: steps_per_epoch * cfg.epochs as u64,
+        schedule: LrSchedule {
+            lr: cfg.peak_lr(opts.all_reduce.world_size()),
+            min_lr: cfg.min_lr,
+            warmup_epochs: cfg.warmup_epochs,
+            epochs: cfg.epochs as f64,
+        },
+        clip_grad: cfg.clip_grad,
+        checkpoints: CheckpointPolicy::EverySteps(cfg.checkpoint_every),
+        keep_last: cfg.keep_last,
+    })
 }
 
-/// A new run without a checkpoint to resume: what an earlier run left (steps logged by a run
-/// killed before its first checkpoint, or outputs whose checkpoints were deleted) moves aside,
-/// with a warning.
-pub(crate) fn set_aside_leftovers(
-    run: &RunDir,
-    opts: &RunOptions,
-    phase: Phase,
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    if opts.all_reduce.rank() != 0 {
-        return Ok(());
+/// The index of the decoder scale whose target is the dataset's real high-resolution crop
+/// (`native_hires_targets`), refused when no scale matches the crops' size.
+fn hires_scale(cfg: &PretrainConfig, hires_size: Option<usize>) -> Result<Option<usize>> {
+    if !cfg.native_hires_targets {
+        return Ok(None);
     }
-    if let Some(p) = run.set_aside_leftovers()? {
-        observer.event(&Event::Warning {
-            phase,
-            message: format!(
-                "no checkpoint to resume in {}: the earlier run's log and outputs were moved to {}",
-                run.path().display(),
-                p.display()
-            ),
-        });
-    }
-    Ok(())
+    let mc = &cfg.model;
+    hires_size
+        .map(|h| h / mc.img_size)
+        .and_then(|s| mc.scales.iter().position(|sc| sc.scale == s))
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Train(
+                "native_hires_targets: the dataset has no high-resolution crops at any scale of the model".into(),
+            )
+        })
 }
 
-/// Refuses to resume a train state saved with a configuration (other than the keys of
-/// [`RESUME_FREE_KEYS`]) or data other than now's, listing every difference.
-pub(crate) fn check_resume<T: Serialize + serde::de::DeserializeOwned>(
-    run: &RunDir,
-    path: &std::path::Path,
-    metadata: &BTreeMap<String, String>,
-    cfg: &T,
-    identity: &DataIdentity,
-    phase: Phase,
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    if let Some(saved) = metadata.get("train_config") {
-        let diff =
-            config_differences(saved, cfg, &RESUME_FREE_KEYS).map_err(|e| Error::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("train_config: {e}"),
-            })?;
-        if !diff.is_empty() {
-            return Err(Error::ResumeMismatch {
-                path: run.path().to_path_buf(),
-                what: "another configuration".into(),
-                differences: diff,
-            });
-        }
+/// The model and optimiser a run starts from.
+struct Start {
+    model: Miram,
+    opt: AdamW,
+    /// Steps already done.
+    step: u64,
+    /// Whether they come from a train state.
+    resumed: bool,
+    /// The loss of the last step done (NaN for none).
+    loss: f64,
+}
+
+/// A new model and optimiser, or both restored from the train state to resume.
+fn start_or_resume(
+    cfg: &PretrainConfig,
+    resume: Option<TrainState>,
+    dev: &candle_core::Device,
+) -> Result<Start> {
+    let mc = &cfg.model;
+    let opt_cfg = AdamWConfig {
+        lr: 0.0,
+        beta1: cfg.betas.0,
+        beta2: cfg.betas.1,
+        eps: 1e-8,
+        weight_decay: cfg.weight_decay,
+    };
+    let Some(st) = resume else {
+        let model = Miram::init(mc, cfg.seed, dev)?;
+        let opt = AdamW::new(model.store().trainable(), opt_cfg)?;
+        return Ok(Start {
+            model,
+            opt,
+            step: 0,
+            resumed: false,
+            loss: f64::NAN,
+        });
+    };
+    let store = ParamStore::from_tensors(
+        prepare_for_model(st.model, mc.in_chans)?,
+        cfg.seed,
+        DType::F32,
+        dev,
+    );
+    let model = Miram::new(mc, store.root())?;
+    crate::checkpoint::ensure_loaded(&store.load_report(), &st.path, &|_| false)?;
+    let mut opt = AdamW::new(model.store().trainable(), opt_cfg)?;
+    opt.load_state(&st.optimizer, &st.metadata)?;
+    Ok(Start {
+        model,
+        opt,
+        step: st.step,
+        resumed: true,
+        loss: st
+            .metadata
+            .get("loss")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(f64::NAN),
+    })
+}
+
+/// Pre-training's part of the loop: the masked forward pass of every scale, the Performer
+/// redraws and the feature tracking.
+struct PretrainStep<'a> {
+    model: Miram,
+    params: Vec<(String, Var)>,
+    cfg: &'a PretrainConfig,
+    hires_index: Option<usize>,
+    rank: u64,
+    total_steps: u64,
+    meta: BTreeMap<String, String>,
+}
+
+impl TrainStep for PretrainStep<'_> {
+    fn params(&self) -> &[(String, Var)] {
+        &self.params
     }
-    if let Some(saved) = metadata.get(DATA_KEY) {
-        let saved: DataIdentity = serde_json::from_str(saved).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("{DATA_KEY}: {e}"),
-        })?;
-        let diff = saved.differences(identity);
-        if !diff.is_empty() {
-            return Err(Error::ResumeMismatch {
-                path: run.path().to_path_buf(),
-                what: "other data".into(),
-                differences: diff,
-            });
-        }
-        if let (Some(a), Some(b)) = (&saved.root, &identity.root) {
-            if a != b {
-                observer.event(&Event::Warning {
-                    phase,
-                    message: format!(
-                        "the data folder moved from {} to {}; its records are the same, so the run resumes",
-                        a.display(),
-                        b.display()
-                    ),
-                });
+
+    fn micro_batch(&mut self, batch: Batch, _step: u64, micro: u64) -> Result<MicroLoss> {
+        let n = batch.images.dim(0)?;
+        let mut rng = Rng::keyed(self.cfg.seed, &[NOISE_STREAM, micro, self.rank]);
+        let noise = self.model.random_noise(n, &mut rng)?;
+        let scales = self.cfg.model.scales.len();
+        let hires: Option<Vec<Option<Tensor>>> = self.hires_index.map(|hi| {
+            (0..scales)
+                .map(|i| if i == hi { batch.hires.clone() } else { None })
+                .collect()
+        });
+        let out = self
+            .model
+            .forward_with_targets(&batch.images, &noise, hires.as_deref())?;
+        Ok(MicroLoss {
+            total: scalar(&out.loss)?,
+            parts: out.losses.iter().map(scalar).collect::<Result<_>>()?,
+            loss: out.loss,
+            images: n,
+        })
+    }
+
+    fn after_step(&mut self, step: u64, epoch: u64, io: &mut RunIo<'_>) -> Result<()> {
+        if let Some(k) = self.cfg.performer_redraw_interval {
+            if k > 0 && step.is_multiple_of(k) {
+                self.model
+                    .redraw_features(&mut Rng::keyed(self.cfg.seed, &[REDRAW_STREAM, step]))?;
             }
         }
+        if io
+            .opts
+            .probe
+            .as_ref()
+            .is_some_and(|p| step.is_multiple_of(p.every_steps) || step == self.total_steps)
+        {
+            track_features(&self.model, step, epoch, io)?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// The error of a train state beyond the end of this run's schedule.
-pub(crate) fn beyond_schedule(
-    path: &std::path::Path,
-    step: u64,
-    total: u64,
-    per_epoch: u64,
-) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        message: format!(
-            "the checkpoint is at step {step}, beyond the {total} steps of this run ({per_epoch} per epoch): the data or the schedule changed since it was written; start a new run with --restart (RunOptions::resume = false)"
-        ),
+    fn state_dict(&self) -> BTreeMap<String, Tensor> {
+        self.model.state_dict()
+    }
+
+    fn metadata(&self) -> BTreeMap<String, String> {
+        self.meta.clone()
     }
 }
 
 /// The kNN figures of the feature-tracking task's validation split ([`RunOptions::probe`])
 /// at `step`, logged and reported as an `eval` event (rank 0 only).
-fn track_features(
-    model: &Miram,
-    opts: &RunOptions,
-    run: &RunDir,
-    step: u64,
-    epoch: u64,
-    observer: &mut dyn Observer,
-) -> Result<()> {
-    let Some(p) = &opts.probe else {
+fn track_features(model: &Miram, step: u64, epoch: u64, io: &mut RunIo<'_>) -> Result<()> {
+    let Some(p) = &io.opts.probe else {
         return Ok(());
     };
-    if opts.all_reduce.rank() != 0 {
+    if io.opts.all_reduce.rank() != 0 {
         return Ok(());
     }
     let m = knn_validation(
         FeatureSource::Encoder(model.encoder()),
         &p.data,
         &p.config,
-        &opts.device,
+        &io.opts.device,
     )?;
     let mut metrics = BTreeMap::new();
     if let Some(a) = m.auc {
@@ -665,7 +480,5 @@ fn track_features(
         subset: "validation".into(),
         metrics,
     });
-    run.log(&ev)?;
-    observer.event(&ev);
-    Ok(())
+    io.emit(&ev)
 }
