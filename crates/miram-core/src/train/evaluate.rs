@@ -25,9 +25,11 @@ use miram_cbis_ddsm::loader::{CropDataset, ItemMeta, Loader, LoaderConfig};
 use miram_cbis_ddsm::tasks::{Target, TargetKind};
 use miram_encoder::VitClassifier;
 use miram_metrics::{
-    average_precision, binary_report, delong_test, multiclass_report,
-    multilabel_average_precision_sklearn, multilabel_report, precision_recall_curve, roc_auc,
-    roc_curve, stratified_bootstrap, BootstrapConfig, CurvePoints, ReportConfig,
+    accuracy, argmax_rows, average_precision, binary_report, confusion_matrix, delong_test,
+    multiclass_report, multilabel_average_precision_sklearn, multilabel_report,
+    precision_recall_curve, roc_auc, roc_curve, stratified_bootstrap, BinaryReport,
+    BootstrapConfig, BootstrapInterval, CurvePoints, MulticlassReport, MultilabelReport,
+    ReportConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -244,19 +246,20 @@ pub struct Curve {
     pub y: Vec<f64>,
 }
 
-/// A confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Interval {
-    /// Lower bound.
-    pub lower: f64,
-    /// Upper bound.
-    pub upper: f64,
-    /// Bootstrap replicates that gave a value.
-    pub n_valid: usize,
+/// The full report of `miram-metrics` (scikit-learn's names) of the task's kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FullReport {
+    /// A two-class task.
+    Binary(BinaryReport),
+    /// A single-label task of more classes.
+    Multiclass(MulticlassReport),
+    /// A multi-label task.
+    Multilabel(MultilabelReport),
 }
 
-/// The figures of one task on one set of cases.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The figures of one task on one set of cases (`metrics.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskMetrics {
     /// The task.
     pub task: String,
@@ -268,14 +271,14 @@ pub struct TaskMetrics {
     /// ROC AUC (binary, or macro over the classes of `auc_classes`).
     pub auc: Option<f64>,
     /// Its bootstrap interval.
-    pub auc_ci: Option<Interval>,
+    pub auc_ci: Option<BootstrapInterval>,
     /// The classes the macro AUC averages over (those with both labels among the cases).
     #[serde(default)]
     pub auc_classes: Vec<String>,
     /// Average precision (binary, or scikit-learn's macro over every class).
     pub ap: Option<f64>,
     /// Its bootstrap interval.
-    pub ap_ci: Option<Interval>,
+    pub ap_ci: Option<BootstrapInterval>,
     /// Classes without positives, counted 0 by the macro AP (scikit-learn's definition).
     #[serde(default)]
     pub ap_zero_classes: Vec<String>,
@@ -290,7 +293,7 @@ pub struct TaskMetrics {
     /// Precision-recall curves of the scored classes.
     pub pr_curves: Vec<Curve>,
     /// The full report of `miram-metrics` (scikit-learn's names), when every class is defined.
-    pub report: Option<serde_json::Value>,
+    pub report: Option<FullReport>,
     /// What could not be computed, and why.
     pub notes: Vec<String>,
 }
@@ -362,21 +365,22 @@ fn names_of(names: &[String], classes: &[usize], columns: &[usize]) -> Vec<Strin
     columns.iter().map(|&c| names[classes[c]].clone()).collect()
 }
 
-/// Computes every figure of `preds`.
-pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
-    if preds.is_empty() {
-        return Err(Error::Train(format!(
-            "no cases to evaluate for {}",
-            preds.task
-        )));
-    }
-    let k = preds.class_names.len();
-    let classes = preds.scored_classes();
-    let mut notes = Vec::new();
-    let mut per_class = Vec::new();
-    let mut roc_curves = Vec::new();
-    let mut pr_curves = Vec::new();
-    for c in 0..k {
+/// The per-class figures and the curves of the scored classes.
+struct ClassFigures {
+    per_class: Vec<ClassMetrics>,
+    roc_curves: Vec<Curve>,
+    pr_curves: Vec<Curve>,
+}
+
+/// AUC and AP of every class against the rest, and the ROC and PR curves of the scored
+/// classes; a scored class whose AUC is undefined gets a note.
+fn class_figures(preds: &Predictions, classes: &[usize], notes: &mut Vec<String>) -> ClassFigures {
+    let mut out = ClassFigures {
+        per_class: Vec::new(),
+        roc_curves: Vec::new(),
+        pr_curves: Vec::new(),
+    };
+    for (c, name) in preds.class_names.iter().enumerate() {
         let y = preds.labels_of(c);
         let s = preds.scores_of(c);
         let positives = y.iter().filter(|&&v| v == 1).count();
@@ -385,50 +389,62 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
         if classes.contains(&c) {
             if auc.is_none() {
                 notes.push(format!(
-                    "class {}: AUC undefined ({positives} positives of {} cases)",
-                    preds.class_names[c],
+                    "class {name}: AUC undefined ({positives} positives of {} cases)",
                     y.len()
                 ));
             }
             if let Ok(r) = roc_curve(&y, &s, CurvePoints::DropIntermediate) {
-                roc_curves.push(Curve {
-                    class: preds.class_names[c].clone(),
+                out.roc_curves.push(Curve {
+                    class: name.clone(),
                     x: r.fpr,
                     y: r.tpr,
                 });
             }
             if let Ok(r) = precision_recall_curve(&y, &s, CurvePoints::DropIntermediate) {
-                pr_curves.push(Curve {
-                    class: preds.class_names[c].clone(),
+                out.pr_curves.push(Curve {
+                    class: name.clone(),
                     x: r.recall,
                     y: r.precision,
                 });
             }
         }
-        per_class.push(ClassMetrics {
-            name: preds.class_names[c].clone(),
+        out.per_class.push(ClassMetrics {
+            name: name.clone(),
             positives,
             auc,
             ap,
         });
     }
-    let columns: Vec<ClassColumn> = classes
-        .iter()
-        .map(|&c| ClassColumn {
-            labels: preds.labels_of(c),
-            scores: preds.scores_of(c),
-        })
-        .collect();
+    out
+}
+
+/// The headline AUC and AP, the classes they average over and the notes on what they leave
+/// out or count 0.
+struct Headline {
+    auc: Option<f64>,
+    /// Columns (indices into the scored classes) of the AUC average.
+    auc_columns: Vec<usize>,
+    auc_classes: Vec<String>,
+    ap: Option<f64>,
+    ap_zero_classes: Vec<String>,
+}
+
+fn headline(
+    preds: &Predictions,
+    classes: &[usize],
+    columns: &[ClassColumn],
+    notes: &mut Vec<String>,
+) -> Headline {
     let n = preds.len();
     // The classes of the AUC average: those with both labels (scikit-learn refuses a macro
     // AUC otherwise; here the average is taken over them and says so).
     let auc_columns: Vec<usize> = (0..columns.len())
         .filter(|&c| roc_auc(&columns[c].labels, &columns[c].scores).is_ok())
         .collect();
-    let auc_classes = names_of(&preds.class_names, &classes, &auc_columns);
-    let auc = headline_auc(&columns, &auc_columns, None).ok();
-    let (ap, ap_zero_classes) = match headline_ap(&columns, None) {
-        Ok((v, zero)) => (Some(v), names_of(&preds.class_names, &classes, &zero)),
+    let auc_classes = names_of(&preds.class_names, classes, &auc_columns);
+    let auc = headline_auc(columns, &auc_columns, None).ok();
+    let (ap, ap_zero_classes) = match headline_ap(columns, None) {
+        Ok((v, zero)) => (Some(v), names_of(&preds.class_names, classes, &zero)),
         Err(e) => {
             notes.push(format!("AP undefined: {e}"));
             (None, Vec::new())
@@ -461,147 +477,190 @@ pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
             )
         });
     }
-    // Bootstrap stratified on the (first) positive class of each case.
-    let (auc_ci, ap_ci) = if cfg.bootstrap_resamples > 0 {
-        let strata: Vec<usize> = preds
-            .rows
-            .iter()
-            .map(|r| {
-                if preds.is_binary() {
-                    usize::from(r.target[1] > 0.5)
-                } else {
-                    r.target.iter().position(|&t| t > 0.5).map_or(k, |c| c)
-                }
-            })
-            .collect();
-        let bc = BootstrapConfig {
-            n_resamples: cfg.bootstrap_resamples,
-            level: cfg.level,
-            seed: cfg.seed,
-        };
-        let ci = |f: &(dyn Fn(&[usize]) -> miram_metrics::Result<f64> + Sync)| {
-            stratified_bootstrap(&strata, &bc, f)
-                .ok()
-                .map(|b| Interval {
-                    lower: b.lower,
-                    upper: b.upper,
-                    n_valid: b.n_valid,
-                })
-        };
-        let auc_ci = if auc.is_some() {
-            ci(&|idx| headline_auc(&columns, &auc_columns, Some(idx)))
-        } else {
-            None
-        };
-        let ap_ci = if ap.is_some() {
-            ci(&|idx| headline_ap(&columns, Some(idx)).map(|(v, _)| v))
-        } else {
-            None
-        };
-        (auc_ci, ap_ci)
-    } else {
-        (None, None)
+    Headline {
+        auc,
+        auc_columns,
+        auc_classes,
+        ap,
+        ap_zero_classes,
+    }
+}
+
+/// Bootstrap intervals of the headline AUC and AP, stratified on the (first) positive class
+/// of each case.
+fn intervals(
+    preds: &Predictions,
+    cfg: &EvalConfig,
+    columns: &[ClassColumn],
+    h: &Headline,
+) -> (Option<BootstrapInterval>, Option<BootstrapInterval>) {
+    if cfg.bootstrap_resamples == 0 {
+        return (None, None);
+    }
+    let k = preds.class_names.len();
+    let strata: Vec<usize> = preds
+        .rows
+        .iter()
+        .map(|r| {
+            if preds.is_binary() {
+                usize::from(r.target[1] > 0.5)
+            } else {
+                r.target.iter().position(|&t| t > 0.5).map_or(k, |c| c)
+            }
+        })
+        .collect();
+    let bc = BootstrapConfig {
+        n_resamples: cfg.bootstrap_resamples,
+        level: cfg.level,
+        seed: cfg.seed,
     };
-    let (accuracy, confusion_matrix) = if preds.multilabel {
-        (None, None)
-    } else {
-        let mut cm = vec![vec![0u64; k]; k];
-        let mut correct = 0usize;
-        for r in &preds.rows {
-            let t = r.target.iter().position(|&v| v > 0.5).unwrap_or(0);
-            let p = r
-                .scores
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i);
-            cm[t][p] += 1;
-            correct += usize::from(t == p);
-        }
-        (Some(correct as f64 / preds.len() as f64), Some(cm))
+    let ci = |f: &(dyn Fn(&[usize]) -> miram_metrics::Result<f64> + Sync)| {
+        stratified_bootstrap(&strata, &bc, f).ok()
     };
+    let auc_ci = h
+        .auc
+        .and_then(|_| ci(&|idx| headline_auc(columns, &h.auc_columns, Some(idx))));
+    let ap_ci =
+        h.ap.and_then(|_| ci(&|idx| headline_ap(columns, Some(idx)).map(|(v, _)| v)));
+    (auc_ci, ap_ci)
+}
+
+/// The true class of each case of a single-label task (the first set target).
+fn true_classes(preds: &Predictions) -> Vec<usize> {
+    preds
+        .rows
+        .iter()
+        .map(|r| r.target.iter().position(|&t| t > 0.5).unwrap_or(0))
+        .collect()
+}
+
+/// The scores, row-major `[n_cases, n_classes]`.
+fn score_matrix(preds: &Predictions) -> Vec<f64> {
+    preds
+        .rows
+        .iter()
+        .flat_map(|r| r.scores.iter().copied())
+        .collect()
+}
+
+/// Accuracy and confusion matrix (rows = true class) of the arg-max class.
+type ArgmaxFigures = (f64, Vec<Vec<u64>>);
+
+/// The [`ArgmaxFigures`] of a single-label task through `miram-metrics` (none for a
+/// multi-label one).
+fn argmax_figures(preds: &Predictions) -> miram_metrics::Result<Option<ArgmaxFigures>> {
+    if preds.multilabel {
+        return Ok(None);
+    }
+    let k = preds.class_names.len();
+    let y = true_classes(preds);
+    let p = argmax_rows(&score_matrix(preds), k)?;
+    Ok(Some((accuracy(&y, &p)?, confusion_matrix(&y, &p, k)?)))
+}
+
+/// The full report of `miram-metrics` for the task's kind (no intervals).
+fn full_report(preds: &Predictions) -> miram_metrics::Result<FullReport> {
     let rc = ReportConfig {
         bootstrap: None,
         ..ReportConfig::default()
     };
-    let report = if preds.is_binary() {
-        binary_report(&preds.labels_of(1), &preds.scores_of(1), &rc).map(serde_json::to_value)
+    let k = preds.class_names.len();
+    Ok(if preds.is_binary() {
+        FullReport::Binary(binary_report(
+            &preds.labels_of(1),
+            &preds.scores_of(1),
+            &rc,
+        )?)
     } else if preds.multilabel {
         let y: Vec<u8> = preds
             .rows
             .iter()
             .flat_map(|r| r.target.iter().map(|&t| u8::from(t > 0.5)))
             .collect();
-        let s: Vec<f64> = preds
-            .rows
-            .iter()
-            .flat_map(|r| r.scores.iter().copied())
-            .collect();
-        multilabel_report(&y, &s, k, &rc).map(serde_json::to_value)
+        FullReport::Multilabel(multilabel_report(&y, &score_matrix(preds), k, &rc)?)
     } else {
-        let y: Vec<usize> = preds
-            .rows
-            .iter()
-            .map(|r| r.target.iter().position(|&t| t > 0.5).unwrap_or(0))
-            .collect();
-        let p: Vec<f64> = preds
-            .rows
-            .iter()
-            .flat_map(|r| r.scores.iter().copied())
-            .collect();
-        multiclass_report(&y, &p, k, &rc).map(serde_json::to_value)
+        FullReport::Multiclass(multiclass_report(
+            &true_classes(preds),
+            &score_matrix(preds),
+            k,
+            &rc,
+        )?)
+    })
+}
+
+/// How AUC and AP are averaged, in words (see [`TaskMetrics::averaging`]).
+fn averaging(preds: &Predictions, k_scored: usize, h: &Headline) -> String {
+    if preds.is_binary() {
+        return format!("binary: {}", preds.class_names[1]);
+    }
+    if h.ap_zero_classes.is_empty() && h.auc_columns.len() == k_scored {
+        return format!("macro over {k_scored} classes");
+    }
+    let ap_part = if h.ap_zero_classes.is_empty() {
+        format!("AP macro over {k_scored} classes")
+    } else {
+        format!(
+            "AP macro over {k_scored} classes, {} without positives counted 0 as in scikit-learn: [{}]",
+            h.ap_zero_classes.len(),
+            h.ap_zero_classes.join(", ")
+        )
     };
-    let report = match report {
-        Ok(Ok(v)) => Some(v),
-        Ok(Err(e)) => {
-            notes.push(format!("report not serialisable: {e}"));
-            None
-        }
+    let auc_part = match h.auc_columns.len() {
+        0 => "AUC undefined (no class has both labels)".to_string(),
+        m if m == k_scored => format!("AUC macro over {k_scored} classes"),
+        m => format!(
+            "AUC macro over the {m} of {k_scored} classes with both labels: [{}]",
+            h.auc_classes.join(", ")
+        ),
+    };
+    format!("{ap_part}; {auc_part}")
+}
+
+/// Computes every figure of `preds`.
+pub fn evaluate(preds: &Predictions, cfg: &EvalConfig) -> Result<TaskMetrics> {
+    if preds.is_empty() {
+        return Err(Error::Train(format!(
+            "no cases to evaluate for {}",
+            preds.task
+        )));
+    }
+    let classes = preds.scored_classes();
+    let mut notes = Vec::new();
+    let figures = class_figures(preds, &classes, &mut notes);
+    let columns: Vec<ClassColumn> = classes
+        .iter()
+        .map(|&c| ClassColumn {
+            labels: preds.labels_of(c),
+            scores: preds.scores_of(c),
+        })
+        .collect();
+    let h = headline(preds, &classes, &columns, &mut notes);
+    let (auc_ci, ap_ci) = intervals(preds, cfg, &columns, &h);
+    let (accuracy, confusion_matrix) = match argmax_figures(preds) {
+        Ok(f) => f.unzip(),
         Err(e) => {
-            notes.push(format!("full report unavailable: {e}"));
-            None
+            notes.push(format!("accuracy and confusion matrix unavailable: {e}"));
+            (None, None)
         }
     };
-    let k_scored = classes.len();
-    let averaging = if preds.is_binary() {
-        format!("binary: {}", preds.class_names[1])
-    } else if ap_zero_classes.is_empty() && auc_columns.len() == k_scored {
-        format!("macro over {k_scored} classes")
-    } else {
-        let ap_part = if ap_zero_classes.is_empty() {
-            format!("AP macro over {k_scored} classes")
-        } else {
-            format!(
-                "AP macro over {k_scored} classes, {} without positives counted 0 as in scikit-learn: [{}]",
-                ap_zero_classes.len(),
-                ap_zero_classes.join(", ")
-            )
-        };
-        let auc_part = match auc_columns.len() {
-            0 => "AUC undefined (no class has both labels)".to_string(),
-            m if m == k_scored => format!("AUC macro over {k_scored} classes"),
-            m => format!(
-                "AUC macro over the {m} of {k_scored} classes with both labels: [{}]",
-                auc_classes.join(", ")
-            ),
-        };
-        format!("{ap_part}; {auc_part}")
-    };
+    let report = full_report(preds)
+        .map_err(|e| notes.push(format!("full report unavailable: {e}")))
+        .ok();
     Ok(TaskMetrics {
         task: preds.task.clone(),
         n_cases: preds.len(),
-        averaging,
-        auc,
+        averaging: averaging(preds, classes.len(), &h),
+        auc: h.auc,
         auc_ci,
-        auc_classes,
-        ap,
+        auc_classes: h.auc_classes,
+        ap: h.ap,
         ap_ci,
-        ap_zero_classes,
+        ap_zero_classes: h.ap_zero_classes,
         accuracy,
         confusion_matrix,
-        per_class,
-        roc_curves,
-        pr_curves,
+        per_class: figures.per_class,
+        roc_curves: figures.roc_curves,
+        pr_curves: figures.pr_curves,
         report,
         notes,
     })

@@ -243,7 +243,7 @@ impl ProbeConfig {
 }
 
 /// A probe's figures on the validation and test splits, and its test predictions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeEvaluation {
     /// Validation figures (no intervals).
     pub validation: TaskMetrics,
@@ -254,7 +254,7 @@ pub struct ProbeEvaluation {
 }
 
 /// The linear probe's choice of `C` and its figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LinearProbeEvaluation {
     /// The `C` kept.
     pub c: f64,
@@ -265,7 +265,7 @@ pub struct LinearProbeEvaluation {
 }
 
 /// Both probes of one encoder on one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProbeOutcome {
     /// The task.
     pub task: String,
