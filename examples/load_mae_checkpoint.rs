@@ -17,26 +17,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use miram_core::checkpoint::write_safetensors;
+use miram_core::checkpoint::{mae_name, write_safetensors};
 use miram_core::rand::Rng;
 use miram_core::{Device, Miram, MiramConfig, Tensor};
-
-/// The official MAE name of a MIRAM tensor of the 1x decoder.
-fn mae_name(name: &str) -> String {
-    for (ours, theirs) in [
-        ("decoders.0.blocks.", "decoder_blocks."),
-        ("decoders.0.norm.", "decoder_norm."),
-        ("decoders.0.pred.", "decoder_pred."),
-    ] {
-        if let Some(rest) = name.strip_prefix(ours) {
-            return format!("{theirs}{rest}");
-        }
-    }
-    if name == "decoders.0.pos_embed" {
-        return "decoder_pos_embed".into();
-    }
-    name.to_string()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;

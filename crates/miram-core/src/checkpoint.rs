@@ -208,26 +208,48 @@ pub fn write_safetensors(
     write_atomic(path, &bytes)
 }
 
-/// Maps the names of official MAE checkpoints onto the reference's (`decoder_blocks.{j}` ->
-/// `decoders.0.blocks.{j}`, `decoder_norm` -> `decoders.0.norm`, `decoder_pred` ->
-/// `decoders.0.pred`, `decoder_pos_embed` -> `decoders.0.pos_embed`); other names pass.
+/// The names of MAE's single decoder in official MAE checkpoints and in this model (its 1x
+/// decoder), as `(MAE, ours)` pairs; a pair ending in `.` maps a prefix, the others a whole
+/// name. Every other name is the same in both.
+pub const MAE_DECODER_NAMES: [(&str, &str); 4] = [
+    ("decoder_blocks.", "decoders.0.blocks."),
+    ("decoder_norm.", "decoders.0.norm."),
+    ("decoder_pred.", "decoders.0.pred."),
+    ("decoder_pos_embed", "decoders.0.pos_embed"),
+];
+
+/// Renames `name` by the first pair of [`MAE_DECODER_NAMES`] whose `from` side matches it.
+fn rename(name: &str, from_mae: bool) -> String {
+    for (mae, ours) in MAE_DECODER_NAMES {
+        let (from, to) = if from_mae { (mae, ours) } else { (ours, mae) };
+        if from.ends_with('.') {
+            if let Some(rest) = name.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        } else if name == from {
+            return to.to_string();
+        }
+    }
+    name.to_string()
+}
+
+/// This model's name of a tensor of an official MAE checkpoint (`decoder_blocks.{j}` ->
+/// `decoders.0.blocks.{j}`, ...; see [`MAE_DECODER_NAMES`]).
+pub fn reference_name(mae_name: &str) -> String {
+    rename(mae_name, true)
+}
+
+/// The official MAE name of a tensor of this model (`decoders.0.blocks.{j}` ->
+/// `decoder_blocks.{j}`, ...; the inverse of [`reference_name`]).
+pub fn mae_name(name: &str) -> String {
+    rename(name, false)
+}
+
+/// Maps the names of official MAE checkpoints onto the reference's ([`reference_name`]).
 pub fn to_reference_names(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
     tensors
         .into_iter()
-        .map(|(k, v)| {
-            let k = if let Some(rest) = k.strip_prefix("decoder_blocks.") {
-                format!("decoders.0.blocks.{rest}")
-            } else if let Some(rest) = k.strip_prefix("decoder_norm.") {
-                format!("decoders.0.norm.{rest}")
-            } else if let Some(rest) = k.strip_prefix("decoder_pred.") {
-                format!("decoders.0.pred.{rest}")
-            } else if k == "decoder_pos_embed" {
-                "decoders.0.pos_embed".to_string()
-            } else {
-                k
-            };
-            (k, v)
-        })
+        .map(|(k, v)| (reference_name(&k), v))
         .collect()
 }
 
@@ -291,5 +313,32 @@ pub fn ensure_loaded(
             path: path.to_path_buf(),
             details: r.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::{mae_name, reference_name};
+
+    #[test]
+    fn mae_names_map_both_ways() {
+        for (mae, ours) in [
+            (
+                "decoder_blocks.3.attn.qkv.weight",
+                "decoders.0.blocks.3.attn.qkv.weight",
+            ),
+            ("decoder_norm.bias", "decoders.0.norm.bias"),
+            ("decoder_pred.weight", "decoders.0.pred.weight"),
+            ("decoder_pos_embed", "decoders.0.pos_embed"),
+            ("blocks.0.norm1.weight", "blocks.0.norm1.weight"),
+            ("decoder_embed.weight", "decoder_embed.weight"),
+        ] {
+            assert_eq!(reference_name(mae), ours);
+            assert_eq!(mae_name(ours), mae);
+        }
+        // The 2x decoder has no MAE name; a name that only starts like a whole-name pair
+        // is left alone.
+        assert_eq!(mae_name("decoders.1.pred.weight"), "decoders.1.pred.weight");
+        assert_eq!(reference_name("decoder_pos_embed2"), "decoder_pos_embed2");
     }
 }
