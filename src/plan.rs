@@ -13,7 +13,7 @@ use miram_core::cbis_ddsm::tasks::Task;
 use miram_core::train::probe::{probe_task, FeatureSource, ProbeConfig};
 use miram_core::train::{
     compare, DataConfig, Event, FinetuneConfig, PreparedData, PretrainConfig, ProbeTracking,
-    RunOptions,
+    RunOptions, TaskData,
 };
 use miram_core::{Miram, MiramConfig};
 use serde::{Deserialize, Serialize};
@@ -243,6 +243,160 @@ pub fn probe_curve(run_dir: &Path) -> Result<Vec<(u64, f64)>> {
     Ok(points)
 }
 
+/// What every part of one plan run reads.
+struct PlanRun<'a> {
+    ui: &'a Ui,
+    plan: &'a PlanConfig,
+    seed: u64,
+    data: &'a PreparedData,
+    data_cfg: &'a DataConfig,
+    runs_dir: &'a Path,
+    opts: &'a RunOptions,
+    model: MiramConfig,
+    tasks: Vec<Task>,
+    task_data: Vec<TaskData>,
+}
+
+/// The pre-training runs of a plan, by starting point.
+type Pretrainings = Vec<(Start, PretrainResult)>;
+
+impl PlanRun<'_> {
+    /// Pre-trains every pre-trained start, tracking the kNN AUC of the first task's
+    /// validation split; returns the runs and their learning curves.
+    fn pretrain_all(&self) -> Result<(Pretrainings, Vec<(Start, Vec<(u64, f64)>)>)> {
+        let plan = self.plan;
+        let mut track = self.opts.clone();
+        track.probe = Some(ProbeTracking {
+            data: self.task_data[0].clone(),
+            every_steps: plan.probe_every_steps,
+            config: ProbeConfig {
+                bootstrap_resamples: 0,
+                ..plan.probe.clone()
+            },
+        });
+        let mut pretraining = Vec::new();
+        let mut curves = Vec::new();
+        for &start in &plan.starts {
+            let Some(m) = start.model(&self.model) else {
+                continue;
+            };
+            let r = study::pretrain_run(
+                self.ui,
+                start.name(),
+                &plan.preset,
+                &plan.pretrain(m, start, self.seed),
+                self.data,
+                &study::open_run(
+                    self.ui,
+                    &self.runs_dir.join(format!("pretrain-{}", start.slug())),
+                    false,
+                )?,
+                &track,
+            )?;
+            curves.push((start, probe_curve(&r.run_dir)?));
+            pretraining.push((start, r));
+        }
+        Ok((pretraining, curves))
+    }
+
+    /// Fine-tunes every start on `task`, each tested against the baseline.
+    fn finetune_task(
+        &self,
+        task: &Task,
+        td: &TaskData,
+        init_of: &dyn Fn(Start) -> Option<PathBuf>,
+    ) -> Result<TaskResult> {
+        let plan = self.plan;
+        let slug = task_slug(task);
+        let mut t = TaskResult {
+            task: slug.clone(),
+            description: study::describe_task(task),
+            baseline: Some(plan.baseline.name().into()),
+            runs: Vec::new(),
+        };
+        for &start in &plan.starts {
+            let dir = self
+                .runs_dir
+                .join(format!("finetune-{slug}-{}", start.slug()));
+            let ft = plan.finetune(&self.model, task.clone(), init_of(start), self.seed);
+            // The record `miram evaluate` reads to evaluate the run again.
+            let cmd = FinetuneCommand {
+                preset: plan.preset.clone(),
+                name: start.name().to_string(),
+                out: dir.clone(),
+                data: self.data_cfg.clone(),
+                finetune: ft.clone(),
+            };
+            let run = study::open_run(self.ui, &dir, false)?;
+            run.write_json("command.json", &cmd)?;
+            t.runs.push(study::finetune_run(
+                self.ui,
+                start.name(),
+                &ft,
+                self.data,
+                td,
+                &run,
+                self.opts,
+            )?);
+        }
+        let base = t
+            .runs
+            .iter()
+            .find(|r| r.run == plan.baseline.name())
+            .and_then(|r| r.predictions.clone());
+        for r in t.runs.iter_mut().filter(|r| r.run != plan.baseline.name()) {
+            if let (Some(b), Some(p)) = (&base, &r.predictions) {
+                r.vs_baseline = Some(compare(p, b)?);
+            }
+        }
+        Ok(t)
+    }
+
+    /// The kNN and linear probes of every start's frozen encoder on every task.
+    fn probe_all(&self, init_of: &dyn Fn(Start) -> Option<PathBuf>) -> Result<Vec<ProbeRow>> {
+        let opts = self.opts;
+        let mut probes = Vec::new();
+        let probe_cfg = ProbeConfig {
+            bootstrap_resamples: 0,
+            seed: self.seed,
+            ..self.plan.probe.clone()
+        };
+        for &start in &self.plan.starts {
+            let encoder = match init_of(start) {
+                Some(p) => Miram::load(&p, &opts.device)?,
+                None => Miram::init(&self.model, self.seed, &opts.device)?,
+            };
+            for (task, td) in self.tasks.iter().zip(&self.task_data) {
+                let o = probe_task(
+                    FeatureSource::Encoder(encoder.encoder()),
+                    td,
+                    &probe_cfg,
+                    &opts.device,
+                )
+                .with_context(|| format!("probing {} on {}", start.name(), task.name()))?;
+                self.ui.info(format!(
+                    "{:>12} probes on {}: kNN test AUC {}, linear (C={}) test AUC {}",
+                    start.name(),
+                    task_slug(task),
+                    crate::report::with_ci(o.knn.test.auc, None),
+                    o.linear.c,
+                    crate::report::with_ci(o.linear.evaluation.test.auc, None)
+                ));
+                probes.push(ProbeRow {
+                    start,
+                    task: task_slug(task),
+                    knn_auc: o.knn.test.auc,
+                    knn_ap: o.knn.test.ap,
+                    linear_auc: o.linear.evaluation.test.auc,
+                    linear_ap: o.linear.evaluation.test.ap,
+                    linear_c: o.linear.c,
+                });
+            }
+        }
+        Ok(probes)
+    }
+}
+
 /// Runs the comparison of `plan` on `data` with `seed` (weights, masks, order, split),
 /// with run folders under `runs_dir` (resumed or reused when they exist).
 pub fn run_plan(
@@ -255,7 +409,6 @@ pub fn run_plan(
     opts: &RunOptions,
 ) -> Result<PlanOutcome> {
     plan.validate()?;
-    let model = MiramConfig::preset(&plan.preset)?;
     let tasks: Vec<Task> = plan
         .tasks
         .iter()
@@ -269,131 +422,32 @@ pub fn run_plan(
         .iter()
         .map(|t| data.task(t, &split))
         .collect::<miram_core::Result<_>>()?;
-
-    // Pre-training, with the kNN AUC of the first task's validation split tracked.
-    let mut track = opts.clone();
-    track.probe = Some(ProbeTracking {
-        data: task_data[0].clone(),
-        every_steps: plan.probe_every_steps,
-        config: ProbeConfig {
-            bootstrap_resamples: 0,
-            ..plan.probe.clone()
-        },
-    });
-    let mut pretraining = Vec::new();
-    let mut curves = Vec::new();
-    for &start in &plan.starts {
-        let Some(m) = start.model(&model) else {
-            continue;
-        };
-        let r = study::pretrain_run(
-            ui,
-            start.name(),
-            &plan.preset,
-            &plan.pretrain(m, start, seed),
-            data,
-            &study::open_run(
-                ui,
-                &runs_dir.join(format!("pretrain-{}", start.slug())),
-                false,
-            )?,
-            &track,
-        )?;
-        curves.push((start, probe_curve(&r.run_dir)?));
-        pretraining.push((start, r));
-    }
+    let run = PlanRun {
+        ui,
+        plan,
+        seed,
+        data,
+        data_cfg,
+        runs_dir,
+        opts,
+        model: MiramConfig::preset(&plan.preset)?,
+        tasks,
+        task_data,
+    };
+    let (pretraining, curves) = run.pretrain_all()?;
     let init_of = |s: Start| -> Option<PathBuf> {
         pretraining
             .iter()
             .find(|(p, _)| *p == s)
             .and_then(|(_, r)| r.model.clone())
     };
-
-    // Fine-tuning of every start on every task, tested against the baseline.
-    let mut results = Vec::new();
-    for (task, td) in tasks.iter().zip(&task_data) {
-        let slug = task_slug(task);
-        let mut t = TaskResult {
-            task: slug.clone(),
-            description: study::describe_task(task),
-            baseline: Some(plan.baseline.name().into()),
-            runs: Vec::new(),
-        };
-        for &start in &plan.starts {
-            let dir = runs_dir.join(format!("finetune-{slug}-{}", start.slug()));
-            let ft = plan.finetune(&model, task.clone(), init_of(start), seed);
-            // The record `miram evaluate` reads to evaluate the run again.
-            let cmd = FinetuneCommand {
-                preset: plan.preset.clone(),
-                name: start.name().to_string(),
-                out: dir.clone(),
-                data: data_cfg.clone(),
-                finetune: ft.clone(),
-            };
-            let run = study::open_run(ui, &dir, false)?;
-            run.write_json("command.json", &cmd)?;
-            t.runs.push(study::finetune_run(
-                ui,
-                start.name(),
-                &ft,
-                data,
-                td,
-                &run,
-                opts,
-            )?);
-        }
-        let base = t
-            .runs
-            .iter()
-            .find(|r| r.run == plan.baseline.name())
-            .and_then(|r| r.predictions.clone());
-        for r in t.runs.iter_mut().filter(|r| r.run != plan.baseline.name()) {
-            if let (Some(b), Some(p)) = (&base, &r.predictions) {
-                r.vs_baseline = Some(compare(p, b)?);
-            }
-        }
-        results.push(t);
-    }
-
-    // The probes of every frozen encoder.
-    let mut probes = Vec::new();
-    let probe_cfg = ProbeConfig {
-        bootstrap_resamples: 0,
-        seed,
-        ..plan.probe.clone()
-    };
-    for &start in &plan.starts {
-        let encoder = match init_of(start) {
-            Some(p) => Miram::load(&p, &opts.device)?,
-            None => Miram::init(&model, seed, &opts.device)?,
-        };
-        for (task, td) in tasks.iter().zip(&task_data) {
-            let o = probe_task(
-                FeatureSource::Encoder(encoder.encoder()),
-                td,
-                &probe_cfg,
-                &opts.device,
-            )
-            .with_context(|| format!("probing {} on {}", start.name(), task.name()))?;
-            ui.info(format!(
-                "{:>12} probes on {}: kNN test AUC {}, linear (C={}) test AUC {}",
-                start.name(),
-                task_slug(task),
-                crate::report::with_ci(o.knn.test.auc, None),
-                o.linear.c,
-                crate::report::with_ci(o.linear.evaluation.test.auc, None)
-            ));
-            probes.push(ProbeRow {
-                start,
-                task: task_slug(task),
-                knn_auc: o.knn.test.auc,
-                knn_ap: o.knn.test.ap,
-                linear_auc: o.linear.evaluation.test.auc,
-                linear_ap: o.linear.evaluation.test.ap,
-                linear_c: o.linear.c,
-            });
-        }
-    }
+    let results = run
+        .tasks
+        .iter()
+        .zip(&run.task_data)
+        .map(|(task, td)| run.finetune_task(task, td, &init_of))
+        .collect::<Result<Vec<_>>>()?;
+    let probes = run.probe_all(&init_of)?;
     Ok(PlanOutcome {
         pretraining,
         tasks: results,

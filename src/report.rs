@@ -222,99 +222,11 @@ impl Report {
             "## Data\n\n```json\n{}\n```\n",
             serde_json::to_string_pretty(&self.dataset).unwrap_or_default()
         );
-        if !self.pretraining.is_empty() {
-            let _ = writeln!(md, "## Pre-training\n");
-            let _ = writeln!(md, "| run | preset | steps | final loss | per scale | time | folder |\n|---|---|---|---|---|---|---|");
-            for p in &self.pretraining {
-                let scales: Vec<String> = p
-                    .final_losses
-                    .iter()
-                    .map(|(k, v)| format!("{k} {v:.4}"))
-                    .collect();
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {:.4} | {} | {:.0} s | `{}` |",
-                    p.name,
-                    p.preset,
-                    p.steps,
-                    p.final_loss,
-                    scales.join(", "),
-                    p.seconds,
-                    p.run_dir.display()
-                );
-            }
-            md.push('\n');
-        }
+        self.pretraining_section(&mut md);
         for t in &self.tasks {
-            let _ = writeln!(md, "## {}: {}\n", t.task, t.description);
-            let p_head = t
-                .baseline
-                .as_ref()
-                .map_or("p".to_string(), |b| format!("p vs {b} (DeLong)"));
-            let _ = writeln!(md, "| run | test cases | AUC [95% CI] | AP [95% CI] | {p_head} | accuracy |\n|---|---|---|---|---|---|");
-            for r in &t.runs {
-                let [auc, ap, p] = cells(r);
-                let acc = r
-                    .metrics
-                    .accuracy
-                    .map_or("-".to_string(), |a| format!("{a:.3}"));
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {auc} | {ap} | {p} | {acc} |",
-                    r.run, r.metrics.n_cases
-                );
-            }
-            md.push('\n');
-            let classes: Vec<&str> = t
-                .runs
-                .first()
-                .map(|r| {
-                    r.metrics
-                        .per_class
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect()
-                })
-                .unwrap_or_default();
-            if classes.len() > 2 {
-                let _ = writeln!(
-                    md,
-                    "Per class (AUC / AP):\n\n| run | {} |\n|---|{}",
-                    classes.join(" | "),
-                    "---|".repeat(classes.len())
-                );
-                for r in &t.runs {
-                    let v: Vec<String> = r
-                        .metrics
-                        .per_class
-                        .iter()
-                        .map(|c| {
-                            let f =
-                                |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
-                            format!("{} / {} (n={})", f(c.auc), f(c.ap), c.positives)
-                        })
-                        .collect();
-                    let _ = writeln!(md, "| {} | {} |", r.run, v.join(" | "));
-                }
-                md.push('\n');
-            }
-            for r in &t.runs {
-                for n in &r.metrics.notes {
-                    let _ = writeln!(md, "- {}: {n}", r.run);
-                }
-            }
-            md.push('\n');
+            task_section(&mut md, t);
         }
-        if !self.probes.is_empty() {
-            let _ = writeln!(
-                md,
-                "## Probes of the frozen encoders (test split)\n\nkNN and linear probe (C chosen on the validation AUC) on the pooled features of each encoder after pre-training, without fine-tuning.\n\n| task | encoder | kNN AUC | kNN AP | linear AUC | linear AP | linear C |\n|---|---|---|---|---|---|---|"
-            );
-            for r in &self.probes {
-                let _ = writeln!(md, "| {} |", probe_cells(r).join(" | "));
-            }
-            md.push('\n');
-        }
+        self.probes_section(&mut md);
         if !self.figures.is_empty() {
             let _ = writeln!(md, "## Figures\n");
             for f in &self.figures {
@@ -341,6 +253,117 @@ impl Report {
         );
         md
     }
+
+    /// The table of the pre-training runs.
+    fn pretraining_section(&self, md: &mut String) {
+        if self.pretraining.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "## Pre-training\n");
+        let _ = writeln!(md, "| run | preset | steps | final loss | per scale | time | folder |\n|---|---|---|---|---|---|---|");
+        for p in &self.pretraining {
+            let scales: Vec<String> = p
+                .final_losses
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.4} | {} | {:.0} s | `{}` |",
+                p.name,
+                p.preset,
+                p.steps,
+                p.final_loss,
+                scales.join(", "),
+                p.seconds,
+                p.run_dir.display()
+            );
+        }
+        md.push('\n');
+    }
+
+    /// The table of the probes of the frozen encoders.
+    fn probes_section(&self, md: &mut String) {
+        if self.probes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Probes of the frozen encoders (test split)\n\nkNN and linear probe (C chosen on the validation AUC) on the pooled features of each encoder after pre-training, without fine-tuning.\n\n| task | encoder | kNN AUC | kNN AP | linear AUC | linear AP | linear C |\n|---|---|---|---|---|---|---|"
+        );
+        for r in &self.probes {
+            let _ = writeln!(md, "| {} |", probe_cells(r).join(" | "));
+        }
+        md.push('\n');
+    }
+}
+
+/// One task's section: the runs' test figures, the per-class figures of a task of more than
+/// two classes, and the runs' notes.
+fn task_section(md: &mut String, t: &TaskResult) {
+    let _ = writeln!(md, "## {}: {}\n", t.task, t.description);
+    let p_head = t
+        .baseline
+        .as_ref()
+        .map_or("p".to_string(), |b| format!("p vs {b} (DeLong)"));
+    let _ = writeln!(md, "| run | test cases | AUC [95% CI] | AP [95% CI] | {p_head} | accuracy |\n|---|---|---|---|---|---|");
+    for r in &t.runs {
+        let [auc, ap, p] = cells(r);
+        let acc = r
+            .metrics
+            .accuracy
+            .map_or("-".to_string(), |a| format!("{a:.3}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {auc} | {ap} | {p} | {acc} |",
+            r.run, r.metrics.n_cases
+        );
+    }
+    md.push('\n');
+    per_class_table(md, t);
+    for r in &t.runs {
+        for n in &r.metrics.notes {
+            let _ = writeln!(md, "- {}: {n}", r.run);
+        }
+    }
+    md.push('\n');
+}
+
+/// AUC / AP per class of every run, for tasks of more than two classes.
+fn per_class_table(md: &mut String, t: &TaskResult) {
+    let classes: Vec<&str> = t
+        .runs
+        .first()
+        .map(|r| {
+            r.metrics
+                .per_class
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    if classes.len() <= 2 {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Per class (AUC / AP):\n\n| run | {} |\n|---|{}",
+        classes.join(" | "),
+        "---|".repeat(classes.len())
+    );
+    for r in &t.runs {
+        let v: Vec<String> = r
+            .metrics
+            .per_class
+            .iter()
+            .map(|c| {
+                let f = |x: Option<f64>| x.map_or("n/a".to_string(), |x| format!("{x:.3}"));
+                format!("{} / {} (n={})", f(c.auc), f(c.ap), c.positives)
+            })
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", r.run, v.join(" | "));
+    }
+    md.push('\n');
 }
 
 #[cfg(test)]

@@ -78,6 +78,78 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
+impl UiObserver<'_> {
+    /// A run starts (or resumes): its progress bar, and the `start` event.
+    fn on_start(&mut self, phase: Phase, total_steps: u64, start_step: u64, description: &str) {
+        let key = phase_name(phase);
+        let b = self.bar(key, total_steps, "steps");
+        b.set(start_step);
+        if start_step > 0 {
+            self.ui.info(format!(
+                "{} {key}: resuming at step {start_step} of {total_steps}",
+                self.label
+            ));
+        }
+        self.ui.event(
+            "start",
+            json!({ "run": self.label, "phase": key, "total_steps": total_steps,
+            "start_step": start_step, "description": description }),
+        );
+    }
+
+    /// An optimiser step: the bar moves, with the loss per scale and the last evaluation.
+    fn on_step(&mut self, s: &StepEvent) {
+        let key = phase_name(s.phase);
+        let scales = self.scales.clone();
+        let losses = if s.losses.len() > 1 {
+            s.losses
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    (
+                        scales
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("scale {i}")),
+                        *v,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let note = self.last_eval.clone();
+        let b = self.bar(key, s.total_steps, "steps");
+        b.step(
+            s.step,
+            &StepFigures {
+                loss: s.loss,
+                losses,
+                lr: s.lr,
+                images_per_sec: s.images_per_sec,
+                epoch: s.epoch,
+                note,
+            },
+        );
+    }
+
+    /// A run ends: its bar finishes, and the `phase_done` event.
+    fn on_done(&mut self, phase: Phase, step: u64, seconds: f64) {
+        let key = phase_name(phase);
+        if let Some((k, b)) = self.bar.take() {
+            if k == key {
+                b.finish(format!("{step} steps"));
+            } else {
+                b.finish_quietly();
+            }
+        }
+        self.ui.event(
+            "phase_done",
+            json!({ "run": self.label, "phase": key, "step": step, "seconds": seconds }),
+        );
+    }
+}
+
 impl Observer for UiObserver<'_> {
     fn event(&mut self, event: &Event) {
         match event {
@@ -86,22 +158,7 @@ impl Observer for UiObserver<'_> {
                 total_steps,
                 start_step,
                 description,
-            } => {
-                let key = phase_name(*phase);
-                let b = self.bar(key, *total_steps, "steps");
-                b.set(*start_step);
-                if *start_step > 0 {
-                    self.ui.info(format!(
-                        "{} {key}: resuming at step {start_step} of {total_steps}",
-                        self.label
-                    ));
-                }
-                self.ui.event(
-                    "start",
-                    json!({ "run": self.label, "phase": key, "total_steps": total_steps,
-                    "start_step": start_step, "description": description }),
-                );
-            }
+            } => self.on_start(*phase, *total_steps, *start_step, description),
             Event::Progress {
                 what, done, total, ..
             } => {
@@ -110,40 +167,7 @@ impl Observer for UiObserver<'_> {
                 b.set_total(*total);
                 b.set(*done);
             }
-            Event::Step(s) => {
-                let key = phase_name(s.phase);
-                let scales = self.scales.clone();
-                let losses = if s.losses.len() > 1 {
-                    s.losses
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| {
-                            (
-                                scales
-                                    .get(i)
-                                    .cloned()
-                                    .unwrap_or_else(|| format!("scale {i}")),
-                                *v,
-                            )
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let note = self.last_eval.clone();
-                let b = self.bar(key, s.total_steps, "steps");
-                b.step(
-                    s.step,
-                    &StepFigures {
-                        loss: s.loss,
-                        losses,
-                        lr: s.lr,
-                        images_per_sec: s.images_per_sec,
-                        epoch: s.epoch,
-                        note,
-                    },
-                );
-            }
+            Event::Step(s) => self.on_step(s),
             Event::Eval(e) => {
                 let figures: Vec<String> = e
                     .metrics
@@ -172,20 +196,7 @@ impl Observer for UiObserver<'_> {
                 phase,
                 step,
                 seconds,
-            } => {
-                let key = phase_name(*phase);
-                if let Some((k, b)) = self.bar.take() {
-                    if k == key {
-                        b.finish(format!("{step} steps"));
-                    } else {
-                        b.finish_quietly();
-                    }
-                }
-                self.ui.event(
-                    "phase_done",
-                    json!({ "run": self.label, "phase": key, "step": step, "seconds": seconds }),
-                );
-            }
+            } => self.on_done(*phase, *step, *seconds),
         }
     }
 }

@@ -68,15 +68,12 @@ pub fn read_run(dir: &Path) -> Result<FinetuneCommand> {
     serde_json::from_str(&text).with_context(|| format!("{}", p.display()))
 }
 
-/// Runs `miram evaluate`.
-pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
-    let started = Instant::now();
-    let dev = study::device(g.device.as_deref())?;
-    let eval = EvalConfig {
-        bootstrap_resamples: a.bootstrap,
-        level: 0.95,
-        seed: g.seed.unwrap_or(0),
-    };
+/// A run to evaluate: its folder, its recorded command and its best weights.
+type RunToEvaluate = (PathBuf, FinetuneCommand, PathBuf);
+
+/// Reads and checks every run before any work: its command, and best weights that are a
+/// fine-tuned classifier's and finite.
+fn collect_runs(a: &EvaluateArgs) -> Result<Vec<RunToEvaluate>> {
     let mut runs = Vec::new();
     for dir in &a.runs {
         let mut cmd = read_run(dir)?;
@@ -101,67 +98,102 @@ pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         runs::check_finite_weights(&weights)?;
         runs.push((dir.clone(), cmd, ck));
     }
+    Ok(runs)
+}
+
+/// Evaluates one run on its task's test split, writing its predictions into `--out`.
+fn evaluate_run(
+    a: &EvaluateArgs,
+    run: &RunToEvaluate,
+    eval: &EvalConfig,
+    dev: &candle_core::Device,
+    ui: &Ui,
+) -> Result<RunResult> {
+    let (dir, cmd, ck) = run;
+    let data = study::prepare(
+        ui,
+        &cmd.data,
+        cmd.finetune.encoder.img_size,
+        None,
+        cmd.finetune.seed,
+    )?;
+    let td = data.task(&cmd.finetune.task, &cmd.finetune.split)?;
+    study::warn_dropped_test(ui, &cmd.finetune.task, &td);
+    let t0 = Instant::now();
+    let (preds, metrics) = evaluate_checkpoint(ck, &td, eval, a.batch_size, dev)?;
+    ui.info(format!(
+        "{:>12} {} evaluated on {} ({})",
+        "evaluate",
+        cmd.name,
+        study::test_case_count(preds.len(), &td),
+        crate::ui::fmt_duration(t0.elapsed())
+    ));
+    let slug = task_slug(&cmd.finetune.task);
+    std::fs::create_dir_all(&a.out)?;
+    let run_name = dir
+        .file_name()
+        .map_or_else(|| cmd.name.clone(), |n| n.to_string_lossy().into_owned());
+    preds.write_csv(&a.out.join(format!("predictions_{slug}_{run_name}.csv")))?;
+    Ok(RunResult {
+        run: cmd.name.clone(),
+        init: cmd.finetune.init.clone(),
+        run_dir: dir.clone(),
+        metrics,
+        vs_baseline: None,
+        predictions: Some(preds),
+    })
+}
+
+/// DeLong's test of every run of `t` against its baseline (`--baseline`, else the first).
+fn compare_to_baseline(t: &mut TaskResult, baseline: Option<&PathBuf>) -> Result<()> {
+    let base_idx = baseline
+        .and_then(|b| t.runs.iter().position(|r| r.run_dir == *b))
+        .unwrap_or(0);
+    t.baseline = Some(t.runs[base_idx].run.clone());
+    let base = t.runs[base_idx].predictions.clone();
+    for (i, r) in t.runs.iter_mut().enumerate() {
+        if i != base_idx {
+            if let (Some(b), Some(p)) = (&base, &r.predictions) {
+                r.vs_baseline = Some(compare(p, b)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `miram evaluate`.
+pub fn run(a: &EvaluateArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
+    let started = Instant::now();
+    let dev = study::device(g.device.as_deref())?;
+    let eval = EvalConfig {
+        bootstrap_resamples: a.bootstrap,
+        level: 0.95,
+        seed: g.seed.unwrap_or(0),
+    };
+    let runs = collect_runs(a)?;
     ui.config(
         "evaluate",
         &json!({ "runs": a.runs, "baseline": a.baseline, "out": a.out, "evaluation": eval }),
     );
     let mut by_task: BTreeMap<String, TaskResult> = BTreeMap::new();
-    for (dir, cmd, ck) in &runs {
-        let data = study::prepare(
-            ui,
-            &cmd.data,
-            cmd.finetune.encoder.img_size,
-            None,
-            cmd.finetune.seed,
-        )?;
-        let td = data.task(&cmd.finetune.task, &cmd.finetune.split)?;
-        study::warn_dropped_test(ui, &cmd.finetune.task, &td);
-        let t0 = Instant::now();
-        let (preds, metrics) = evaluate_checkpoint(ck, &td, &eval, a.batch_size, &dev)?;
-        ui.info(format!(
-            "{:>12} {} evaluated on {} ({})",
-            "evaluate",
-            cmd.name,
-            study::test_case_count(preds.len(), &td),
-            crate::ui::fmt_duration(t0.elapsed())
-        ));
-        let slug = task_slug(&cmd.finetune.task);
-        std::fs::create_dir_all(&a.out)?;
-        let run_name = dir
-            .file_name()
-            .map_or_else(|| cmd.name.clone(), |n| n.to_string_lossy().into_owned());
-        preds.write_csv(&a.out.join(format!("predictions_{slug}_{run_name}.csv")))?;
-        let entry = by_task.entry(slug.clone()).or_insert_with(|| TaskResult {
-            task: slug.clone(),
-            description: study::describe_task(&cmd.finetune.task),
-            baseline: None,
-            runs: Vec::new(),
-        });
-        entry.runs.push(RunResult {
-            run: cmd.name.clone(),
-            init: cmd.finetune.init.clone(),
-            run_dir: dir.clone(),
-            metrics,
-            vs_baseline: None,
-            predictions: Some(preds),
-        });
+    for run in &runs {
+        let result = evaluate_run(a, run, &eval, &dev, ui)?;
+        let task = &run.1.finetune.task;
+        let slug = task_slug(task);
+        by_task
+            .entry(slug.clone())
+            .or_insert_with(|| TaskResult {
+                task: slug,
+                description: study::describe_task(task),
+                baseline: None,
+                runs: Vec::new(),
+            })
+            .runs
+            .push(result);
     }
     let mut figures = Vec::new();
     for t in by_task.values_mut() {
-        let base_idx = a
-            .baseline
-            .as_ref()
-            .and_then(|b| t.runs.iter().position(|r| r.run_dir == *b))
-            .unwrap_or(0);
-        t.baseline = Some(t.runs[base_idx].run.clone());
-        let base = t.runs[base_idx].predictions.clone();
-        for (i, r) in t.runs.iter_mut().enumerate() {
-            if i != base_idx {
-                if let (Some(b), Some(p)) = (&base, &r.predictions) {
-                    r.vs_baseline = Some(compare(p, b)?);
-                }
-            }
-        }
+        compare_to_baseline(t, a.baseline.as_ref())?;
         figures.extend(study::curve_figures(t, &a.out, Path::new(""))?);
     }
     let tasks: Vec<TaskResult> = by_task.into_values().collect();

@@ -17,13 +17,13 @@ use clap::Args;
 use miram_core::cbis_ddsm::synth::SynthConfig;
 use miram_core::cbis_ddsm::tasks::Task;
 use miram_core::train::probe::ProbeConfig;
-use miram_core::train::{DataConfig, RunOptions};
+use miram_core::train::{DataConfig, PreparedData, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config;
-use crate::plan::{self, PlanConfig, Start};
+use crate::plan::{self, PlanConfig, PlanOutcome, Start};
 use crate::report::{results_table, Figure, Report, TaskResult};
 use crate::study;
 use crate::ui::Ui;
@@ -117,9 +117,8 @@ pub struct QuickstartArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Runs `miram quickstart`.
-pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
-    let started = Instant::now();
+/// The quick start's configuration: defaults, then the file, then the flags; checked.
+fn resolve_config(a: &QuickstartArgs, g: &GlobalArgs) -> Result<QuickstartConfig> {
     let mut cfg: QuickstartConfig = config::resolve(
         &QuickstartConfig::default(),
         a.config.as_deref(),
@@ -133,34 +132,22 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     }
     cfg.synth.validate()?;
     cfg.plan.validate()?;
-    let model = MiramConfig::preset(&cfg.plan.preset)?;
-    let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
-    ui.config("quickstart", &cfg);
-    opts.resume = true;
+    Ok(cfg)
+}
 
-    let data_dir = cfg.out.join("data");
-    let runs_dir = cfg.out.join("runs");
-    let manifest = study::generated_dataset(&cfg.synth, &data_dir, ui)?;
-    let data_cfg = DataConfig {
-        cache_dir: Some(cfg.out.join("cache")),
-        ..DataConfig::new(&data_dir)
-    };
-    let hires = cfg.plan.needs_hires().then_some(2);
-    let data = study::prepare(ui, &data_cfg, model.img_size, hires, cfg.seed)?;
-    let outcome = plan::run_plan(ui, &cfg.plan, cfg.seed, &data, &data_cfg, &runs_dir, &opts)?;
-
-    let mut figures = Vec::new();
+/// The loss curves per scale and the learning curve of the probe, saved beside the report.
+fn training_figures(
+    cfg: &QuickstartConfig,
+    model: &MiramConfig,
+    outcome: &PlanOutcome,
+) -> Result<Vec<Figure>> {
     let pre: Vec<_> = outcome.pretraining.iter().map(|(_, r)| r.clone()).collect();
     let models: Vec<MiramConfig> = outcome
         .pretraining
         .iter()
-        .filter_map(|(s, _)| s.model(&model))
+        .filter_map(|(s, _)| s.model(model))
         .collect();
     study::loss_figure(&pre, &models, &cfg.out.join("loss.png"))?;
-    figures.push(Figure {
-        title: "Pre-training loss per scale".into(),
-        path: "loss.png".into(),
-    });
     let tracked = outcome
         .tasks
         .first()
@@ -175,27 +162,37 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         study::CHART_SIZE.0,
         study::CHART_SIZE.1,
     )?;
-    figures.push(Figure {
-        title: format!("kNN AUC of the validation split ({tracked}) during pre-training"),
-        path: "probe_curve.png".into(),
-    });
-    for t in &outcome.tasks {
-        figures.extend(study::curve_figures(t, &cfg.out, Path::new(""))?);
-    }
+    Ok(vec![
+        Figure {
+            title: "Pre-training loss per scale".into(),
+            path: "loss.png".into(),
+        },
+        Figure {
+            title: format!("kNN AUC of the validation split ({tracked}) during pre-training"),
+            path: "probe_curve.png".into(),
+        },
+    ])
+}
 
-    // Reconstructions of a few test crops by each pre-trained model.
+/// Reconstructions of a few test crops by each pre-trained model.
+fn reconstruction_figures(
+    cfg: &QuickstartConfig,
+    data: &PreparedData,
+    outcome: &PlanOutcome,
+    device: &miram_core::Device,
+) -> Result<Vec<Figure>> {
     let recon_dir = cfg.out.join("reconstructions");
     let test = data.task(&Task::PathologyBinary, &Default::default())?.test;
-    let idx: Vec<usize> =
-        (0..cfg
-            .reconstructions
-            .min(miram_core::cbis_ddsm::loader::CropDataset::len(
-                test.as_ref(),
-            )))
-            .collect();
+    let n = cfg
+        .reconstructions
+        .min(miram_core::cbis_ddsm::loader::CropDataset::len(
+            test.as_ref(),
+        ));
+    let idx: Vec<usize> = (0..n).collect();
+    let mut figures = Vec::new();
     for (start, r) in &outcome.pretraining {
         if let Some(p) = &r.model {
-            let loaded = miram_core::Miram::load(p, &opts.device)?;
+            let loaded = miram_core::Miram::load(p, device)?;
             for f in study::reconstruction_grids(
                 &loaded,
                 start.name(),
@@ -213,8 +210,12 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             }
         }
     }
+    Ok(figures)
+}
 
-    let mut notes = Vec::new();
+/// The notes of the report: the verdict on pre-training first, then every run's notes.
+fn report_notes(outcome: &PlanOutcome, verdict: Option<&String>) -> Vec<String> {
+    let mut notes: Vec<String> = verdict.into_iter().cloned().collect();
     for t in &outcome.tasks {
         for r in &t.runs {
             for n in &r.metrics.notes {
@@ -222,10 +223,36 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             }
         }
     }
-    let verdict = pretraining_verdict(&outcome.tasks, cfg.plan.baseline);
-    if let Some(n) = &verdict {
-        notes.insert(0, n.clone());
+    notes
+}
+
+/// Runs `miram quickstart`.
+pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
+    let started = Instant::now();
+    let cfg = resolve_config(a, g)?;
+    let model = MiramConfig::preset(&cfg.plan.preset)?;
+    let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    ui.config("quickstart", &cfg);
+    opts.resume = true;
+
+    let data_dir = cfg.out.join("data");
+    let runs_dir = cfg.out.join("runs");
+    let manifest = study::generated_dataset(&cfg.synth, &data_dir, ui)?;
+    let data_cfg = DataConfig {
+        cache_dir: Some(cfg.out.join("cache")),
+        ..DataConfig::new(&data_dir)
+    };
+    let hires = cfg.plan.needs_hires().then_some(2);
+    let data = study::prepare(ui, &data_cfg, model.img_size, hires, cfg.seed)?;
+    let outcome = plan::run_plan(ui, &cfg.plan, cfg.seed, &data, &data_cfg, &runs_dir, &opts)?;
+
+    let mut figures = training_figures(&cfg, &model, &outcome)?;
+    for t in &outcome.tasks {
+        figures.extend(study::curve_figures(t, &cfg.out, Path::new(""))?);
     }
+    figures.extend(reconstruction_figures(&cfg, &data, &outcome, &opts.device)?);
+    let verdict = pretraining_verdict(&outcome.tasks, cfg.plan.baseline);
+    let notes = report_notes(&outcome, verdict.as_ref());
     let (_, summary) = crate::commands::synth::summary(&manifest);
     let report = Report {
         title: "MIRAM quick start: MIRAM vs MAE vs random initialisation on generated CBIS-DDSM-shaped data".into(),
@@ -234,7 +261,7 @@ pub fn run(a: &QuickstartArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         config: serde_json::to_value(&cfg)?,
         dataset: json!({ "root": data_dir, "generated": summary, "indexed_rows": data.index.len(),
                          "skipped_rows": data.index.unresolved.len(), "crops": data.cache.len() }),
-        pretraining: pre,
+        pretraining: outcome.pretraining.iter().map(|(_, r)| r.clone()).collect(),
         tasks: outcome.tasks,
         probes: outcome.probes,
         figures,

@@ -17,9 +17,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use miram_core::cbis_ddsm::synth::SynthConfig;
+use miram_core::cbis_ddsm::synth::{SynthConfig, SynthManifest};
 use miram_core::metrics::two_sided_p_value;
-use miram_core::train::{compare, DataConfig, RunOptions};
+use miram_core::train::{compare, DataConfig, PreparedData, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -388,7 +388,7 @@ fn parse_start(s: &str) -> Result<Start> {
 fn epochs_for_budget(
     ui: &Ui,
     cfg: &StudyConfig,
-    data: &miram_core::train::PreparedData,
+    data: &PreparedData,
     minutes: f64,
     started: Instant,
     device: &miram_core::Device,
@@ -443,9 +443,8 @@ fn epochs_for_budget(
     Ok(epochs)
 }
 
-/// Runs `miram study`.
-pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
-    let started = Instant::now();
+/// The study's configuration: defaults, then the file, then the flags; checked.
+fn resolve_config(a: &StudyArgs) -> Result<StudyConfig> {
     let mut base = StudyConfig::default();
     if let Some(s) = &a.starts {
         base.plan.starts = s.iter().map(|x| parse_start(x)).collect::<Result<_>>()?;
@@ -488,12 +487,20 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     }
     cfg.synth.validate()?;
     cfg.plan.validate()?;
-    let model = MiramConfig::preset(&cfg.plan.preset)?;
-    let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
-    opts.resume = true;
-    let hires = cfg.plan.needs_hires().then_some(2);
+    Ok(cfg)
+}
 
-    // Every seed's data first, so that the budget is measured on real sizes.
+/// One seed's generated data, ready to train on.
+struct SeedData {
+    seed: u64,
+    manifest: SynthManifest,
+    data_cfg: DataConfig,
+    data: PreparedData,
+}
+
+/// Every seed's data, generated (or reused) and prepared.
+fn prepare_seeds(cfg: &StudyConfig, img_size: usize, ui: &Ui) -> Result<Vec<SeedData>> {
+    let hires = cfg.plan.needs_hires().then_some(2);
     let mut prepared = Vec::new();
     for &seed in &cfg.seeds {
         let dir = cfg.out.join("data").join(format!("seed-{seed}"));
@@ -506,62 +513,74 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             cache_dir: Some(cfg.out.join("cache").join(format!("seed-{seed}"))),
             ..DataConfig::new(&dir)
         };
-        let data = study::prepare(ui, &data_cfg, model.img_size, hires, seed)?;
-        prepared.push((seed, manifest, data_cfg, data));
-    }
-    if let Some(m) = cfg.minutes {
-        cfg.plan.pretrain_epochs =
-            epochs_for_budget(ui, &cfg, &prepared[0].3, m, started, &opts.device)?;
-    }
-    ui.config("study", &cfg);
-
-    let mut outcomes = Vec::new();
-    let mut seed_reports = Vec::new();
-    for (seed, manifest, data_cfg, data) in &prepared {
-        let t = Instant::now();
-        let dir = cfg.out.join(format!("seed-{seed}"));
-        ui.info(format!("{:>12} seed {seed}", "study"));
-        let o = plan::run_plan(
-            ui,
-            &cfg.plan,
-            *seed,
-            data,
+        let data = study::prepare(ui, &data_cfg, img_size, hires, seed)?;
+        prepared.push(SeedData {
+            seed,
+            manifest,
             data_cfg,
-            &dir.join("runs"),
-            &opts,
-        )?;
-        let (_, summary) = crate::commands::synth::summary(manifest);
-        let report = Report {
-            title: format!("MIRAM study, seed {seed}"),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            version: env!("CARGO_PKG_VERSION").into(),
-            config: serde_json::to_value(&cfg.plan)?,
-            dataset: json!({ "root": data_cfg.root, "generated": summary, "crops": data.cache.len() }),
-            pretraining: o.pretraining.iter().map(|(_, r)| r.clone()).collect(),
-            tasks: o.tasks.clone(),
-            probes: o.probes.clone(),
-            figures: Vec::new(),
-            notes: Vec::new(),
-            seconds: t.elapsed().as_secs_f64(),
-        };
-        let (_, md) = report.write(&dir)?;
-        seed_reports.push(md);
-        outcomes.push(o);
+            data,
+        });
     }
+    Ok(prepared)
+}
 
-    let summaries = summarise(&cfg.plan, &outcomes)?;
-    // Learning curves: one panel per starting point, a line per seed.
+/// Runs the plan on one seed's data and writes that seed's report; returns the outcome and
+/// the report's path.
+fn run_seed(
+    cfg: &StudyConfig,
+    s: &SeedData,
+    opts: &RunOptions,
+    ui: &Ui,
+) -> Result<(PlanOutcome, PathBuf)> {
+    let t = Instant::now();
+    let seed = s.seed;
+    let dir = cfg.out.join(format!("seed-{seed}"));
+    ui.info(format!("{:>12} seed {seed}", "study"));
+    let o = plan::run_plan(
+        ui,
+        &cfg.plan,
+        seed,
+        &s.data,
+        &s.data_cfg,
+        &dir.join("runs"),
+        opts,
+    )?;
+    let (_, summary) = crate::commands::synth::summary(&s.manifest);
+    let report = Report {
+        title: format!("MIRAM study, seed {seed}"),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        version: env!("CARGO_PKG_VERSION").into(),
+        config: serde_json::to_value(&cfg.plan)?,
+        dataset: json!({ "root": s.data_cfg.root, "generated": summary, "crops": s.data.cache.len() }),
+        pretraining: o.pretraining.iter().map(|(_, r)| r.clone()).collect(),
+        tasks: o.tasks.clone(),
+        probes: o.probes.clone(),
+        figures: Vec::new(),
+        notes: Vec::new(),
+        seconds: t.elapsed().as_secs_f64(),
+    };
+    let (_, md) = report.write(&dir)?;
+    Ok((o, md))
+}
+
+/// The learning curves: one panel per pre-trained starting point, a line per seed, saved
+/// as `probe_curves.png`.
+fn curve_figure(
+    cfg: &StudyConfig,
+    model: &MiramConfig,
+    outcomes: &[PlanOutcome],
+) -> Result<Figure> {
     let tracked = cfg.plan.tasks[0].clone();
     let charts: Vec<_> = cfg
         .plan
         .starts
         .iter()
-        .filter(|s| s.model(&model).is_some())
+        .filter(|s| s.model(model).is_some())
         .map(|&s| {
             let runs: Vec<(String, Vec<(u64, f64)>)> = cfg
                 .seeds
                 .iter()
-                .zip(&outcomes)
+                .zip(outcomes)
                 .filter_map(|(seed, o)| {
                     o.curves
                         .iter()
@@ -573,14 +592,22 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         })
         .collect();
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("{}", cfg.out.display()))?;
-    let curve_png = cfg.out.join("probe_curves.png");
-    save_panels(&curve_png, &charts, 640, 480)?;
-    let figures = [Figure {
+    save_panels(&cfg.out.join("probe_curves.png"), &charts, 640, 480)?;
+    Ok(Figure {
         title: format!("kNN AUC of the validation split ({tracked}) against pre-training steps"),
         path: "probe_curves.png".into(),
-    }];
-    let seconds = started.elapsed().as_secs_f64();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    })
+}
+
+/// The study's `report.md`: what was run, the summary tables, the figures, the configuration.
+fn study_markdown(
+    cfg: &StudyConfig,
+    summaries: &[TaskSummary],
+    figures: &[Figure],
+    seed_reports: &[PathBuf],
+    command: &str,
+    seconds: f64,
+) -> Result<String> {
     let mut md = format!(
         "# MIRAM study: {} seeds of generated CBIS-DDSM-shaped data\n\nMade by `{command}` (miram {}) in {:.0} min. Per seed: {} patients, preset {}, {} pre-training epochs at batch {}, {} fine-tuning epochs at batch {}. Reports per seed: {}.\n\n",
         cfg.seeds.len(),
@@ -598,8 +625,8 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    md.push_str(&summary_markdown(&summaries, &cfg.seeds));
-    for f in &figures {
+    md.push_str(&summary_markdown(summaries, &cfg.seeds));
+    for f in figures {
         md.push_str(&format!(
             "### {}\n\n![{}]({})\n\n",
             f.title,
@@ -609,8 +636,39 @@ pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     }
     md.push_str(&format!(
         "## Configuration\n\n```json\n{}\n```\n",
-        serde_json::to_string_pretty(&cfg)?
+        serde_json::to_string_pretty(cfg)?
     ));
+    Ok(md)
+}
+
+/// Runs `miram study`.
+pub fn run(a: &StudyArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
+    let started = Instant::now();
+    let mut cfg = resolve_config(a)?;
+    let model = MiramConfig::preset(&cfg.plan.preset)?;
+    let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    opts.resume = true;
+
+    // Every seed's data first, so that the budget is measured on real sizes.
+    let prepared = prepare_seeds(&cfg, model.img_size, ui)?;
+    if let Some(m) = cfg.minutes {
+        cfg.plan.pretrain_epochs =
+            epochs_for_budget(ui, &cfg, &prepared[0].data, m, started, &opts.device)?;
+    }
+    ui.config("study", &cfg);
+    let mut outcomes = Vec::new();
+    let mut seed_reports = Vec::new();
+    for s in &prepared {
+        let (o, md) = run_seed(&cfg, s, &opts, ui)?;
+        seed_reports.push(md);
+        outcomes.push(o);
+    }
+
+    let summaries = summarise(&cfg.plan, &outcomes)?;
+    let figures = [curve_figure(&cfg, &model, &outcomes)?];
+    let seconds = started.elapsed().as_secs_f64();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let md = study_markdown(&cfg, &summaries, &figures, &seed_reports, &command, seconds)?;
     let md_path = cfg.out.join("report.md");
     std::fs::write(&md_path, &md).with_context(|| format!("{}", md_path.display()))?;
     let js = json!({ "command": command, "config": cfg, "seconds": seconds,
