@@ -223,7 +223,7 @@ pub struct PlanOutcome {
     /// The probes of every frozen encoder (the random one included) per task.
     pub probes: Vec<ProbeRow>,
     /// The validation kNN AUC of the tracked task against pre-training steps, per start.
-    pub curves: Vec<(Start, Vec<(u64, f64)>)>,
+    pub curves: Curves,
 }
 
 /// The kNN validation AUCs a pre-training run logged, by step.
@@ -260,10 +260,13 @@ struct PlanRun<'a> {
 /// The pre-training runs of a plan, by starting point.
 type Pretrainings = Vec<(Start, PretrainResult)>;
 
+/// The learning curves of the probe (step, validation kNN AUC), by starting point.
+type Curves = Vec<(Start, Vec<(u64, f64)>)>;
+
 impl PlanRun<'_> {
     /// Pre-trains every pre-trained start, tracking the kNN AUC of the first task's
     /// validation split; returns the runs and their learning curves.
-    fn pretrain_all(&self) -> Result<(Pretrainings, Vec<(Start, Vec<(u64, f64)>)>)> {
+    fn pretrain_all(&self) -> Result<(Pretrainings, Curves)> {
         let plan = self.plan;
         let mut track = self.opts.clone();
         track.probe = Some(ProbeTracking {
