@@ -331,10 +331,7 @@ pub fn finetune(
         drop_path: cfg.drop_path,
     };
     let (model, store, _) = build_classifier(&ccfg, cfg.init.as_deref(), cfg.mode, cfg.seed, &dev)?;
-    let mut opt = AdamW::with_params(
-        finetune_param_specs(&store, cfg.encoder.depth, cfg.weight_decay, cfg.layer_decay),
-        AdamWConfig::mae_finetune(0.0, cfg.weight_decay),
-    )?;
+    let mut opt = finetune_optimizer(cfg, &store)?;
     let world = opts.all_reduce.world_size();
     // Fewer training cases than a batch: one smaller batch per epoch instead of none.
     let drop_last = data.train.len() / world >= cfg.batch_size;
@@ -393,19 +390,13 @@ pub fn finetune(
             spec.total_steps
         ),
     });
-    let weights = match (cfg.class_weighting, data.labels.kind) {
-        (ClassWeighting::InverseFrequency, TargetKind::Classes(_)) => {
-            Some(data.labels.class_weights(Some(&data.split.train)))
-        }
-        _ => None,
-    };
     let mut trainer = FinetuneStep {
         params: store.trainable(),
         model,
         store,
         cfg,
         data,
-        weights,
+        weights: class_weights(cfg, data),
         rank: opts.all_reduce.rank() as u64,
         meta,
         best,
@@ -433,6 +424,25 @@ pub fn finetune(
         test_predictions: test,
         test_metrics: tm,
     })
+}
+
+/// AdamW over MAE fine-tuning's parameter groups (see [`finetune_param_specs`]).
+fn finetune_optimizer(cfg: &FinetuneConfig, store: &ParamStore) -> Result<AdamW> {
+    AdamW::with_params(
+        finetune_param_specs(store, cfg.encoder.depth, cfg.weight_decay, cfg.layer_decay),
+        AdamWConfig::mae_finetune(0.0, cfg.weight_decay),
+    )
+}
+
+/// The class weights of the cross-entropy: inverse frequency over the training split for a
+/// single-label task when asked for, else none.
+fn class_weights(cfg: &FinetuneConfig, data: &TaskData) -> Option<Vec<f32>> {
+    match (cfg.class_weighting, data.labels.kind) {
+        (ClassWeighting::InverseFrequency, TargetKind::Classes(_)) => {
+            Some(data.labels.class_weights(Some(&data.split.train)))
+        }
+        _ => None,
+    }
 }
 
 /// The run's shape: one optimiser step per batch, the schedule at the batch of all

@@ -175,24 +175,9 @@ pub fn pretrain<D: CropDataset + 'static>(
     opts: &RunOptions,
     observer: &mut dyn Observer,
 ) -> Result<PretrainOutcome> {
-    cfg.validate()?;
-    if let Some(p) = &opts.probe {
-        if p.every_steps == 0 {
-            return Err(Error::Config(
-                "probe tracking: every_steps must be at least 1".into(),
-            ));
-        }
-        p.config.validate()?;
-    }
+    check_inputs(cfg, opts, dataset.size())?;
     let dev = opts.device.clone();
     let mc = &cfg.model;
-    if dataset.size() != mc.img_size {
-        return Err(Error::Train(format!(
-            "the dataset's crops are {} px, the model takes {} px",
-            dataset.size(),
-            mc.img_size
-        )));
-    }
     let loader_cfg = train_loader_config(
         opts,
         cfg.batch_size,
@@ -253,15 +238,8 @@ pub fn pretrain<D: CropDataset + 'static>(
     };
     let end = run_steps(&spec, &mut trainer, &mut opt, &loader, start.step, &mut io)?;
     let step = end.step;
-    let model = trainer.model;
     let model_path = if step == spec.total_steps && opts.all_reduce.rank() == 0 {
-        let p = run.path().join("model.safetensors");
-        refuse_non_finite(&p, &model.state_dict())?;
-        let mut m = BTreeMap::new();
-        m.insert("kind".to_string(), "pretrain".to_string());
-        m.insert("steps".to_string(), step.to_string());
-        model.save(&p, &m)?;
-        Some(p)
+        Some(save_model(run, &trainer.model, step)?)
     } else {
         None
     };
@@ -278,6 +256,39 @@ pub fn pretrain<D: CropDataset + 'static>(
             .map_or_else(|| run.step_checkpoint(step), |(_, p)| p),
         model_path,
     })
+}
+
+/// Refuses settings that cannot run before any work: the recipe's, the feature tracking's,
+/// and crops of another size than the model's.
+fn check_inputs(cfg: &PretrainConfig, opts: &RunOptions, crop_size: usize) -> Result<()> {
+    cfg.validate()?;
+    if let Some(p) = &opts.probe {
+        if p.every_steps == 0 {
+            return Err(Error::Config(
+                "probe tracking: every_steps must be at least 1".into(),
+            ));
+        }
+        p.config.validate()?;
+    }
+    if crop_size != cfg.model.img_size {
+        return Err(Error::Train(format!(
+            "the dataset's crops are {crop_size} px, the model takes {} px",
+            cfg.model.img_size
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the trained model to `model.safetensors` in the run folder (refused when a tensor
+/// is not finite).
+fn save_model(run: &RunDir, model: &Miram, steps: u64) -> Result<PathBuf> {
+    let p = run.path().join("model.safetensors");
+    refuse_non_finite(&p, &model.state_dict())?;
+    let mut m = BTreeMap::new();
+    m.insert("kind".to_string(), "pretrain".to_string());
+    m.insert("steps".to_string(), steps.to_string());
+    model.save(&p, &m)?;
+    Ok(p)
 }
 
 /// The run's shape: optimiser steps of `accum_iter` batches, the schedule at the effective
