@@ -11,6 +11,7 @@ use miram_encoder::{ClassifierConfig, EncoderConfig, Error, VitClassifier, VitEn
 use miram_masking::{gather_tokens, masking_from_noise, num_keep, random_noise};
 use miram_nn::ParamStore;
 use miram_rand::Rng;
+use miram_test_support::max_abs_diff;
 
 fn tiny(img_size: usize, patch_size: usize) -> EncoderConfig {
     EncoderConfig {
@@ -30,19 +31,6 @@ fn images(n: usize, size: usize, seed: u64) -> Tensor {
         .map(|_| rng.uniform_f32() - 0.5)
         .collect();
     Tensor::from_vec(v, (n, 1, size, size), &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]
