@@ -15,14 +15,7 @@ use miram_cbis_ddsm::records::{CALC_TYPE, MASS_MARGINS_COLUMN};
 use miram_cbis_ddsm::{AbnormalityType, CaseRecord, OfficialSplit, Pathology, MASS_MARGINS};
 
 fn csv_dir() -> PathBuf {
-    std::env::var_os("MIRAM_CBIS_DDSM_CSV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../fixtures/cbis-ddsm"
-            ))
-        })
+    miram_test_support::fixture_dir("MIRAM_CBIS_DDSM_CSV", "cbis-ddsm")
 }
 
 fn read(name: &str) -> Vec<CaseRecord> {

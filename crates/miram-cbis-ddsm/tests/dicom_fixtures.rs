@@ -45,11 +45,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 fn fixture_dir() -> PathBuf {
-    std::env::var_os("MIRAM_DICOM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/dicom"))
-        })
+    miram_test_support::fixture_dir("MIRAM_DICOM_FIXTURES", "dicom")
 }
 
 fn expected() -> (PathBuf, serde_json::Map<String, Value>) {

@@ -11,15 +11,7 @@ use miram_cbis_ddsm::tasks::Task;
 use miram_cbis_ddsm::OfficialSplit;
 
 fn csv_dir() -> PathBuf {
-    std::env::var_os("MIRAM_CBIS_DDSM_CSV").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../fixtures/cbis-ddsm"
-            ))
-        },
-        PathBuf::from,
-    )
+    miram_test_support::fixture_dir("MIRAM_CBIS_DDSM_CSV", "cbis-ddsm")
 }
 
 #[test]

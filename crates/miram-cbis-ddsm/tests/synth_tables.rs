@@ -15,15 +15,7 @@ use miram_cbis_ddsm::{AbnormalityType, CaseRecord};
 type Counts = BTreeMap<String, [u32; 3]>;
 
 fn csv_dir() -> PathBuf {
-    std::env::var_os("MIRAM_CBIS_DDSM_CSV").map_or_else(
-        || {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../fixtures/cbis-ddsm"
-            ))
-        },
-        PathBuf::from,
-    )
+    miram_test_support::fixture_dir("MIRAM_CBIS_DDSM_CSV", "cbis-ddsm")
 }
 
 fn per_image(records: &[&CaseRecord]) -> BTreeMap<u32, u32> {

@@ -11,21 +11,10 @@ pub enum Error {
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    /// An error from a shared layer.
+    /// An error from the model crates (shared layers, masking, encoder, decoders, losses):
+    /// their one error type, [`miram_nn::Error`], with the names and shapes at fault.
     #[error(transparent)]
-    Nn(#[from] miram_nn::Error),
-    /// An error from the masking.
-    #[error(transparent)]
-    Masking(#[from] miram_masking::Error),
-    /// An error from the encoder.
-    #[error(transparent)]
-    Encoder(#[from] miram_encoder::Error),
-    /// An error from the decoders.
-    #[error(transparent)]
-    Decoder(#[from] miram_decoder::Error),
-    /// An error from the losses.
-    #[error(transparent)]
-    Losses(#[from] miram_losses::Error),
+    Model(#[from] miram_nn::Error),
     /// An invalid configuration, with the field and value at fault.
     #[error("invalid configuration: {0}")]
     Config(String),

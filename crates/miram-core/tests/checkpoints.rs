@@ -5,29 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use miram_core::checkpoint::read_checkpoint;
 use miram_core::optim::{AdamW, AdamWConfig, Grads};
 use miram_core::{Miram, MiramConfig};
 use miram_rand::Rng;
+use miram_test_support::{max_abs_diff, workspace_root};
 
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    workspace_root().join("fixtures")
 }
 
 fn images(cfg: &MiramConfig, n: usize, seed: u64) -> Tensor {

@@ -17,21 +17,10 @@ use miram_core::losses::{bce_with_logits, cross_entropy};
 use miram_core::nn::ParamStore;
 use miram_core::optim::Grads;
 use miram_core::train::finetune::{build_classifier, FinetuneMode};
+use miram_test_support::{f32s, fixture_files};
 
 fn fixture_dir() -> PathBuf {
-    match std::env::var_os("MIRAM_FINETUNE_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/finetune"),
-    }
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
+    miram_test_support::fixture_dir("MIRAM_FINETUNE_FIXTURES", "finetune")
 }
 
 fn rel_max(got: &Tensor, want: &Tensor) -> f32 {
@@ -161,13 +150,7 @@ fn run_case(path: &Path) -> Vec<String> {
 #[test]
 fn every_finetune_fixture_matches_the_reference() {
     let dir = fixture_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no fixture in {}", dir.display());
+    let files = fixture_files(&dir, "safetensors");
     let mut failures = BTreeMap::new();
     for f in files {
         let errs = run_case(&f);

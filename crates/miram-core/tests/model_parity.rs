@@ -13,37 +13,11 @@ use miram_core::checkpoint::{prepare_for_model, read_checkpoint};
 use miram_core::optim::{AdamW, AdamWConfig, Grads};
 use miram_core::{Miram, MiramConfig};
 use miram_nn::ParamStore;
-
-fn fixture_dir() -> PathBuf {
-    match std::env::var_os("MIRAM_MODEL_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/model"),
-    }
-}
+use miram_test_support::{f32s, fixture_files};
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = fixture_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read the fixture folder {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "no *.safetensors fixture in {}",
-        dir.display()
-    );
-    files
-}
-
-fn f32s(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
+    let dir = miram_test_support::fixture_dir("MIRAM_MODEL_FIXTURES", "model");
+    fixture_files(&dir, "safetensors")
 }
 
 /// Element-wise `|a - b| <= atol + rtol |b|`.

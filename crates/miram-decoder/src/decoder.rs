@@ -47,22 +47,27 @@ impl DecoderConfig {
     pub fn validate(&self) -> Result<()> {
         let d = self.decoder_embed_dim;
         if d == 0 || d % 4 != 0 {
-            return Err(Error::Invalid(format!(
-                "decoder_embed_dim {d} must be a positive multiple of 4 (2-D sin-cos table)"
-            )));
+            return Err(Error::NotDivisible {
+                what: "decoder_embed_dim",
+                value: d,
+                by: 4,
+                reason: "2-D sin-cos table",
+            });
         }
         if self.scales.is_empty() {
-            return Err(Error::Invalid("at least one scale is needed".into()));
+            return Err(Error::invalid_config("scales", "[]", "at least one scale"));
         }
         for (i, s) in self.scales.iter().enumerate() {
+            let in_scale = |e: Error| Error::InScale {
+                index: i,
+                source: Box::new(e),
+            };
             if s.scale == 0 {
-                return Err(Error::Invalid(format!(
-                    "scales[{i}].scale must be at least 1"
-                )));
+                return Err(in_scale(Error::invalid_config("scale", 0, "at least 1")));
             }
             s.attention
                 .validate(d, self.decoder_num_heads)
-                .map_err(|e| Error::Invalid(format!("scales[{i}].attention: {e}")))?;
+                .map_err(in_scale)?;
         }
         Ok(())
     }
@@ -95,7 +100,7 @@ impl ScaleDecoder {
                     vb.pp("blocks").pp(j),
                 )
             })
-            .collect::<miram_nn::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let norm = LayerNorm::new(d, LN_EPS, vb.pp("norm"))?;
         let pred = Linear::new(
             d,
@@ -133,9 +138,12 @@ impl ScaleDecoder {
     pub fn interpolate_tokens(tokens: &Tensor, grid: usize, s: usize) -> Result<Tensor> {
         let (n, l, d) = tokens.dims3()?;
         if l != grid * grid {
-            return Err(Error::Invalid(format!(
-                "{l} tokens are not a {grid}x{grid} grid"
-            )));
+            return Err(Error::NotAGrid {
+                what: "decoder tokens",
+                tokens: l,
+                rows: grid,
+                cols: grid,
+            });
         }
         if s == 1 {
             return Ok(tokens.clone());
@@ -235,10 +243,10 @@ impl MultiScaleDecoder {
         let (n, t, d) = x.dims3()?;
         let l = ids_restore.dim(1)?;
         if l + 1 < t {
-            return Err(Error::Invalid(format!(
-                "{} kept tokens for a grid of {l}",
-                t - 1
-            )));
+            return Err(Error::TooManyKept {
+                keep: t - 1,
+                tokens: l,
+            });
         }
         let kept = x.narrow(1, 1, t - 1)?;
         let fill = self.mask_token.broadcast_as((n, l + 1 - t, d))?;

@@ -36,22 +36,5 @@ mod decoder;
 
 pub use decoder::{DecoderConfig, DecoderScale, MultiScaleDecoder, ScaleDecoder};
 
-/// Errors of the decoder crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An error from candle.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// An error from a shared layer.
-    #[error(transparent)]
-    Nn(#[from] miram_nn::Error),
-    /// An error from the token gather.
-    #[error(transparent)]
-    Masking(#[from] miram_masking::Error),
-    /// A configuration or input that cannot work, with the values at fault.
-    #[error("decoder: {0}")]
-    Invalid(String),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// The error type shared by the model crates ([`miram_nn::Error`]), and `Result` with it.
+pub use miram_nn::{Error, Result};

@@ -39,13 +39,14 @@ impl VitClassifier {
     /// head (`trunc_normal_(std=2e-5)`, here a normal of that deviation), `head.bias` 0.
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.num_classes == 0 {
-            return Err(Error::Config("num_classes must be at least 1".into()));
+            return Err(Error::invalid_config("num_classes", 0, "at least 1"));
         }
         if !(0.0..1.0).contains(&cfg.drop_path) {
-            return Err(Error::Config(format!(
-                "drop_path must be in [0, 1), got {}",
-                cfg.drop_path
-            )));
+            return Err(Error::invalid_config(
+                "drop_path",
+                cfg.drop_path,
+                "in [0, 1)",
+            ));
         }
         let encoder = VitEncoder::without_norm(&cfg.encoder, vb.clone())?;
         let d = cfg.encoder.embed_dim;
@@ -87,7 +88,7 @@ impl VitClassifier {
         let x = self.encoder.forward_features_drop(imgs, drop)?; // [n, 1 + l, d]
         let l = x.dim(1)? - 1;
         let pooled = x.narrow(1, 1, l)?.mean(1)?; // [n, d]
-        Ok(self.fc_norm.forward(&pooled)?)
+        self.fc_norm.forward(&pooled)
     }
 
     /// Evaluation forward (no drop path).
@@ -95,7 +96,7 @@ impl VitClassifier {
     /// # Shapes
     /// - `imgs`: `[N, C, H, W]`, returns logits `[N, num_classes]`
     pub fn forward(&self, imgs: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(&self.features(imgs, None)?)?)
+        self.head.forward(&self.features(imgs, None)?)
     }
 
     /// Training forward with stochastic depth drawn from `rng` (rate rising linearly from 0
@@ -115,7 +116,7 @@ impl VitClassifier {
                 };
                 DropPathMasks::draw(n, p, rng, imgs.device())
             })
-            .collect::<miram_nn::Result<Vec<_>>>()?;
-        Ok(self.head.forward(&self.features(imgs, Some(&masks))?)?)
+            .collect::<Result<Vec<_>>>()?;
+        self.head.forward(&self.features(imgs, Some(&masks))?)
     }
 }

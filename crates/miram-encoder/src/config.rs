@@ -70,32 +70,31 @@ impl EncoderConfig {
 
     /// Checks that the sizes can build a model; the message names the values at fault.
     pub fn validate(&self) -> Result<()> {
-        let fail = |m: String| Err(Error::Config(m));
+        let not_divisible = |what, value, by, reason| {
+            Err(Error::NotDivisible {
+                what,
+                value,
+                by,
+                reason,
+            })
+        };
         if self.patch_size == 0 || self.img_size == 0 || self.img_size % self.patch_size != 0 {
-            return fail(format!(
-                "img_size {} is not a positive multiple of patch_size {}",
-                self.img_size, self.patch_size
-            ));
+            return not_divisible("img_size", self.img_size, self.patch_size, "patch_size");
         }
         if self.in_chans == 0 {
-            return fail("in_chans must be at least 1".into());
+            return Err(Error::invalid_config("in_chans", 0, "at least 1"));
         }
         if self.embed_dim == 0 || self.embed_dim % 4 != 0 {
-            return fail(format!(
-                "embed_dim {} must be a positive multiple of 4 (2-D sin-cos table)",
-                self.embed_dim
-            ));
+            return not_divisible("embed_dim", self.embed_dim, 4, "2-D sin-cos table");
         }
         if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
-            return fail(format!(
-                "embed_dim {} is not divisible by num_heads {}",
-                self.embed_dim, self.num_heads
-            ));
+            return not_divisible("embed_dim", self.embed_dim, self.num_heads, "num_heads");
         }
         if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) {
-            return fail(format!(
-                "mlp_ratio must be positive, got {}",
-                self.mlp_ratio
+            return Err(Error::invalid_config(
+                "mlp_ratio",
+                self.mlp_ratio,
+                "positive and finite",
             ));
         }
         Ok(())

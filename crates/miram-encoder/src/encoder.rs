@@ -65,7 +65,7 @@ impl VitEncoder {
                     vb.pp("blocks").pp(i),
                 )
             })
-            .collect::<miram_nn::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let norm = if with_norm {
             Some(LayerNorm::new(d, LN_EPS, vb.pp("norm"))?)
         } else {
@@ -120,11 +120,11 @@ impl VitEncoder {
     fn run_blocks(&self, mut x: Tensor, drop: Option<&[DropPathMasks]>) -> Result<Tensor> {
         if let Some(d) = drop {
             if d.len() != self.blocks.len() {
-                return Err(Error::Config(format!(
-                    "{} drop-path masks for {} blocks",
-                    d.len(),
-                    self.blocks.len()
-                )));
+                return Err(Error::CountMismatch {
+                    what: "drop-path masks (one per block)",
+                    expected: self.blocks.len(),
+                    got: d.len(),
+                });
             }
         }
         for (i, blk) in self.blocks.iter().enumerate() {
@@ -158,12 +158,13 @@ impl VitEncoder {
         mask_ratio: f64,
     ) -> Result<(Tensor, Masking)> {
         let l = self.cfg.num_patches();
-        if noise.dims() != [imgs.dim(0)?, l] {
-            return Err(Error::Config(format!(
-                "noise of shape {:?} for {} images of {l} patches",
+        let want = [imgs.dim(0)?, l];
+        if noise.dims() != want {
+            return Err(Error::shape_mismatch(
+                "noise (one value per image and patch)",
+                &want,
                 noise.dims(),
-                imgs.dim(0)?
-            )));
+            ));
         }
         let masking = masking_from_noise(noise, num_keep(l, mask_ratio))?;
         let latent = self.forward_with_masking(imgs, &masking)?;

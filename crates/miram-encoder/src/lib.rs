@@ -36,22 +36,5 @@ pub use classifier::{ClassifierConfig, VitClassifier};
 pub use config::EncoderConfig;
 pub use encoder::VitEncoder;
 
-/// Errors of the encoder crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An error from candle.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// An error from a shared layer.
-    #[error(transparent)]
-    Nn(#[from] miram_nn::Error),
-    /// An error from the masking.
-    #[error(transparent)]
-    Masking(#[from] miram_masking::Error),
-    /// A configuration that cannot be built, with the values at fault.
-    #[error("invalid encoder configuration: {0}")]
-    Config(String),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// The error type shared by the model crates ([`miram_nn::Error`]), and `Result` with it.
+pub use miram_nn::{Error, Result};

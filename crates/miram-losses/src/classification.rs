@@ -12,15 +12,19 @@ use crate::{Error, Result};
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
     let (n, k) = logits.dims2()?;
     if labels.dims() != [n] {
-        return Err(Error::Invalid(format!(
-            "{:?} labels for {n} samples",
-            labels.dims()
-        )));
+        return Err(Error::shape_mismatch(
+            "labels (one per sample)",
+            &[n],
+            labels.dims(),
+        ));
     }
     let labels = labels.to_dtype(DType::U32)?;
     let max = labels.max(0)?.to_scalar::<u32>()? as usize;
     if max >= k {
-        return Err(Error::Invalid(format!("label {max} for {k} classes")));
+        return Err(Error::LabelOutOfRange {
+            label: max,
+            classes: k,
+        });
     }
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?; // [n, k]
     let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?; // [n]
@@ -28,10 +32,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, weights: Option<&[f32]>) 
         None => Ok(nll.mean_all()?),
         Some(w) => {
             if w.len() != k {
-                return Err(Error::Invalid(format!(
-                    "{} class weights for {k} classes",
-                    w.len()
-                )));
+                return Err(Error::CountMismatch {
+                    what: "class weights (one per class)",
+                    expected: k,
+                    got: w.len(),
+                });
             }
             let w = Tensor::from_slice(w, k, logits.device())?.to_dtype(logits.dtype())?;
             let wi = w.index_select(&labels, 0)?; // [n]
@@ -48,11 +53,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, weights: Option<&[f32]>) 
 /// - `logits`, `targets`: `[N, K]`; returns a scalar
 pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.dims() != targets.dims() {
-        return Err(Error::Invalid(format!(
-            "logits {:?} and targets {:?} differ in shape",
+        return Err(Error::shape_mismatch(
+            "targets (the logits' shape)",
             logits.dims(),
-            targets.dims()
-        )));
+            targets.dims(),
+        ));
     }
     let y = targets.to_dtype(logits.dtype())?;
     let softplus = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;

@@ -35,22 +35,5 @@ pub use reconstruction::{
     norm_pix, per_patch_mse, reconstruction_target, LossOn, MultiScaleLoss, ScaleLoss,
 };
 
-/// Errors of the losses.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An error from candle.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// An error from a shared layer.
-    #[error(transparent)]
-    Nn(#[from] miram_nn::Error),
-    /// An error from the masking.
-    #[error(transparent)]
-    Masking(#[from] miram_masking::Error),
-    /// Inputs whose shapes or values do not fit, with the values at fault.
-    #[error("loss: {0}")]
-    Invalid(String),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// The error type shared by the model crates ([`miram_nn::Error`]), and `Result` with it.
+pub use miram_nn::{Error, Result};

@@ -35,9 +35,11 @@ pub struct ScaleLoss {
 pub fn norm_pix(t: &Tensor) -> Result<Tensor> {
     let p = t.dim(D::Minus1)?;
     if p < 2 {
-        return Err(Error::Invalid(format!(
-            "norm_pix needs patches of 2 or more values, got {p}"
-        )));
+        return Err(Error::invalid_config(
+            "values per patch (norm_pix)",
+            p,
+            "at least 2",
+        ));
     }
     let mean = t.mean_keepdim(D::Minus1)?;
     let c = t.broadcast_sub(&mean)?;
@@ -63,10 +65,11 @@ pub fn reconstruction_target(
         Some(t) => {
             let want = [n, c, h * scale, w * scale];
             if t.dims() != want {
-                return Err(Error::Invalid(format!(
-                    "the target for scale {scale} has shape {:?}, expected {want:?}",
-                    t.dims()
-                )));
+                return Err(Error::shape_mismatch(
+                    format!("the high-resolution target of scale {scale}"),
+                    &want,
+                    t.dims(),
+                ));
             }
             t.clone()
         }
@@ -87,11 +90,11 @@ pub fn reconstruction_target(
 /// - `pred`, `target`: `[N, L, P]`, returns `[N, L]`
 pub fn per_patch_mse(pred: &Tensor, target: &Tensor) -> Result<Tensor> {
     if pred.dims() != target.dims() {
-        return Err(Error::Invalid(format!(
-            "prediction {:?} and target {:?} differ in shape",
+        return Err(Error::shape_mismatch(
+            "prediction (its target's shape)",
+            target.dims(),
             pred.dims(),
-            target.dims()
-        )));
+        ));
     }
     Ok((pred - target)?.sqr()?.mean(D::Minus1)?)
 }
@@ -132,10 +135,10 @@ impl MultiScaleLoss {
         mask: &Tensor,
         hires: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let sc = self
-            .scales
-            .get(i)
-            .ok_or_else(|| Error::Invalid(format!("no scale {i}")))?;
+        let sc = self.scales.get(i).ok_or(Error::UnknownScale {
+            index: i,
+            scales: self.scales.len(),
+        })?;
         let target =
             reconstruction_target(imgs, hires, self.patch_size, sc.scale, self.norm_pix_loss)?;
         let per_patch = per_patch_mse(pred, &target)?; // [n, l s^2]
@@ -161,11 +164,11 @@ impl MultiScaleLoss {
         hires: Option<&[Option<Tensor>]>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         if preds.len() != self.scales.len() {
-            return Err(Error::Invalid(format!(
-                "{} predictions for {} scales",
-                preds.len(),
-                self.scales.len()
-            )));
+            return Err(Error::CountMismatch {
+                what: "predictions (one per scale)",
+                expected: self.scales.len(),
+                got: preds.len(),
+            });
         }
         let mut losses = Vec::with_capacity(preds.len());
         let mut total: Option<Tensor> = None;
@@ -179,7 +182,8 @@ impl MultiScaleLoss {
             });
             losses.push(l);
         }
-        let total = total.ok_or_else(|| Error::Invalid("no scales".into()))?;
+        let total =
+            total.ok_or_else(|| Error::invalid_config("scales", "[]", "at least one scale"))?;
         Ok((total, losses))
     }
 }

@@ -13,9 +13,11 @@ fn check(x: &Tensor, ids: &Tensor) -> Result<(usize, usize, usize, usize)> {
     let (n, l, d) = x.dims3()?;
     let (ni, k) = ids.dims2()?;
     if ni != n {
-        return Err(Error::Invalid(format!(
-            "gather: {ni} rows of indices for a batch of {n}"
-        )));
+        return Err(Error::CountMismatch {
+            what: "gather: rows of indices (one per batch image)",
+            expected: n,
+            got: ni,
+        });
     }
     Ok((n, l, d, k))
 }

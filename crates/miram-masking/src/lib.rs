@@ -36,19 +36,8 @@ use candle_core::{DType, Device, Tensor};
 use miram_rand::Rng;
 use rayon::prelude::*;
 
-/// Errors of the masking crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An error from candle.
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    /// Arguments that cannot describe a masking.
-    #[error("masking: {0}")]
-    Invalid(String),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T> = std::result::Result<T, Error>;
+/// The error type shared by the model crates ([`miram_nn::Error`]), and `Result` with it.
+pub use miram_nn::{Error, Result};
 
 /// The number of kept tokens, `int(L * (1 - mask_ratio))` exactly as Python computes it.
 pub fn num_keep(num_patches: usize, mask_ratio: f64) -> usize {
@@ -86,7 +75,7 @@ pub fn random_noise(n: usize, l: usize, rng: &mut Rng, device: &Device) -> Resul
 fn check(noise: &Tensor, keep: usize) -> Result<(usize, usize)> {
     let (n, l) = noise.dims2()?;
     if keep > l {
-        return Err(Error::Invalid(format!("cannot keep {keep} of {l} tokens")));
+        return Err(Error::TooManyKept { keep, tokens: l });
     }
     Ok((n, l))
 }
@@ -166,10 +155,16 @@ pub fn masking_cpu(noise: &Tensor, keep: usize) -> Result<Masking> {
 /// - `mask`: `[N, grid_h * grid_w]`, returns `[N, grid_h * s * grid_w * s]`
 pub fn scale_mask(mask: &Tensor, grid_h: usize, grid_w: usize, s: usize) -> Result<Tensor> {
     let (n, l) = mask.dims2()?;
-    if l != grid_h * grid_w || s == 0 {
-        return Err(Error::Invalid(format!(
-            "a mask of {l} tokens is not a {grid_h}x{grid_w} grid (scale {s})"
-        )));
+    if s == 0 {
+        return Err(Error::invalid_config("mask scale", s, "at least 1"));
+    }
+    if l != grid_h * grid_w {
+        return Err(Error::NotAGrid {
+            what: "mask",
+            tokens: l,
+            rows: grid_h,
+            cols: grid_w,
+        });
     }
     if s == 1 {
         return Ok(mask.clone());

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::error::{MetricsError, Result};
 use crate::labels::{binary_inputs, BinaryLabel};
 use crate::ranking::{Point, Ranking};
+use crate::values::Values;
 
 /// Binary ROC AUC, ties counted as half; `sklearn.metrics.roc_auc_score(y_true, y_score)`.
 ///
@@ -28,7 +29,12 @@ use crate::ranking::{Point, Ranking};
 /// assert_eq!(auc, 0.75);
 /// # Ok::<(), miram_metrics::MetricsError>(())
 /// ```
-pub fn roc_auc<L: BinaryLabel>(y_true: &[L], y_score: &[f64]) -> Result<f64> {
+pub fn roc_auc<L: BinaryLabel>(
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
+) -> Result<f64> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     let labels = binary_inputs(y_true, y_score)?;
     Ranking::from_slices(&labels, y_score).roc_auc()
 }
@@ -51,7 +57,12 @@ pub fn roc_auc<L: BinaryLabel>(y_true: &[L], y_score: &[f64]) -> Result<f64> {
 /// assert!((ap - 0.8333333333333333).abs() < 1e-15);
 /// # Ok::<(), miram_metrics::MetricsError>(())
 /// ```
-pub fn average_precision<L: BinaryLabel>(y_true: &[L], y_score: &[f64]) -> Result<f64> {
+pub fn average_precision<L: BinaryLabel>(
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
+) -> Result<f64> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     let labels = binary_inputs(y_true, y_score)?;
     Ranking::from_slices(&labels, y_score).average_precision()
 }
@@ -92,10 +103,12 @@ pub struct RocCurve {
 /// # Errors
 /// As [`roc_auc`]: both classes are needed (scikit-learn returns NaN rates with a warning).
 pub fn roc_curve<L: BinaryLabel>(
-    y_true: &[L],
-    y_score: &[f64],
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
     points: CurvePoints,
 ) -> Result<RocCurve> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     let labels = binary_inputs(y_true, y_score)?;
     let ranking = Ranking::from_slices(&labels, y_score);
     ranking.require_both("ROC curve")?;
@@ -154,10 +167,12 @@ pub struct PrecisionRecallCurve {
 /// # Errors
 /// As [`average_precision`]: a positive sample is needed.
 pub fn precision_recall_curve<L: BinaryLabel>(
-    y_true: &[L],
-    y_score: &[f64],
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
     points: CurvePoints,
 ) -> Result<PrecisionRecallCurve> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     let labels = binary_inputs(y_true, y_score)?;
     let ranking = Ranking::from_slices(&labels, y_score);
     if ranking.n_pos() == 0 {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::error::{MetricsError, Result};
 use crate::labels::{check_finite, check_len, check_level, check_nonempty, to_bools, BinaryLabel};
 use crate::special::{normal_quantile, two_sided_p_value};
+use crate::values::Values;
 
 /// An ROC AUC with its DeLong variance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -247,7 +248,12 @@ fn delong_inputs<L: BinaryLabel>(
 /// Empty or mismatched inputs, non-finite scores, invalid labels,
 /// [`MetricsError::OneClass`], and [`MetricsError::TooFewSamples`] with fewer than two
 /// positives or two negatives (the sample variance needs two).
-pub fn delong<L: BinaryLabel>(y_true: &[L], y_score: &[f64]) -> Result<DelongAuc> {
+pub fn delong<L: BinaryLabel>(
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
+) -> Result<DelongAuc> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     let (labels, n_pos, n_neg) = delong_inputs("DeLong variance", y_true, &[("y_score", y_score)])?;
     let c = components(&labels, y_score, n_pos, n_neg);
     let variance =
@@ -268,8 +274,8 @@ pub fn delong<L: BinaryLabel>(y_true: &[L], y_score: &[f64]) -> Result<DelongAuc
 /// # Errors
 /// As [`delong`], and an invalid `level`.
 pub fn delong_ci<L: BinaryLabel>(
-    y_true: &[L],
-    y_score: &[f64],
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
     level: f64,
 ) -> Result<DelongInterval> {
     check_level(level)?;
@@ -297,10 +303,12 @@ pub fn delong_ci<L: BinaryLabel>(
 /// # Ok::<(), miram_metrics::MetricsError>(())
 /// ```
 pub fn delong_test<L: BinaryLabel>(
-    y_true: &[L],
-    y_score_a: &[f64],
-    y_score_b: &[f64],
+    y_true: &(impl Values<L> + ?Sized),
+    y_score_a: &(impl Values<f64> + ?Sized),
+    y_score_b: &(impl Values<f64> + ?Sized),
 ) -> Result<DelongTest> {
+    let (y_true, y_score_a, y_score_b) = (y_true.values(), y_score_a.values(), y_score_b.values());
+    let (y_true, y_score_a, y_score_b) = (&*y_true, &*y_score_a, &*y_score_b);
     const METRIC: &str = "DeLong paired test";
     let (labels, n_pos, n_neg) = delong_inputs(
         METRIC,

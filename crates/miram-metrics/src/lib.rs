@@ -2,9 +2,11 @@
 //! statistics medical-imaging papers report: bootstrap confidence intervals and DeLong's
 //! variance and paired test of AUCs.
 //!
-//! The crate is pure Rust and knows nothing of tensors: slices in, numbers out. Matrices are
-//! row-major flat slices with their column count (`y_prob: &[f64]` of `n * n_classes`
-//! values), documented in each function's `# Shapes` section.
+//! The crate is pure Rust and knows nothing of tensors: slices in, numbers out. The binary
+//! metrics also take `ndarray` 1-D arrays and views ([`Values`]; a strided view is copied
+//! once into a contiguous slice). Matrices are row-major flat slices with their column count
+//! (`y_prob: &[f64]` of `n * n_classes` values), documented in each function's `# Shapes`
+//! section.
 //!
 //! | task | functions | scikit-learn |
 //! |---|---|---|
@@ -85,6 +87,7 @@ mod ranking;
 mod report;
 mod special;
 mod threshold;
+mod values;
 
 pub use binary::{
     average_precision, precision_recall_curve, roc_auc, roc_curve, CurvePoints,
@@ -120,3 +123,4 @@ pub use threshold::{
     accuracy, argmax_rows, balanced_accuracy, confusion_matrix, sensitivity_specificity,
     youden_point, BinaryConfusion, OperatingPoint,
 };
+pub use values::Values;

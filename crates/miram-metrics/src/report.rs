@@ -29,6 +29,7 @@ use crate::threshold::{
     argmax_rows, balanced_accuracy_of, confusion_matrix, youden_point, BinaryConfusion,
     OperatingPoint,
 };
+use crate::values::Values;
 
 /// Settings of the reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -134,10 +135,12 @@ pub struct BinaryReport {
 /// # Ok::<(), miram_metrics::MetricsError>(())
 /// ```
 pub fn binary_report<L: BinaryLabel>(
-    y_true: &[L],
-    y_score: &[f64],
+    y_true: &(impl Values<L> + ?Sized),
+    y_score: &(impl Values<f64> + ?Sized),
     config: &ReportConfig,
 ) -> Result<BinaryReport> {
+    let (y_true, y_score) = (y_true.values(), y_score.values());
+    let (y_true, y_score) = (&*y_true, &*y_score);
     config.validate()?;
     let labels = binary_inputs(y_true, y_score)?;
     let roc_auc_value = roc_auc(y_true, y_score)?;

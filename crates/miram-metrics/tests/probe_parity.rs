@@ -11,11 +11,12 @@
 //! A case or `expected` key this test does not know fails the test, so new fixture keys are
 //! noticed, never skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use miram_metrics::{
     knn_predict_proba, KnnConfig, KnnMetric, LogisticConfig, LogisticProbe, ProbeLabels,
 };
+use miram_test_support::fixture_files;
 use serde_json::Value;
 
 const KNN_TOL: f64 = 1e-12;
@@ -39,12 +40,7 @@ const CASE_KEYS: [&str; 12] = [
 ];
 
 fn fixture_dir() -> PathBuf {
-    match std::env::var_os("MIRAM_PROBE_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/probe")).to_path_buf()
-        }
-    }
+    miram_test_support::fixture_dir("MIRAM_PROBE_FIXTURES", "probe")
 }
 
 fn field<'a>(case: &'a Value, key: &str) -> Result<&'a Value, String> {
@@ -251,13 +247,7 @@ fn check_case(
 #[test]
 fn every_fixture_key_matches_scikit_learn() {
     let dir = fixture_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read fixture folder {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.json fixture in {}", dir.display());
+    let files = fixture_files(&dir, "json");
 
     let mut failures = Vec::new();
     let mut checked = 0usize;

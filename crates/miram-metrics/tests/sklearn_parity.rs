@@ -9,27 +9,21 @@
 //! Each key is computed through the public functions and, where the report carries it,
 //! through the task's report as well, so both paths are held to the reference.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use miram_metrics::{
     average_precision, average_precision_ovr, binary_report, delong, delong_test, flatten_rows,
     multiclass_report, multilabel_average_precision, multilabel_report, multilabel_roc_auc,
     roc_auc, roc_auc_ovr, Average, BinaryConfusion, MetricsError, ReportConfig,
 };
+use miram_test_support::fixture_files;
 use serde_json::Value;
 
 const AUC_TOL: f64 = 1e-9;
 const DELONG_TOL: f64 = 1e-7;
 
 fn fixture_dir() -> PathBuf {
-    match std::env::var_os("MIRAM_METRICS_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../fixtures/metrics"
-        ))
-        .to_path_buf(),
-    }
+    miram_test_support::fixture_dir("MIRAM_METRICS_FIXTURES", "metrics")
 }
 
 /// A computed value, or the error the metric returned.
@@ -371,13 +365,7 @@ fn compare(got: &Computed, want: &Value, tol: f64) -> Result<(), String> {
 #[test]
 fn every_fixture_key_matches_the_reference() {
     let dir = fixture_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read fixture folder {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.json fixture in {}", dir.display());
+    let files = fixture_files(&dir, "json");
 
     let mut failures = Vec::new();
     let mut checked = 0usize;

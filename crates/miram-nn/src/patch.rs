@@ -11,12 +11,19 @@ use candle_core::Tensor;
 use crate::vb::{Init, VarBuilder};
 use crate::{Error, Result};
 
-fn check_image(imgs: &Tensor, p: usize, what: &str) -> Result<(usize, usize, usize, usize)> {
+fn check_image(
+    imgs: &Tensor,
+    p: usize,
+    what: &'static str,
+) -> Result<(usize, usize, usize, usize)> {
     let (n, c, h, w) = imgs.dims4()?;
     if p == 0 || h % p != 0 || w % p != 0 {
-        return Err(Error::Config(format!(
-            "{what}: image {h}x{w} is not a whole number of {p}x{p} patches"
-        )));
+        return Err(Error::NotPatchGrid {
+            what,
+            height: h,
+            width: w,
+            patch: p,
+        });
     }
     Ok((n, c, h, w))
 }
@@ -42,11 +49,11 @@ pub fn patchify(imgs: &Tensor, p: usize) -> Result<Tensor> {
 pub fn unpatchify(x: &Tensor, p: usize, c: usize, grid_h: usize, grid_w: usize) -> Result<Tensor> {
     let (n, l, d) = x.dims3()?;
     if l != grid_h * grid_w || d != p * p * c {
-        return Err(Error::Config(format!(
-            "unpatchify: got [{n}, {l}, {d}], expected [{n}, {}, {}]",
-            grid_h * grid_w,
-            p * p * c
-        )));
+        return Err(Error::shape_mismatch(
+            "unpatchify input",
+            &[n, grid_h * grid_w, p * p * c],
+            &[n, l, d],
+        ));
     }
     let x = x.reshape(vec![n, grid_h, grid_w, p, p, c])?; // [n, gh, gw, p, q, c]
     let x = x.permute(vec![0, 5, 1, 3, 2, 4])?; // [n, c, gh, p, gw, q]
@@ -75,9 +82,12 @@ impl PatchEmbed {
         vb: VarBuilder,
     ) -> Result<Self> {
         if patch_size == 0 || img_size % patch_size != 0 {
-            return Err(Error::Config(format!(
-                "img_size {img_size} is not a multiple of patch_size {patch_size}"
-            )));
+            return Err(Error::NotDivisible {
+                what: "img_size",
+                value: img_size,
+                by: patch_size,
+                reason: "patch_size",
+            });
         }
         let vb = vb.pp("proj");
         let weight = vb.param(
@@ -114,16 +124,18 @@ impl PatchEmbed {
     pub fn forward(&self, imgs: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = imgs.dims4()?;
         if c != self.in_chans {
-            return Err(Error::Config(format!(
-                "input has {c} channels, the model expects {}",
-                self.in_chans
-            )));
+            return Err(Error::CountMismatch {
+                what: "input channels (the model's in_chans)",
+                expected: self.in_chans,
+                got: c,
+            });
         }
         if h != self.img_size || w != self.img_size {
-            return Err(Error::Config(format!(
-                "input size ({h}x{w}) doesn't match model ({}x{})",
-                self.img_size, self.img_size
-            )));
+            return Err(Error::shape_mismatch(
+                "input image size (the model's img_size)",
+                &[self.img_size, self.img_size],
+                &[h, w],
+            ));
         }
         let p = self.patch_size;
         let g = self.grid();

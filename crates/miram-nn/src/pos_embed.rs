@@ -33,9 +33,12 @@ pub fn sincos_2d_values(
     cls_token: bool,
 ) -> Result<Vec<f32>> {
     if dim % 4 != 0 || dim == 0 {
-        return Err(Error::Config(format!(
-            "a 2-D sin-cos table needs a width that is a positive multiple of 4, got {dim}"
-        )));
+        return Err(Error::NotDivisible {
+            what: "sin-cos table width",
+            value: dim,
+            by: 4,
+            reason: "2-D sin-cos table",
+        });
     }
     let mut out = Vec::with_capacity((grid_h * grid_w + 1) * dim);
     if cls_token {

@@ -291,15 +291,15 @@ impl ParamStore {
 
     /// Overwrites the values of an existing parameter or buffer in place (same shape).
     pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
-        let var = self
-            .var(name)
-            .ok_or_else(|| Error::Config(format!("no parameter or buffer named {name}")))?;
+        let var = self.var(name).ok_or_else(|| Error::UnknownParameter {
+            name: name.to_string(),
+        })?;
         if var.dims() != value.dims() {
-            return Err(Error::Config(format!(
-                "{name}: cannot set a tensor of shape {:?} into one of shape {:?}",
+            return Err(Error::shape_mismatch(
+                format!("{name} (value to set)"),
+                var.dims(),
                 value.dims(),
-                var.dims()
-            )));
+            ));
         }
         var.set(&value.to_dtype(var.dtype())?.to_device(var.device())?)?;
         Ok(())

@@ -81,30 +81,37 @@ impl AttentionConfig {
     /// Checks the settings against the block's width and heads.
     pub fn validate(&self, dim: usize, heads: usize) -> Result<()> {
         if heads == 0 || dim % heads != 0 {
-            return Err(Error::Config(format!(
-                "width {dim} is not divisible by {heads} heads"
-            )));
+            return Err(Error::NotDivisible {
+                what: "width",
+                value: dim,
+                by: heads,
+                reason: "the number of heads",
+            });
         }
         match *self {
             Self::Softmax => Ok(()),
             Self::Linformer { k: 0, .. } => {
-                Err(Error::Config("linformer k must be at least 1".into()))
+                Err(Error::invalid_config("linformer k", 0, "at least 1"))
             }
             Self::Linformer { .. } => Ok(()),
             Self::Nystrom { landmarks: 0, .. } => {
-                Err(Error::Config("nystrom landmarks must be at least 1".into()))
+                Err(Error::invalid_config("nystrom landmarks", 0, "at least 1"))
             }
             Self::Nystrom {
                 residual_conv_kernel: k,
                 ..
-            } if k != 0 && k % 2 == 0 => Err(Error::Config(format!(
-                "nystrom residual_conv_kernel must be odd (or 0 for none), got {k}"
-            ))),
+            } if k != 0 && k % 2 == 0 => Err(Error::invalid_config(
+                "nystrom residual_conv_kernel",
+                k,
+                "odd (or 0 for none)",
+            )),
             Self::Nystrom { .. } => Ok(()),
             Self::Performer {
                 nb_features: Some(0),
-            } => Err(Error::Config(
-                "performer nb_features must be at least 1".into(),
+            } => Err(Error::invalid_config(
+                "performer nb_features",
+                0,
+                "at least 1",
             )),
             Self::Performer { .. } => Ok(()),
         }
