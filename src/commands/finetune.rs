@@ -78,7 +78,7 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "PATH")]
     pub init: Option<PathBuf>,
     /// Model preset of the encoder when the checkpoint does not record one [default: paper].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::PresetParser)]
     pub preset: Option<String>,
     /// The run folder (default runs/finetune-<task>-<init>).
     #[arg(long, value_name = "DIR")]

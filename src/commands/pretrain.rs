@@ -66,9 +66,8 @@ pub struct PretrainArgs {
     /// The run folder (default runs/pretrain-<preset>, or runs/pretrain-<preset>-mae).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Model preset: paper, paper-nystrom, paper-linformer, paper-performer, paper-3scale,
-    /// small, tiny, micro [default: paper].
-    #[arg(long, value_name = "NAME")]
+    /// Model preset [default: paper].
+    #[arg(long, value_name = "NAME", value_parser = crate::args::PresetParser)]
     pub preset: Option<String>,
     /// Pre-train single-scale MAE (the baseline) instead of MIRAM.
     #[arg(long)]

@@ -214,20 +214,16 @@ fn block_floats(n: u64, d: u64, heads: u64, mlp: f64, attention: &AttentionConfi
         // Scores, scaled scores and probabilities.
         AttentionConfig::Softmax => 3 * heads * n * n,
         // Projected keys and values, scores and probabilities against the k projections.
-        AttentionConfig::Linformer { k, .. } => 4 * heads * n * (*k as u64) + 2 * (*k as u64) * d,
+        AttentionConfig::Linformer(c) => 4 * heads * n * (c.k as u64) + 2 * (c.k as u64) * d,
         // The three kernels with m landmarks, the pseudo-inverse iterations and the residual
         // depth-wise convolution.
-        AttentionConfig::Nystrom {
-            landmarks,
-            pinv_iterations,
-            ..
-        } => {
-            let m = *landmarks as u64;
-            heads * (6 * n * m + (4 * *pinv_iterations as u64 + 4) * m * m) + 2 * n * d
+        AttentionConfig::Nystrom(c) => {
+            let m = c.landmarks as u64;
+            heads * (6 * n * m + (4 * c.pinv_iterations as u64 + 4) * m * m) + 2 * n * d
         }
         // Random features of q and k (with their exponentials) and the k^T v products.
-        AttentionConfig::Performer { nb_features } => {
-            let f = nb_features.map_or_else(
+        AttentionConfig::Performer(c) => {
+            let f = c.nb_features.map_or_else(
                 || (head_dim as f64 * (head_dim as f64).ln()).max(1.0) as u64,
                 |f| f as u64,
             );
