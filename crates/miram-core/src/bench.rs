@@ -423,18 +423,31 @@ fn timed<F: FnMut() -> Result<()>>(
     Ok((out, device.is_cpu().then_some(stats)))
 }
 
-/// The report of a run, with the matrix-product figures of the timed steps.
-#[allow(clippy::too_many_arguments)]
-fn report(
+/// What a run timed: the fields of its [`BenchReport`] that are not measurements.
+struct BenchSubject<'a> {
     mode: BenchMode,
-    preset: &str,
+    preset: &'a str,
     cfg: MiramConfig,
     batch: usize,
-    step: (Vec<f64>, Option<MatmulStats>),
-    masked_encoder: Option<Vec<f64>>,
     classes: Option<usize>,
     params: usize,
+}
+
+/// The report of a run of `subject`: the step times with the matrix-product figures of the
+/// timed steps, and the masked-encoder times if there are any.
+fn report(
+    subject: BenchSubject<'_>,
+    step: (Vec<f64>, Option<MatmulStats>),
+    masked_encoder: Option<Vec<f64>>,
 ) -> BenchReport {
+    let BenchSubject {
+        mode,
+        preset,
+        cfg,
+        batch,
+        classes,
+        params,
+    } = subject;
     let (step, stats) = step;
     let figures = stats.and_then(|s| MatmulFigures::new(s, step.len(), step.iter().sum::<f64>()));
     BenchReport {
@@ -527,16 +540,15 @@ pub fn pretrain_step(
         drop(latent);
         Ok(())
     })?;
-    Ok(report(
-        BenchMode::Pretrain,
+    let subject = BenchSubject {
+        mode: BenchMode::Pretrain,
         preset,
-        cfg.clone(),
+        cfg: cfg.clone(),
         batch,
-        step,
-        Some(enc),
-        None,
-        model.num_parameters(),
-    ))
+        classes: None,
+        params: model.num_parameters(),
+    };
+    Ok(report(subject, step, Some(enc)))
 }
 
 /// Times `steps` fine-tuning steps of the classifier built on the encoder of `cfg` with a
@@ -588,14 +600,13 @@ pub fn finetune_step(
         let grads = Grads::from_backward(&loss.backward()?, &params);
         opt.step(&grads)
     })?;
-    Ok(report(
-        BenchMode::Finetune,
+    let subject = BenchSubject {
+        mode: BenchMode::Finetune,
         preset,
-        cfg.clone(),
+        cfg: cfg.clone(),
         batch,
-        step,
-        None,
-        Some(classes),
-        store.trainable_count(),
-    ))
+        classes: Some(classes),
+        params: store.trainable_count(),
+    };
+    Ok(report(subject, step, None))
 }
