@@ -1,10 +1,12 @@
 //! Value parsers of arguments several subcommands share: `--preset` (`pretrain`, `finetune`,
 //! `bench`), whose possible values (the `--help` text) are `miram_core::PRESETS`, the one
-//! table of presets.
+//! table of presets, and `--save-dtype` (`pretrain`, `finetune`), whose values are
+//! `miram_core::checkpoint::SaveDtype`'s.
 
 use std::ffi::OsStr;
 
-use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, StringValueParser, TypedValueParser};
+use miram_core::checkpoint::SaveDtype;
 use miram_core::PRESETS;
 
 /// Reads `--preset` as a name and lists the table's names with their descriptions in
@@ -33,4 +35,13 @@ impl TypedValueParser for PresetParser {
                 .map(|p| PossibleValue::new(p.name).help(p.description)),
         ))
     }
+}
+
+/// `--save-dtype`: one of [`SaveDtype::ALL`] by name, each listed with its description in
+/// `--help`; any other value is refused by clap, naming the possible ones.
+pub fn save_dtype_parser() -> impl TypedValueParser<Value = SaveDtype> {
+    PossibleValuesParser::new(
+        SaveDtype::ALL.map(|d| PossibleValue::new(d.name()).help(d.description())),
+    )
+    .try_map(|s| s.parse::<SaveDtype>())
 }
