@@ -12,6 +12,7 @@
 //! error, `error: ...`, naming the value at fault, and the exit code is 1 (2 for a command
 //! line that does not parse).
 
+mod args;
 mod commands;
 mod config;
 mod plan;

@@ -368,6 +368,27 @@ fn bad_input_gives_one_clear_line_and_a_failing_exit() {
 }
 
 #[test]
+fn preset_help_is_the_preset_table() {
+    for sub in ["pretrain", "finetune", "bench"] {
+        let out = miram(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        for p in miram_core::PRESETS {
+            let row = format!("- {}: ", p.name);
+            let at = help
+                .find(&row)
+                .unwrap_or_else(|| panic!("{sub} --help does not list {}: {help}", p.name));
+            let line = help[at..].lines().next().unwrap_or_default();
+            assert!(
+                line.trim_end().ends_with(p.description),
+                "{sub} --help: `{line}` is not `{}`",
+                p.description
+            );
+        }
+    }
+}
+
+#[test]
 fn synth_then_index_report_what_was_written() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path().join("data");

@@ -8,7 +8,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use miram_core::decoder::{DecoderConfig, DecoderScale, MultiScaleDecoder};
-use miram_core::nn::{AttentionConfig, ParamStore};
+use miram_core::nn::{
+    AttentionConfig, LinformerConfig, NystromConfig, ParamStore, PerformerConfig,
+};
 use miram_core::rand::Rng;
 
 /// The allocator of the `miram` command line (see `src/main.rs`), so that times and memory
@@ -38,25 +40,25 @@ pub fn kinds() -> Vec<(&'static str, AttentionConfig)> {
         ("softmax", AttentionConfig::Softmax),
         (
             "linformer",
-            AttentionConfig::Linformer {
+            AttentionConfig::Linformer(LinformerConfig {
                 k: 128,
                 one_kv_head: true,
                 share_kv: true,
-            },
+            }),
         ),
         (
             "nystrom",
-            AttentionConfig::Nystrom {
+            AttentionConfig::Nystrom(NystromConfig {
                 landmarks: 64,
                 pinv_iterations: 6,
                 residual_conv_kernel: 33,
-            },
+            }),
         ),
         (
             "performer",
-            AttentionConfig::Performer {
+            AttentionConfig::Performer(PerformerConfig {
                 nb_features: Some(110),
-            },
+            }),
         ),
     ]
 }

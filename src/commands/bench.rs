@@ -51,9 +51,8 @@ Examples:
   miram bench --preset tiny --batch 8 --single-scale
   miram bench --preset tiny --batch 16 --finetune")]
 pub struct BenchArgs {
-    /// Preset to time (paper, paper-nystrom, paper-linformer, paper-performer, paper-3scale,
-    /// small, tiny, micro).
-    #[arg(long, default_value = "tiny")]
+    /// Preset to time.
+    #[arg(long, default_value = "tiny", value_parser = crate::args::PresetParser)]
     pub preset: String,
     /// Images per step (at least 1; a batch whose step does not fit in memory is refused).
     #[arg(long, default_value_t = 8)]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use miram_core::cbis_ddsm::tasks::Task;
+use miram_core::checkpoint::{resave_as, SaveDtype};
 use miram_core::train::{DataConfig, FinetuneConfig, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
@@ -50,9 +51,10 @@ best validation macro AUC is evaluated on the official test set. Official test c
 cannot be used (files missing or undecodable) are left out with a warning naming each one, and
 the result says how many were dropped (`3 test cases (1 dropped: <row>: <file>: <cause>)`);
 --strict-test (data.require_all_test_cases = true) makes that an error. The run folder gets
-config.json, data.json, log.jsonl, checkpoints/best.safetensors, predictions.csv (score any
-way you like with `miram metrics`), metrics.json, roc.png and pr.png. The run resumes from its
-newest intact checkpoint with the same recipe and data (the differences are listed otherwise);
+config.json, data.json, log.jsonl, checkpoints/best.safetensors (f32, or f16 / bf16 with
+--save-dtype), predictions.csv (score any way you like with `miram metrics`), metrics.json,
+roc.png and pr.png. The run resumes from its newest intact checkpoint with the same recipe
+and data (the differences are listed otherwise);
 --restart moves the previous run into <out>/previous-<UTC time>/. One process at a time holds
 a run folder. Initial weights holding NaN or inf are refused, naming the tensor; a non-finite
 gradient, weight or optimiser moment stops the run before anything of that step is saved.
@@ -78,7 +80,7 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "PATH")]
     pub init: Option<PathBuf>,
     /// Model preset of the encoder when the checkpoint does not record one [default: paper].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = crate::args::PresetParser)]
     pub preset: Option<String>,
     /// The run folder (default runs/finetune-<task>-<init>).
     #[arg(long, value_name = "DIR")]
@@ -101,6 +103,11 @@ pub struct FinetuneArgs {
     /// Bootstrap resamples of the test intervals.
     #[arg(long, value_name = "N")]
     pub bootstrap: Option<usize>,
+    /// The type of the final model's tensors (checkpoints/best.safetensors, written once the
+    /// test set is scored); the resume checkpoints stay f32.
+    #[arg(long, value_name = "DTYPE", default_value = "f32",
+          value_parser = crate::args::save_dtype_parser())]
+    pub save_dtype: SaveDtype,
     /// Start a new run instead of resuming: the previous run's files move into
     /// <out>/previous-<UTC time>/.
     #[arg(long)]
@@ -246,6 +253,7 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     study::warn_dropped_test(ui, &cfg.finetune.task, &task_data);
     run.write_json("command.json", &cfg)?;
     let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &data, &task_data, &run, &opts)?;
+    resave_as(&run.best_checkpoint(), a.save_dtype)?;
     let t = TaskResult {
         task: task_slug(&cfg.finetune.task),
         description: study::describe_task(&cfg.finetune.task),

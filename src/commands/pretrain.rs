@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use miram_core::checkpoint::{resave_as, SaveDtype};
 use miram_core::train::{DataConfig, PretrainConfig, RunOptions};
 use miram_core::MiramConfig;
 use serde::{Deserialize, Serialize};
@@ -38,9 +39,9 @@ pub struct PretrainCommand {
 Defaults: the authors' recipe for the preset (500 epochs, 40 warm-up, effective batch 1024 as
 64 x 16 accumulated, base lr 1.5e-4 scaled by batch/256, weight decay 0.05, betas 0.9/0.95,
 random resized crops). The run folder gets config.json (the resolved recipe), data.json (what
-it is trained on), log.jsonl (one line per step), checkpoints/ (resumable; the run resumes
-from the newest intact one unless --restart), model.safetensors at the end, and loss.png
-(loss per scale over steps).
+it is trained on), log.jsonl (one line per step), checkpoints/ (resumable, f32; the run resumes
+from the newest intact one unless --restart), model.safetensors at the end (f32, or f16 /
+bf16 with --save-dtype), and loss.png (loss per scale over steps).
 
 Run folders: one process at a time (a second one is refused, naming the holder's pid). A
 resume must use the same recipe and the same data (the differences are listed; --workers may
@@ -66,13 +67,17 @@ pub struct PretrainArgs {
     /// The run folder (default runs/pretrain-<preset>, or runs/pretrain-<preset>-mae).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Model preset: paper, paper-nystrom, paper-linformer, paper-performer, paper-3scale,
-    /// small, tiny, micro [default: paper].
-    #[arg(long, value_name = "NAME")]
+    /// Model preset [default: paper].
+    #[arg(long, value_name = "NAME", value_parser = crate::args::PresetParser)]
     pub preset: Option<String>,
     /// Pre-train single-scale MAE (the baseline) instead of MIRAM.
     #[arg(long)]
     pub single_scale: bool,
+    /// The type of the final model's tensors (model.safetensors); the resume checkpoints stay
+    /// f32.
+    #[arg(long, value_name = "DTYPE", default_value = "f32",
+          value_parser = crate::args::save_dtype_parser())]
+    pub save_dtype: SaveDtype,
     /// Epochs (without --warmup-epochs, the warm-up keeps the recipe's share of them).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
@@ -184,6 +189,9 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let name = if cfg.single_scale { "MAE" } else { "MIRAM" };
     run.write_json("command.json", &cfg)?;
     let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &run, &opts)?;
+    if let Some(m) = &r.model {
+        resave_as(m, a.save_dtype)?;
+    }
     let loss_png = cfg.out.join("loss.png");
     study::loss_figure(
         std::slice::from_ref(&r),

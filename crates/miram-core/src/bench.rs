@@ -214,20 +214,16 @@ fn block_floats(n: u64, d: u64, heads: u64, mlp: f64, attention: &AttentionConfi
         // Scores, scaled scores and probabilities.
         AttentionConfig::Softmax => 3 * heads * n * n,
         // Projected keys and values, scores and probabilities against the k projections.
-        AttentionConfig::Linformer { k, .. } => 4 * heads * n * (*k as u64) + 2 * (*k as u64) * d,
+        AttentionConfig::Linformer(c) => 4 * heads * n * (c.k as u64) + 2 * (c.k as u64) * d,
         // The three kernels with m landmarks, the pseudo-inverse iterations and the residual
         // depth-wise convolution.
-        AttentionConfig::Nystrom {
-            landmarks,
-            pinv_iterations,
-            ..
-        } => {
-            let m = *landmarks as u64;
-            heads * (6 * n * m + (4 * *pinv_iterations as u64 + 4) * m * m) + 2 * n * d
+        AttentionConfig::Nystrom(c) => {
+            let m = c.landmarks as u64;
+            heads * (6 * n * m + (4 * c.pinv_iterations as u64 + 4) * m * m) + 2 * n * d
         }
         // Random features of q and k (with their exponentials) and the k^T v products.
-        AttentionConfig::Performer { nb_features } => {
-            let f = nb_features.map_or_else(
+        AttentionConfig::Performer(c) => {
+            let f = c.nb_features.map_or_else(
                 || (head_dim as f64 * (head_dim as f64).ln()).max(1.0) as u64,
                 |f| f as u64,
             );
@@ -427,18 +423,31 @@ fn timed<F: FnMut() -> Result<()>>(
     Ok((out, device.is_cpu().then_some(stats)))
 }
 
-/// The report of a run, with the matrix-product figures of the timed steps.
-#[allow(clippy::too_many_arguments)]
-fn report(
+/// What a run timed: the fields of its [`BenchReport`] that are not measurements.
+struct BenchSubject<'a> {
     mode: BenchMode,
-    preset: &str,
+    preset: &'a str,
     cfg: MiramConfig,
     batch: usize,
-    step: (Vec<f64>, Option<MatmulStats>),
-    masked_encoder: Option<Vec<f64>>,
     classes: Option<usize>,
     params: usize,
+}
+
+/// The report of a run of `subject`: the step times with the matrix-product figures of the
+/// timed steps, and the masked-encoder times if there are any.
+fn report(
+    subject: BenchSubject<'_>,
+    step: (Vec<f64>, Option<MatmulStats>),
+    masked_encoder: Option<Vec<f64>>,
 ) -> BenchReport {
+    let BenchSubject {
+        mode,
+        preset,
+        cfg,
+        batch,
+        classes,
+        params,
+    } = subject;
     let (step, stats) = step;
     let figures = stats.and_then(|s| MatmulFigures::new(s, step.len(), step.iter().sum::<f64>()));
     BenchReport {
@@ -531,16 +540,15 @@ pub fn pretrain_step(
         drop(latent);
         Ok(())
     })?;
-    Ok(report(
-        BenchMode::Pretrain,
+    let subject = BenchSubject {
+        mode: BenchMode::Pretrain,
         preset,
-        cfg.clone(),
+        cfg: cfg.clone(),
         batch,
-        step,
-        Some(enc),
-        None,
-        model.num_parameters(),
-    ))
+        classes: None,
+        params: model.num_parameters(),
+    };
+    Ok(report(subject, step, Some(enc)))
 }
 
 /// Times `steps` fine-tuning steps of the classifier built on the encoder of `cfg` with a
@@ -592,14 +600,13 @@ pub fn finetune_step(
         let grads = Grads::from_backward(&loss.backward()?, &params);
         opt.step(&grads)
     })?;
-    Ok(report(
-        BenchMode::Finetune,
+    let subject = BenchSubject {
+        mode: BenchMode::Finetune,
         preset,
-        cfg.clone(),
+        cfg: cfg.clone(),
         batch,
-        step,
-        None,
-        Some(classes),
-        store.trainable_count(),
-    ))
+        classes: Some(classes),
+        params: store.trainable_count(),
+    };
+    Ok(report(subject, step, None))
 }

@@ -10,12 +10,17 @@
 //! - A 3-channel patch embedding loads into a 1-channel model by summing over the input
 //!   channels, and a 1-channel one into a 3-channel model by repetition scaled by 1/3
 //!   (timm's `adapt_input_conv`).
+//! - A final model can be stored in f16 or bf16 ([`SaveDtype`], [`resave_as`]: rounded to
+//!   nearest, ties to even, by `half`); every reader ([`read_checkpoint`]) widens f16 and
+//!   bf16 tensors to f32. Train states (resume checkpoints) stay f32.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use miram_nn::LoadReport;
 
 use crate::{Error, Result};
@@ -41,21 +46,157 @@ fn ckpt_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// The floating-point type the tensors of a saved model are stored in (`--save-dtype`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SaveDtype {
+    /// IEEE single precision: the weights exactly as trained.
+    #[default]
+    F32,
+    /// IEEE half precision (`half::f16`): 10-bit mantissa, largest finite 65504.
+    F16,
+    /// bfloat16 (`half::bf16`): f32's exponent range, 7-bit mantissa.
+    Bf16,
+}
+
+impl SaveDtype {
+    /// Every save type, f32 first.
+    pub const ALL: [Self; 3] = [Self::F32, Self::F16, Self::Bf16];
+
+    /// The name, as `--save-dtype` spells it (`f32`, `f16`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// What the type keeps, in one line.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::F32 => "the weights exactly as trained (4 bytes a value)",
+            Self::F16 => "IEEE half precision, rounded to nearest even (2 bytes a value)",
+            Self::Bf16 => "bfloat16, rounded to nearest even (2 bytes a value)",
+        }
+    }
+
+    /// The candle type of the stored tensors.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl fmt::Display for SaveDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SaveDtype {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "unknown save dtype `{s}`; known: {}",
+                    Self::ALL.map(Self::name).join(", ")
+                ))
+            })
+    }
+}
+
+/// `t` (f32) rounded to `dtype` through `half` (`f16::from_f32` / `bf16::from_f32`: to
+/// nearest, ties to even), on the CPU; an f32 `dtype` copies it to the CPU unchanged.
+///
+/// # Shapes
+/// - `t`: any, returns the same shape
+pub fn round_f32_to(t: &Tensor, dtype: SaveDtype) -> Result<Tensor> {
+    let v = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let cpu = &Device::Cpu;
+    Ok(match dtype {
+        SaveDtype::F32 => Tensor::from_vec(v, t.shape(), cpu)?,
+        SaveDtype::F16 => {
+            let h: Vec<half::f16> = v.into_iter().map(half::f16::from_f32).collect();
+            Tensor::from_vec(h, t.shape(), cpu)?
+        }
+        SaveDtype::Bf16 => {
+            let h: Vec<half::bf16> = v.into_iter().map(half::bf16::from_f32).collect();
+            Tensor::from_vec(h, t.shape(), cpu)?
+        }
+    })
+}
+
+/// Rewrites the model file `path` (a safetensors file written by [`write_safetensors`]) with
+/// its floating-point tensors (f32, or f16 / bf16 widened first) stored as `dtype`
+/// ([`round_f32_to`]) and its metadata unchanged, atomically; other tensors are kept as they
+/// are. For [`SaveDtype::F32`] the file is left untouched (the writers write f32).
+///
+/// This is how `miram pretrain` and `miram finetune` store their final model in f16 or
+/// bf16 while their resume checkpoints stay f32.
+pub fn resave_as(path: &Path, dtype: SaveDtype) -> Result<()> {
+    if dtype == SaveDtype::F32 {
+        return Ok(());
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let ck = read_safetensors_bytes(path, &bytes, &Device::Cpu)?;
+    let tensors = widen_half(ck.tensors)?
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if t.dtype() == DType::F32 {
+                round_f32_to(&t, dtype)?
+            } else {
+                t
+            };
+            Ok((k, t))
+        })
+        .collect::<Result<BTreeMap<_, _>>>()?;
+    write_safetensors(path, &tensors, &ck.metadata)
+}
+
+/// f16 and bf16 tensors widened (exactly) to f32; others unchanged.
+fn widen_half(tensors: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+    tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let t = match t.dtype() {
+                DType::F16 | DType::BF16 => t.to_dtype(DType::F32)?,
+                _ => t,
+            };
+            Ok((k, t))
+        })
+        .collect()
+}
+
 /// Reads a checkpoint: safetensors, or a PyTorch `.pth` zip (a state dict, or a dict whose
-/// `model` or `state_dict` entry is one, as MAE's released checkpoints are).
+/// `model` or `state_dict` entry is one, as MAE's released checkpoints are). f16 and bf16
+/// tensors are widened to f32.
 pub fn read_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.starts_with(b"PK") {
         return read_pth(path, device);
     }
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let mut ck = read_safetensors_bytes(path, &bytes, device)?;
+    ck.tensors = widen_half(ck.tensors)?;
+    Ok(ck)
+}
+
+/// The tensors (as stored) and metadata of the safetensors file `bytes` read from `path`.
+fn read_safetensors_bytes(path: &Path, bytes: &[u8], device: &Device) -> Result<Checkpoint> {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| ckpt_err(path, format!("not a safetensors or .pth file ({e})")))?;
     let metadata: BTreeMap<String, String> = meta
         .metadata()
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| ckpt_err(path, format!("unreadable tensors ({e})")))?;
     Ok(Checkpoint {
         path: path.to_path_buf(),
@@ -75,7 +216,7 @@ fn read_pth(path: &Path, device: &Device) -> Result<Checkpoint> {
                 }
                 return Ok(Checkpoint {
                     path: path.to_path_buf(),
-                    tensors,
+                    tensors: widen_half(tensors)?,
                     metadata: BTreeMap::new(),
                 });
             }
@@ -111,11 +252,8 @@ pub fn first_non_finite<'a, K: AsRef<str> + 'a>(
         }
     }
     // 0 x is 0 for a finite x and NaN otherwise, so the sum cannot overflow.
-    let zero = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.affine(0.0, 0.0)?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F32)?)
-    };
+    let zero =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.affine(0.0, 0.0)?.sum_all()?.to_dtype(DType::F32)?) };
     let mut acc: Option<Tensor> = None;
     for (_, t) in &rest {
         let z = zero(t)?;
@@ -317,8 +455,67 @@ pub fn ensure_loaded(
 }
 
 #[cfg(test)]
-mod name_tests {
-    use super::{mae_name, reference_name};
+mod tests {
+    use super::*;
+
+    fn bits(t: &Tensor) -> Vec<u16> {
+        match t.dtype() {
+            DType::BF16 => t
+                .to_vec1::<half::bf16>()
+                .map(|v| v.into_iter().map(half::bf16::to_bits).collect()),
+            DType::F16 => t
+                .to_vec1::<half::f16>()
+                .map(|v| v.into_iter().map(half::f16::to_bits).collect()),
+            other => panic!("not a half type: {other:?}"),
+        }
+        .expect("half values")
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_with_ties_to_even() -> Result<()> {
+        // bf16 keeps 7 mantissa bits: around 1 its step is 2^-7 (1.0 = 0x3F80).
+        let x = Tensor::new(
+            &[
+                1.0f32 + 2f32.powi(-8),               // halfway 0x3F80 / 0x3F81: even 0x3F80
+                1.0 + 3.0 * 2f32.powi(-8),            // halfway 0x3F81 / 0x3F82: even 0x3F82
+                1.0 + 2f32.powi(-8) + 2f32.powi(-20), // above halfway: 0x3F81
+                -2.0,                                 // exact: 0xC000
+            ],
+            &Device::Cpu,
+        )?;
+        let b = round_f32_to(&x, SaveDtype::Bf16)?;
+        assert_eq!(b.dtype(), DType::BF16);
+        assert_eq!(bits(&b), vec![0x3F80, 0x3F82, 0x3F81, 0xC000]);
+        // f16 keeps 10: around 1 its step is 2^-10 (1.0 = 0x3C00); 65520 is halfway between
+        // the largest finite 65504 (0x7BFF) and 65536, which rounds to even: infinity.
+        let x = Tensor::new(
+            &[
+                1.0f32 + 2f32.powi(-11),
+                1.0 + 3.0 * 2f32.powi(-11),
+                65504.0,
+                65520.0,
+            ],
+            &Device::Cpu,
+        )?;
+        let h = round_f32_to(&x, SaveDtype::F16)?;
+        assert_eq!(h.dtype(), DType::F16);
+        assert_eq!(bits(&h), vec![0x3C00, 0x3C02, 0x7BFF, 0x7C00]);
+        // f32 is kept as it is.
+        let f = round_f32_to(&x, SaveDtype::F32)?;
+        assert_eq!(f.to_vec1::<f32>()?, x.to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn save_dtype_names_round_trip_and_unknown_ones_are_listed() {
+        for d in SaveDtype::ALL {
+            assert_eq!(d.name().parse::<SaveDtype>().expect("known"), d);
+            assert_eq!(d.to_string(), d.name());
+        }
+        assert_eq!(SaveDtype::default(), SaveDtype::F32);
+        let e = "f8".parse::<SaveDtype>().unwrap_err().to_string();
+        assert!(e.contains("`f8`") && e.contains("f32, f16, bf16"), "{e}");
+    }
 
     #[test]
     fn mae_names_map_both_ways() {

@@ -4,7 +4,7 @@
 use miram_decoder::{DecoderConfig, DecoderScale};
 use miram_encoder::EncoderConfig;
 use miram_losses::{LossOn, ScaleLoss};
-use miram_nn::AttentionConfig;
+use miram_nn::{AttentionConfig, LinformerConfig, NystromConfig, PerformerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -67,32 +67,73 @@ pub struct MiramConfig {
     pub scales: Vec<ScaleConfig>,
 }
 
-/// The names of the presets, from the largest to the smallest.
-pub const PRESETS: [&str; 8] = [
-    "paper",
-    "paper-nystrom",
-    "paper-linformer",
-    "paper-performer",
-    "paper-3scale",
-    "small",
-    "tiny",
-    "micro",
+/// One named preset of [`PRESETS`]: its name (the `--preset` value), its constructor and a
+/// one-line description (the `--help` text and the README's preset table).
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    /// The name, as `--preset` and configuration files spell it.
+    pub name: &'static str,
+    /// Builds the configuration.
+    pub build: fn() -> MiramConfig,
+    /// What the preset is, in one line.
+    pub description: &'static str,
+}
+
+/// The presets, from the largest to the smallest: the one list of their names.
+pub const PRESETS: [Preset; 8] = [
+    Preset {
+        name: "paper",
+        build: MiramConfig::paper,
+        description:
+            "the authors' setting: ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16, \
+                      1x softmax (masked) + 2x softmax (all)",
+    },
+    Preset {
+        name: "paper-nystrom",
+        build: MiramConfig::paper_nystrom,
+        description: "`paper` with a 2x Nystrom decoder (64 landmarks, 6 iterations, conv 33)",
+    },
+    Preset {
+        name: "paper-linformer",
+        build: MiramConfig::paper_linformer,
+        description: "`paper` with a 2x Linformer decoder (k 128, one shared kv head)",
+    },
+    Preset {
+        name: "paper-performer",
+        build: MiramConfig::paper_performer,
+        description: "`paper` with a 2x Performer decoder (110 features)",
+    },
+    Preset {
+        name: "paper-3scale",
+        build: MiramConfig::paper_3scale,
+        description: "`paper` plus a 4x Nystrom decoder",
+    },
+    Preset {
+        name: "small",
+        build: MiramConfig::small,
+        description: "ViT-S/16 at 112 px, 1 channel, decoders 256 x 4 x 8",
+    },
+    Preset {
+        name: "tiny",
+        build: MiramConfig::tiny,
+        description: "ViT-Ti/16 at 112 px, 1 channel, decoders 128 x 2 x 4",
+    },
+    Preset {
+        name: "micro",
+        build: MiramConfig::micro,
+        description:
+            "64 px, patch 8, encoder 128 x 4 x 4, decoders 64 x 2 x 4: tests and the quick start",
+    },
 ];
 
-const NYSTROM: AttentionConfig = AttentionConfig::Nystrom {
-    landmarks: 64,
-    pinv_iterations: 6,
-    residual_conv_kernel: 33,
-};
-const LINFORMER: AttentionConfig = AttentionConfig::Linformer {
-    k: 128,
-    one_kv_head: true,
-    share_kv: true,
-};
-const PERFORMER: AttentionConfig = AttentionConfig::Performer {
+const NYSTROM: AttentionConfig = AttentionConfig::Nystrom(NystromConfig::new(64));
+const LINFORMER: AttentionConfig = AttentionConfig::Linformer(LinformerConfig::new(128));
+const PERFORMER: AttentionConfig = AttentionConfig::Performer(PerformerConfig {
     nb_features: Some(110),
-};
+});
 
+/// The authors' decoders: 1x softmax (masked), 2x of attention `high` (all) and an optional
+/// 4x of attention `four` (all), every weight 1.
 fn paper_scales(high: AttentionConfig, four: Option<AttentionConfig>) -> Vec<ScaleConfig> {
     let mut s = vec![
         ScaleConfig::softmax(1, LossOn::Masked),
@@ -115,145 +156,119 @@ fn paper_scales(high: AttentionConfig, four: Option<AttentionConfig>) -> Vec<Sca
 }
 
 impl MiramConfig {
-    #[allow(clippy::too_many_arguments)]
-    fn vit(
-        img: usize,
-        patch: usize,
-        chans: usize,
-        d: usize,
-        depth: usize,
-        heads: usize,
-        dd: usize,
-        ddepth: usize,
-        dheads: usize,
-        scales: Vec<ScaleConfig>,
-    ) -> Self {
+    /// The authors' setting: ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16,
+    /// 1x softmax (masked) + 2x softmax (all); MAE's MLP ratio 4, 75 % masking and
+    /// normalised pixel targets, which every preset shares.
+    pub fn paper() -> Self {
         Self {
-            img_size: img,
-            patch_size: patch,
-            in_chans: chans,
-            embed_dim: d,
-            depth,
-            num_heads: heads,
+            img_size: 112,
+            patch_size: 16,
+            in_chans: 3,
+            embed_dim: 768,
+            depth: 12,
+            num_heads: 12,
             mlp_ratio: 4.0,
-            decoder_embed_dim: dd,
-            decoder_depth: ddepth,
-            decoder_num_heads: dheads,
+            decoder_embed_dim: 512,
+            decoder_depth: 8,
+            decoder_num_heads: 16,
             mask_ratio: 0.75,
             norm_pix_loss: true,
-            scales,
+            scales: paper_scales(AttentionConfig::Softmax, None),
         }
-    }
-
-    /// ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16 (the authors' sizes) with the
-    /// 2x decoder's attention `high` and an optional 4x decoder.
-    fn paper_with(high: AttentionConfig, four: Option<AttentionConfig>) -> Self {
-        Self::vit(
-            112,
-            16,
-            3,
-            768,
-            12,
-            12,
-            512,
-            8,
-            16,
-            paper_scales(high, four),
-        )
-    }
-
-    /// The authors' setting: ViT-B/16 at 112 px, 3 channels, decoders 512 x 8 x 16,
-    /// 1x softmax (masked) + 2x softmax (all).
-    pub fn paper() -> Self {
-        Self::paper_with(AttentionConfig::Softmax, None)
     }
 
     /// `paper` with a 2x Nystrom decoder (64 landmarks, 6 iterations, conv 33).
     pub fn paper_nystrom() -> Self {
-        Self::paper_with(NYSTROM, None)
+        Self {
+            scales: paper_scales(NYSTROM, None),
+            ..Self::paper()
+        }
     }
 
     /// `paper` with a 2x Linformer decoder (k 128, one shared kv head).
     pub fn paper_linformer() -> Self {
-        Self::paper_with(LINFORMER, None)
+        Self {
+            scales: paper_scales(LINFORMER, None),
+            ..Self::paper()
+        }
     }
 
     /// `paper` with a 2x Performer decoder (110 features).
     pub fn paper_performer() -> Self {
-        Self::paper_with(PERFORMER, None)
+        Self {
+            scales: paper_scales(PERFORMER, None),
+            ..Self::paper()
+        }
     }
 
     /// `paper` plus a 4x Nystrom decoder.
     pub fn paper_3scale() -> Self {
-        Self::paper_with(AttentionConfig::Softmax, Some(NYSTROM))
+        Self {
+            scales: paper_scales(AttentionConfig::Softmax, Some(NYSTROM)),
+            ..Self::paper()
+        }
     }
 
-    /// ViT-S/16, 1 channel, decoders 256 x 4 x 8.
+    /// ViT-S/16 at 112 px, 1 channel, decoders 256 x 4 x 8 (the rest as `paper`).
     pub fn small() -> Self {
-        Self::vit(
-            112,
-            16,
-            1,
-            384,
-            12,
-            6,
-            256,
-            4,
-            8,
-            paper_scales(AttentionConfig::Softmax, None),
-        )
+        Self {
+            img_size: 112,
+            patch_size: 16,
+            in_chans: 1,
+            embed_dim: 384,
+            depth: 12,
+            num_heads: 6,
+            decoder_embed_dim: 256,
+            decoder_depth: 4,
+            decoder_num_heads: 8,
+            ..Self::paper()
+        }
     }
 
-    /// ViT-Ti/16, 1 channel, decoders 128 x 2 x 4.
+    /// ViT-Ti/16 at 112 px, 1 channel, decoders 128 x 2 x 4 (the rest as `paper`).
     pub fn tiny() -> Self {
-        Self::vit(
-            112,
-            16,
-            1,
-            192,
-            12,
-            3,
-            128,
-            2,
-            4,
-            paper_scales(AttentionConfig::Softmax, None),
-        )
+        Self {
+            img_size: 112,
+            patch_size: 16,
+            in_chans: 1,
+            embed_dim: 192,
+            depth: 12,
+            num_heads: 3,
+            decoder_embed_dim: 128,
+            decoder_depth: 2,
+            decoder_num_heads: 4,
+            ..Self::paper()
+        }
     }
 
-    /// 64 px, patch 8, encoder 128 x 4 x 4, decoders 64 x 2 x 4: tests and the quick start.
+    /// 64 px, patch 8, encoder 128 x 4 x 4, decoders 64 x 2 x 4 (the rest as `paper`): tests
+    /// and the quick start.
     pub fn micro() -> Self {
-        Self::vit(
-            64,
-            8,
-            1,
-            128,
-            4,
-            4,
-            64,
-            2,
-            4,
-            paper_scales(AttentionConfig::Softmax, None),
-        )
+        Self {
+            img_size: 64,
+            patch_size: 8,
+            in_chans: 1,
+            embed_dim: 128,
+            depth: 4,
+            num_heads: 4,
+            decoder_embed_dim: 64,
+            decoder_depth: 2,
+            decoder_num_heads: 4,
+            ..Self::paper()
+        }
     }
 
-    /// The preset of that name (see [`PRESETS`]).
+    /// The preset of that name (see [`PRESETS`]); an unknown name is an error that lists the
+    /// known ones.
     pub fn preset(name: &str) -> Result<Self> {
-        Ok(match name {
-            "paper" => Self::paper(),
-            "paper-nystrom" => Self::paper_nystrom(),
-            "paper-linformer" => Self::paper_linformer(),
-            "paper-performer" => Self::paper_performer(),
-            "paper-3scale" => Self::paper_3scale(),
-            "small" => Self::small(),
-            "tiny" => Self::tiny(),
-            "micro" => Self::micro(),
-            _ => {
-                return Err(Error::UnknownPreset {
-                    name: name.to_string(),
-                    known: PRESETS.join(", "),
-                })
-            }
-        })
+        PRESETS
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.build)())
+            .ok_or_else(|| Error::UnknownPreset {
+                name: name.to_string(),
+                known: PRESETS.map(|p| p.name).join(", "),
+            })
     }
 
     /// This configuration with only its first (1x) scale: a plain MAE, for comparisons.
@@ -394,8 +409,8 @@ mod tests {
 
     #[test]
     fn presets_validate_and_round_trip() {
-        for name in PRESETS {
-            let c = MiramConfig::preset(name).expect("preset");
+        for p in PRESETS {
+            let c = MiramConfig::preset(p.name).expect("preset");
             c.validate().expect("valid");
             assert_eq!(MiramConfig::from_json(&c.to_json()).expect("parse"), c);
         }

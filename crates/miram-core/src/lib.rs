@@ -38,7 +38,7 @@ pub mod settings;
 #[cfg(all(feature = "dataset", feature = "metrics"))]
 pub mod train;
 
-pub use config::{MiramConfig, ScaleConfig, PRESETS};
+pub use config::{MiramConfig, Preset, ScaleConfig, PRESETS};
 pub use error::{Error, InvalidSetting, Result};
 pub use model::{Miram, MiramOutput};
 

@@ -1,6 +1,7 @@
 //! Checkpoints: an official-MAE `.pth` reproduces its model fixture, MIRAM files round-trip,
 //! a mismatched or truncated file is refused with every name and shape listed, the 3-to-1
-//! channel adaptation is timm's, and the optimiser state restores exactly.
+//! channel adaptation is timm's, the optimiser state restores exactly, and a trained model
+//! saved in bf16 or f16 holds its f32 weights rounded by `half` and reads back widened.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use miram_core::checkpoint::read_checkpoint;
+use miram_core::checkpoint::{read_checkpoint, resave_as, SaveDtype};
 use miram_core::optim::{AdamW, AdamWConfig, Grads};
 use miram_core::{Miram, MiramConfig};
 use miram_rand::Rng;
@@ -222,4 +223,103 @@ fn optimizer_state_with_a_wrong_shape_is_refused() {
     let map = t.into_iter().collect();
     let err = o2.load_state(&map, &m).unwrap_err().to_string();
     assert!(err.contains("exp_avg.mask_token [3]"), "{err}");
+}
+
+/// `micro` after two AdamW steps (so no weight is at its initial value by construction).
+fn trained_micro(dev: &Device) -> Miram {
+    let cfg = MiramConfig::micro();
+    let model = Miram::init(&cfg, 11, dev).unwrap();
+    let mut opt = AdamW::new(model.store().trainable(), AdamWConfig::mae_pretrain(1e-3)).unwrap();
+    let mut rng = Rng::new(12);
+    for step in 0..2 {
+        let imgs = images(&cfg, 2, 200 + step);
+        let out = model
+            .forward(&imgs, &model.random_noise(2, &mut rng).unwrap())
+            .unwrap();
+        let params = model.store().trainable();
+        opt.step(&Grads::from_backward(
+            &out.loss.backward().unwrap(),
+            &params,
+        ))
+        .unwrap();
+    }
+    model
+}
+
+#[test]
+fn a_model_saved_in_bf16_or_f16_is_its_f32_weights_rounded_by_half() {
+    let dev = Device::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_micro(&dev);
+    let f32_path = dir.path().join("f32.safetensors");
+    model.save(&f32_path, &BTreeMap::new()).unwrap();
+    let f32_bytes = std::fs::read(&f32_path).unwrap();
+    // f32 leaves the file as written.
+    resave_as(&f32_path, SaveDtype::F32).unwrap();
+    assert_eq!(std::fs::read(&f32_path).unwrap(), f32_bytes);
+    let exact = read_checkpoint(&f32_path, &dev).unwrap();
+
+    type Round = fn(f32) -> (u16, f32);
+    let cases: [(SaveDtype, safetensors::Dtype, Round); 2] = [
+        (SaveDtype::Bf16, safetensors::Dtype::BF16, |v| {
+            let h = half::bf16::from_f32(v);
+            (h.to_bits(), h.to_f32())
+        }),
+        (SaveDtype::F16, safetensors::Dtype::F16, |v| {
+            let h = half::f16::from_f32(v);
+            (h.to_bits(), h.to_f32())
+        }),
+    ];
+    for (save, tag, round) in cases {
+        let path = dir.path().join(format!("{save}.safetensors"));
+        std::fs::write(&path, &f32_bytes).unwrap();
+        resave_as(&path, save).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        // The stored tensors: every one tagged with the half type, its bits half's rounding of
+        // the f32 weights.
+        let raw = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(raw.len(), exact.tensors.len(), "{save}");
+        for (name, view) in raw.tensors() {
+            assert_eq!(view.dtype(), tag, "{save} {name}");
+            let want: Vec<f32> = exact.tensors[&name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let got: Vec<u16> = view
+                .data()
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect();
+            let want_bits: Vec<u16> = want.iter().map(|&v| round(v).0).collect();
+            assert_eq!(got, want_bits, "{save} {name}");
+        }
+        // Read back: the f32 file's metadata (format, config), f32 tensors holding exactly the
+        // rounded values.
+        let back = read_checkpoint(&path, &dev).unwrap();
+        assert_eq!(back.metadata, exact.metadata, "{save}");
+        for (name, t) in &back.tensors {
+            assert_eq!(t.dtype(), DType::F32, "{save} {name}");
+            let want: Vec<f32> = exact.tensors[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .into_iter()
+                .map(|v| round(v).1)
+                .collect();
+            assert_eq!(
+                t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want,
+                "{save} {name}"
+            );
+        }
+        // And the model loads from it.
+        let loaded = Miram::load(&path, &dev).unwrap();
+        let imgs = images(loaded.config(), 2, 7);
+        let out = loaded
+            .forward(&imgs, &loaded.random_noise(2, &mut Rng::new(8)).unwrap())
+            .unwrap();
+        assert!(out.loss.to_scalar::<f32>().unwrap().is_finite(), "{save}");
+    }
 }

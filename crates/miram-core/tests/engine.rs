@@ -11,7 +11,7 @@ use candle_core::Device;
 use miram_core::cbis_ddsm::augment::AugmentConfig;
 use miram_core::cbis_ddsm::loader::InMemoryCrops;
 use miram_core::losses::LossOn;
-use miram_core::nn::AttentionConfig;
+use miram_core::nn::{AttentionConfig, PerformerConfig};
 use miram_core::rand::Rng;
 use miram_core::train::{pretrain, Event, PretrainConfig, RunDir, RunOptions, StepEvent};
 use miram_core::{Error, Miram, MiramConfig, ScaleConfig};
@@ -36,9 +36,9 @@ fn tiny_model() -> MiramConfig {
             ScaleConfig::softmax(1, LossOn::Masked),
             ScaleConfig {
                 scale: 2,
-                attention: AttentionConfig::Performer {
+                attention: AttentionConfig::Performer(PerformerConfig {
                     nb_features: Some(8),
-                },
+                }),
                 loss_on: LossOn::All,
                 weight: 0.5,
             },

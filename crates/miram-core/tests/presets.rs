@@ -102,7 +102,11 @@ fn micro_tiny_small_contract() {
 
 #[test]
 fn paper_presets_contract() {
-    for name in PRESETS.iter().filter(|n| n.starts_with("paper")) {
+    for name in PRESETS
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| n.starts_with("paper"))
+    {
         let cfg = MiramConfig::preset(name).unwrap();
         let model = Miram::init(&cfg, 0, &Device::Cpu).unwrap();
         assert!(model.num_parameters() > 100_000_000, "{name}");
@@ -179,4 +183,33 @@ fn the_model_is_generic_over_the_dtype() {
     let lb = out.loss.to_scalar::<f64>().unwrap();
     assert!((la - lb).abs() < 1e-4 * lb.abs(), "{la} vs {lb}");
     out.loss.backward().unwrap();
+}
+
+/// The rows of the README's preset table (`| preset | what it is |`): `(name, description)`.
+fn readme_preset_rows() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let mut lines = readme.lines().map(str::trim);
+    lines
+        .by_ref()
+        .find(|l| *l == "| preset | what it is |")
+        .expect("README.md has no `| preset | what it is |` table");
+    lines
+        .skip(1) // the |---|---| separator
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells.len(), 2, "README preset row `{l}`");
+            (cells[0].trim_matches('`').to_string(), cells[1].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_preset_table_is_the_code_table() {
+    let code: Vec<(String, String)> = PRESETS
+        .iter()
+        .map(|p| (p.name.to_string(), p.description.to_string()))
+        .collect();
+    assert_eq!(readme_preset_rows(), code);
 }

@@ -8,7 +8,7 @@
 
 use candle_core::{Device, Tensor};
 use miram_core::losses::LossOn;
-use miram_core::nn::AttentionConfig;
+use miram_core::nn::{AttentionConfig, LinformerConfig};
 use miram_core::optim::Grads;
 use miram_core::rand::Rng;
 use miram_core::{Miram, MiramConfig, ScaleConfig};
@@ -31,11 +31,11 @@ fn model() -> MiramConfig {
             ScaleConfig::softmax(1, LossOn::Masked),
             ScaleConfig {
                 scale: 2,
-                attention: AttentionConfig::Linformer {
+                attention: AttentionConfig::Linformer(LinformerConfig {
                     k: 16,
                     one_kv_head: true,
                     share_kv: true,
-                },
+                }),
                 loss_on: LossOn::All,
                 weight: 1.0,
             },

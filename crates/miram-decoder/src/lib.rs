@@ -11,14 +11,14 @@
 //! ```
 //! use candle_core::{DType, Device, Tensor};
 //! use miram_decoder::{DecoderConfig, DecoderScale, MultiScaleDecoder};
-//! use miram_nn::{AttentionConfig, ParamStore};
+//! use miram_nn::{AttentionConfig, ParamStore, PerformerConfig};
 //!
 //! # fn main() -> miram_decoder::Result<()> {
 //! let cfg = DecoderConfig {
 //!     encoder_dim: 32, decoder_embed_dim: 16, decoder_depth: 1, decoder_num_heads: 2,
 //!     mlp_ratio: 4.0, grid: 4, patch_size: 8, in_chans: 1,
 //!     scales: vec![DecoderScale { scale: 1, attention: AttentionConfig::Softmax },
-//!                  DecoderScale { scale: 2, attention: AttentionConfig::Performer { nb_features: Some(8) } }],
+//!                  DecoderScale { scale: 2, attention: AttentionConfig::Performer(PerformerConfig { nb_features: Some(8) }) }],
 //! };
 //! let store = ParamStore::new(0, DType::F32, &Device::Cpu);
 //! let dec = MultiScaleDecoder::new(&cfg, store.root())?;

@@ -37,7 +37,7 @@ mod patch;
 pub mod pos_embed;
 pub mod vb;
 
-pub use attention::{Attention, AttentionConfig};
+pub use attention::{Attention, AttentionConfig, LinformerConfig, NystromConfig, PerformerConfig};
 pub use block::{Block, DropPathMasks, LN_EPS};
 pub use error::{Error, Result};
 pub use linear::{LayerNorm, Linear};

@@ -7,29 +7,32 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use candle_core::{DType, Device, Tensor, Var};
-use miram_nn::{AttentionConfig, Block, DropPathMasks, ParamStore};
+use miram_nn::{
+    AttentionConfig, Block, DropPathMasks, LinformerConfig, NystromConfig, ParamStore,
+    PerformerConfig,
+};
 
 fn kinds() -> Vec<AttentionConfig> {
     vec![
         AttentionConfig::Softmax,
-        AttentionConfig::Linformer {
+        AttentionConfig::Linformer(LinformerConfig {
             k: 5,
             one_kv_head: true,
             share_kv: true,
-        },
-        AttentionConfig::Linformer {
+        }),
+        AttentionConfig::Linformer(LinformerConfig {
             k: 4,
             one_kv_head: false,
             share_kv: false,
-        },
-        AttentionConfig::Nystrom {
+        }),
+        AttentionConfig::Nystrom(NystromConfig {
             landmarks: 3,
             pinv_iterations: 6,
             residual_conv_kernel: 5,
-        },
-        AttentionConfig::Performer {
+        }),
+        AttentionConfig::Performer(PerformerConfig {
             nb_features: Some(7),
-        },
+        }),
     ]
 }
 

@@ -5,7 +5,7 @@
 
 use candle_core::Tensor;
 
-use super::{merge_heads, split_heads};
+use super::{merge_heads, split_heads, LinformerConfig};
 use crate::linear::Linear;
 use crate::ops::softmax_last_dim;
 use crate::vb::{Init, VarBuilder};
@@ -26,16 +26,19 @@ pub struct LinformerAttention {
 }
 
 impl LinformerAttention {
-    /// `seq_len` is the longest sequence (cls included) the projections cover.
+    /// The attention of `config` for `dim` channels and `heads` heads; `seq_len` is the longest sequence (cls included) the projections cover.
     pub fn new(
         dim: usize,
         heads: usize,
         seq_len: usize,
-        k: usize,
-        one_kv_head: bool,
-        share_kv: bool,
+        config: &LinformerConfig,
         vb: VarBuilder,
     ) -> Result<Self> {
+        let LinformerConfig {
+            k,
+            one_kv_head,
+            share_kv,
+        } = *config;
         let dh = dim / heads;
         let kv_dim = if one_kv_head { dh } else { dim };
         let b = 1.0 / (k as f64).sqrt();

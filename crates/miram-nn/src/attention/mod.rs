@@ -31,40 +31,121 @@ fn default_residual_conv_kernel() -> usize {
     33
 }
 
+/// Linformer's settings (Wang et al. 2020): keys and values projected along the sequence to
+/// `k`. The JSON form is the `attention` object without its `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinformerConfig {
+    /// Projected sequence length.
+    pub k: usize,
+    /// One key/value head shared by every query head.
+    #[serde(default = "default_true")]
+    pub one_kv_head: bool,
+    /// Values reuse the keys' projections (`to_k`, `proj_k`).
+    #[serde(default = "default_true")]
+    pub share_kv: bool,
+}
+
+impl LinformerConfig {
+    /// Projection to `k` with the reference's defaults: one key/value head, shared
+    /// key/value projections.
+    pub const fn new(k: usize) -> Self {
+        Self {
+            k,
+            one_kv_head: true,
+            share_kv: true,
+        }
+    }
+
+    /// Checks the settings: `k` at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::invalid_config("linformer k", 0, "at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Nystromformer's settings (Xiong et al. 2021). The JSON form is the `attention` object
+/// without its `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NystromConfig {
+    /// Number of landmarks.
+    pub landmarks: usize,
+    /// Iterations of the Moore-Penrose pseudo-inverse.
+    #[serde(default = "default_pinv_iterations")]
+    pub pinv_iterations: usize,
+    /// Kernel of the depth-wise residual convolution over the values; 0 for none.
+    #[serde(default = "default_residual_conv_kernel")]
+    pub residual_conv_kernel: usize,
+}
+
+impl NystromConfig {
+    /// `landmarks` landmarks with the reference's defaults: 6 pseudo-inverse iterations, a
+    /// residual convolution of kernel 33.
+    pub const fn new(landmarks: usize) -> Self {
+        Self {
+            landmarks,
+            pinv_iterations: 6,
+            residual_conv_kernel: 33,
+        }
+    }
+
+    /// Checks the settings: at least one landmark, an odd residual kernel (or 0).
+    pub fn validate(&self) -> Result<()> {
+        if self.landmarks == 0 {
+            return Err(Error::invalid_config("nystrom landmarks", 0, "at least 1"));
+        }
+        let k = self.residual_conv_kernel;
+        if k != 0 && k % 2 == 0 {
+            return Err(Error::invalid_config(
+                "nystrom residual_conv_kernel",
+                k,
+                "odd (or 0 for none)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Performer FAVOR+'s settings (Choromanski et al. 2020). The JSON form is the `attention`
+/// object without its `kind`; the default is performer-pytorch's feature count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformerConfig {
+    /// Number of random features; `None` means `int(head_dim * ln(head_dim))`.
+    #[serde(default)]
+    pub nb_features: Option<usize>,
+}
+
+impl PerformerConfig {
+    /// Checks the settings: `nb_features`, when given, at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.nb_features == Some(0) {
+            return Err(Error::invalid_config(
+                "performer nb_features",
+                0,
+                "at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Which attention a block uses, with its settings (the defaults are the reference's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AttentionConfig {
     /// Full softmax attention, quadratic in the tokens.
     Softmax,
-    /// Linformer (Wang et al. 2020): keys and values projected along the sequence to `k`.
-    Linformer {
-        /// Projected sequence length.
-        k: usize,
-        /// One key/value head shared by every query head.
-        #[serde(default = "default_true")]
-        one_kv_head: bool,
-        /// Values reuse the keys' projections (`to_k`, `proj_k`).
-        #[serde(default = "default_true")]
-        share_kv: bool,
-    },
-    /// Nystromformer (Xiong et al. 2021).
-    Nystrom {
-        /// Number of landmarks.
-        landmarks: usize,
-        /// Iterations of the Moore-Penrose pseudo-inverse.
-        #[serde(default = "default_pinv_iterations")]
-        pinv_iterations: usize,
-        /// Kernel of the depth-wise residual convolution over the values; 0 for none.
-        #[serde(default = "default_residual_conv_kernel")]
-        residual_conv_kernel: usize,
-    },
-    /// Performer FAVOR+ (Choromanski et al. 2020) with positive softmax random features.
-    Performer {
-        /// Number of random features; `None` means `int(head_dim * ln(head_dim))`.
-        #[serde(default)]
-        nb_features: Option<usize>,
-    },
+    /// Linformer (Wang et al. 2020), see [`LinformerConfig`].
+    Linformer(LinformerConfig),
+    /// Nystromformer (Xiong et al. 2021), see [`NystromConfig`].
+    Nystrom(NystromConfig),
+    /// Performer FAVOR+ (Choromanski et al. 2020) with positive softmax random features, see
+    /// [`PerformerConfig`].
+    Performer(PerformerConfig),
 }
 
 impl AttentionConfig {
@@ -72,9 +153,9 @@ impl AttentionConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Softmax => "softmax",
-            Self::Linformer { .. } => "linformer",
-            Self::Nystrom { .. } => "nystrom",
-            Self::Performer { .. } => "performer",
+            Self::Linformer(_) => "linformer",
+            Self::Nystrom(_) => "nystrom",
+            Self::Performer(_) => "performer",
         }
     }
 
@@ -88,32 +169,11 @@ impl AttentionConfig {
                 reason: "the number of heads",
             });
         }
-        match *self {
+        match self {
             Self::Softmax => Ok(()),
-            Self::Linformer { k: 0, .. } => {
-                Err(Error::invalid_config("linformer k", 0, "at least 1"))
-            }
-            Self::Linformer { .. } => Ok(()),
-            Self::Nystrom { landmarks: 0, .. } => {
-                Err(Error::invalid_config("nystrom landmarks", 0, "at least 1"))
-            }
-            Self::Nystrom {
-                residual_conv_kernel: k,
-                ..
-            } if k != 0 && k % 2 == 0 => Err(Error::invalid_config(
-                "nystrom residual_conv_kernel",
-                k,
-                "odd (or 0 for none)",
-            )),
-            Self::Nystrom { .. } => Ok(()),
-            Self::Performer {
-                nb_features: Some(0),
-            } => Err(Error::invalid_config(
-                "performer nb_features",
-                0,
-                "at least 1",
-            )),
-            Self::Performer { .. } => Ok(()),
+            Self::Linformer(c) => c.validate(),
+            Self::Nystrom(c) => c.validate(),
+            Self::Performer(c) => c.validate(),
         }
     }
 }
@@ -142,35 +202,14 @@ impl Attention {
         vb: VarBuilder,
     ) -> Result<Self> {
         config.validate(dim, heads)?;
-        Ok(match *config {
+        Ok(match config {
             AttentionConfig::Softmax => Self::Softmax(SoftmaxAttention::new(dim, heads, vb)?),
-            AttentionConfig::Linformer {
-                k,
-                one_kv_head,
-                share_kv,
-            } => Self::Linformer(LinformerAttention::new(
-                dim,
-                heads,
-                seq_len,
-                k,
-                one_kv_head,
-                share_kv,
-                vb,
-            )?),
-            AttentionConfig::Nystrom {
-                landmarks,
-                pinv_iterations,
-                residual_conv_kernel,
-            } => Self::Nystrom(NystromAttention::new(
-                dim,
-                heads,
-                landmarks,
-                pinv_iterations,
-                residual_conv_kernel,
-                vb,
-            )?),
-            AttentionConfig::Performer { nb_features } => {
-                Self::Performer(PerformerAttention::new(dim, heads, nb_features, vb)?)
+            AttentionConfig::Linformer(c) => {
+                Self::Linformer(LinformerAttention::new(dim, heads, seq_len, c, vb)?)
+            }
+            AttentionConfig::Nystrom(c) => Self::Nystrom(NystromAttention::new(dim, heads, c, vb)?),
+            AttentionConfig::Performer(c) => {
+                Self::Performer(PerformerAttention::new(dim, heads, c, vb)?)
             }
         })
     }
@@ -207,4 +246,104 @@ pub(crate) fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
 pub(crate) fn merge_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, n, dh) = x.dims4()?;
     Ok(x.transpose(1, 2)?.contiguous()?.reshape((b, n, h * dh))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> std::result::Result<AttentionConfig, serde_json::Error> {
+        serde_json::from_str(s)
+    }
+
+    #[test]
+    fn each_kind_has_its_json_form_with_the_references_defaults() {
+        let cases = [
+            (r#"{"kind":"softmax"}"#, AttentionConfig::Softmax),
+            (
+                r#"{"kind":"linformer","k":128,"one_kv_head":true,"share_kv":true}"#,
+                AttentionConfig::Linformer(LinformerConfig::new(128)),
+            ),
+            (
+                r#"{"kind":"linformer","k":4,"one_kv_head":false,"share_kv":false}"#,
+                AttentionConfig::Linformer(LinformerConfig {
+                    k: 4,
+                    one_kv_head: false,
+                    share_kv: false,
+                }),
+            ),
+            (
+                r#"{"kind":"nystrom","landmarks":64,"pinv_iterations":6,"residual_conv_kernel":33}"#,
+                AttentionConfig::Nystrom(NystromConfig::new(64)),
+            ),
+            (
+                r#"{"kind":"performer","nb_features":null}"#,
+                AttentionConfig::Performer(PerformerConfig::default()),
+            ),
+            (
+                r#"{"kind":"performer","nb_features":110}"#,
+                AttentionConfig::Performer(PerformerConfig {
+                    nb_features: Some(110),
+                }),
+            ),
+        ];
+        for (json, cfg) in cases {
+            assert_eq!(serde_json::to_string(&cfg).expect("serialise"), json);
+            assert_eq!(parse(json).expect(json), cfg);
+        }
+        // Omitted settings take the reference's defaults.
+        let short = [
+            (
+                r#"{"kind":"linformer","k":128}"#,
+                AttentionConfig::Linformer(LinformerConfig::new(128)),
+            ),
+            (
+                r#"{"kind":"nystrom","landmarks":64}"#,
+                AttentionConfig::Nystrom(NystromConfig::new(64)),
+            ),
+            (
+                r#"{"kind":"performer"}"#,
+                AttentionConfig::Performer(PerformerConfig { nb_features: None }),
+            ),
+        ];
+        for (json, cfg) in short {
+            assert_eq!(parse(json).expect(json), cfg);
+        }
+    }
+
+    #[test]
+    fn an_unknown_setting_of_a_kind_is_named() {
+        for json in [
+            r#"{"kind":"linformer","k":8,"heads":2}"#,
+            r#"{"kind":"nystrom","landmarks":8,"heads":2}"#,
+            r#"{"kind":"performer","heads":2}"#,
+        ] {
+            let e = parse(json).expect_err(json).to_string();
+            assert!(e.contains("heads"), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn validation_is_each_kinds_own() {
+        let bad = [
+            AttentionConfig::Linformer(LinformerConfig::new(0)),
+            AttentionConfig::Nystrom(NystromConfig::new(0)),
+            AttentionConfig::Nystrom(NystromConfig {
+                residual_conv_kernel: 4,
+                ..NystromConfig::new(8)
+            }),
+            AttentionConfig::Performer(PerformerConfig {
+                nb_features: Some(0),
+            }),
+        ];
+        for cfg in bad {
+            assert!(cfg.validate(8, 2).is_err(), "{cfg:?}");
+        }
+        let good = AttentionConfig::Nystrom(NystromConfig {
+            residual_conv_kernel: 0,
+            ..NystromConfig::new(8)
+        });
+        good.validate(8, 2).expect("kernel 0 means no convolution");
+        assert!(AttentionConfig::Softmax.validate(8, 3).is_err());
+    }
 }

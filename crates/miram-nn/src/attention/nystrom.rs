@@ -8,7 +8,7 @@
 
 use candle_core::{Tensor, D};
 
-use super::{merge_heads, split_heads};
+use super::{merge_heads, split_heads, NystromConfig};
 use crate::linear::Linear;
 use crate::ops::softmax_last_dim;
 use crate::vb::{Init, VarBuilder};
@@ -65,15 +65,14 @@ fn amax_keepdim(x: &Tensor, dim: D) -> Result<Tensor> {
 }
 
 impl NystromAttention {
-    /// `residual_conv_kernel` 0 disables the residual convolution; otherwise it must be odd.
-    pub fn new(
-        dim: usize,
-        heads: usize,
-        landmarks: usize,
-        pinv_iterations: usize,
-        residual_conv_kernel: usize,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    /// The attention of `config` for `dim` channels and `heads` heads; a
+    /// `residual_conv_kernel` of 0 disables the residual convolution, otherwise it must be odd.
+    pub fn new(dim: usize, heads: usize, config: &NystromConfig, vb: VarBuilder) -> Result<Self> {
+        let NystromConfig {
+            landmarks,
+            pinv_iterations,
+            residual_conv_kernel,
+        } = *config;
         let to_qkv = Linear::no_bias(dim, 3 * dim, vb.pp("to_qkv"))?;
         let to_out = Linear::new(dim, dim, vb.pp("to_out"))?;
         let res_conv = if residual_conv_kernel > 0 {

@@ -7,7 +7,7 @@
 use candle_core::{Tensor, Var, D};
 use miram_rand::Rng;
 
-use super::{merge_heads, split_heads};
+use super::{merge_heads, split_heads, PerformerConfig};
 use crate::init::gaussian_orthogonal;
 use crate::linear::Linear;
 use crate::vb::VarBuilder;
@@ -59,15 +59,12 @@ pub fn softmax_kernel(data: &Tensor, proj: &Tensor, is_query: bool) -> Result<Te
 }
 
 impl PerformerAttention {
-    /// `nb_features` `None` means `int(head_dim * ln(head_dim))`, performer-pytorch's default.
-    pub fn new(
-        dim: usize,
-        heads: usize,
-        nb_features: Option<usize>,
-        vb: VarBuilder,
-    ) -> Result<Self> {
+    /// The attention of `config` for `dim` channels and `heads` heads; `nb_features` `None`
+    /// means `int(head_dim * ln(head_dim))`, performer-pytorch's default.
+    pub fn new(dim: usize, heads: usize, config: &PerformerConfig, vb: VarBuilder) -> Result<Self> {
         let dh = dim / heads;
-        let nb = nb_features
+        let nb = config
+            .nb_features
             .unwrap_or_else(|| ((dh as f64) * (dh as f64).ln()) as usize)
             .max(1);
         let projection = vb.buffer(&[nb, dh], "projection_matrix", |rng| {

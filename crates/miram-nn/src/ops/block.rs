@@ -22,9 +22,10 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention::{attention_core, attention_core_backward};
+use super::linear::LinearDims;
 use super::{
     attention_packed, cpu_fast_path, gelu, gelu_slope, gelu_value, layer_norm, linear, ln_backward,
-    ln_forward, slice,
+    ln_forward, slice, LnGrads, RowStats,
 };
 
 /// The parameters of one residual branch: the pre-norm LayerNorm, the input projection
@@ -244,8 +245,7 @@ fn keep<T>(m: &Mutex<Option<Arc<T>>>, value: T) {
 
 /// What the first op keeps: the row statistics and `LN(x)` `[rows, d]`.
 struct NormSaved {
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
+    stats: RowStats,
     normed: Vec<f32>,
 }
 
@@ -280,13 +280,17 @@ impl CustomOp3 for NormProjOp {
         let (nw, rest) = v.split_at(d);
         let (nb, b_in) = rest.split_at(d);
         let rows = bsz * n;
-        let mut mean = vec![0f32; rows];
-        let mut rstd = vec![0f32; rows];
+        let mut stats = RowStats::zeros(rows);
         let mut normed = vec![0f32; rows * d];
-        ln_forward(x, nw, nb, d, self.eps, &mut normed, &mut mean, &mut rstd)?;
+        ln_forward(x, nw, nb, d, self.eps, &mut normed, &mut stats)?;
         let mut hidden = vec![0f32; rows * inner];
-        linear::forward(&normed, w, Some(b_in), rows, d, inner, &mut hidden)?;
-        keep(&self.saved, NormSaved { mean, rstd, normed });
+        let dims = LinearDims {
+            rows,
+            din: d,
+            dout: inner,
+        };
+        linear::forward(&normed, w, Some(b_in), dims, &mut hidden)?;
+        keep(&self.saved, NormSaved { stats, normed });
         Ok((CpuStorage::F32(hidden), Shape::from((bsz, n, inner))))
     }
 
@@ -350,18 +354,27 @@ impl CustomOp3 for NormProjBwdOp {
         let (dnw, rest) = dv.split_at_mut(d);
         let (dnb, db_in) = rest.split_at_mut(d);
         let mut d_normed = vec![0f32; rows * d];
+        let dims = LinearDims {
+            rows,
+            din: d,
+            dout: inner,
+        };
         linear::backward(
             &s.normed,
             w,
             g,
-            rows,
-            d,
-            inner,
+            dims,
             Some((&mut d_normed, false)),
             dw,
             Some(db_in),
         )?;
-        ln_backward(x, &s.mean, &s.rstd, nw, &d_normed, d, dx, false, dnw, dnb)?;
+        let grads = LnGrads {
+            dx,
+            accumulate: false,
+            dw: dnw,
+            db: dnb,
+        };
+        ln_backward(x, &s.stats, nw, &d_normed, d, grads)?;
         let len = out.len();
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
@@ -423,7 +436,12 @@ impl CustomOp3 for MixProjOp {
             }
         }
         let mut out = vec![0f32; rows * d];
-        linear::forward(&act, w, Some(b), rows, width, d, &mut out)?;
+        let dims = LinearDims {
+            rows,
+            din: width,
+            dout: d,
+        };
+        linear::forward(&act, w, Some(b), dims, &mut out)?;
         if let Some(m) = &self.mask {
             scale_samples(&mut out, n * d, m);
         }
@@ -505,17 +523,12 @@ impl CustomOp3 for MixProjBwdOp {
             Kind::Mlp => &mut *d_hidden,
         };
         let act = &self.saved.act;
-        linear::backward(
-            act,
-            w,
-            dy,
+        let dims = LinearDims {
             rows,
-            width,
-            d,
-            Some((d_act, false)),
-            dw,
-            Some(db),
-        )?;
+            din: width,
+            dout: d,
+        };
+        linear::backward(act, w, dy, dims, Some((d_act, false)), dw, Some(db))?;
         match self.kind {
             Kind::Attention { heads } => {
                 attention_core_backward(hidden, &d_attention, bsz, n, heads, d / heads, d_hidden)?;

@@ -15,6 +15,18 @@ use super::{cpu_fast_path, slice};
 /// Columns summed by one rayon task of [`column_sums`].
 const COL_CHUNK: usize = 64;
 
+/// The sizes of one fully connected product: `rows` inputs of `din` values each mapped to
+/// `dout` outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinearDims {
+    /// Input rows (tokens over the batch).
+    pub(crate) rows: usize,
+    /// Values per input row.
+    pub(crate) din: usize,
+    /// Values per output row.
+    pub(crate) dout: usize,
+}
+
 /// `y = x W^T (+ b)`, writing all of `y`.
 ///
 /// # Shapes
@@ -23,11 +35,10 @@ pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
-    rows: usize,
-    din: usize,
-    dout: usize,
+    dims: LinearDims,
     y: &mut [f32],
 ) -> candle_core::Result<()> {
+    let LinearDims { rows, din, dout } = dims;
     let accumulate = match b {
         Some(b) => {
             if b.len() != dout {
@@ -57,18 +68,16 @@ pub(crate) fn forward(
 /// # Shapes
 /// - `x`: `[rows, din]`, `w`, `dw`: `[dout, din]`, `dy`: `[rows, dout]`, `dx`: `[rows, din]`,
 ///   `db`: `[dout]`
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    rows: usize,
-    din: usize,
-    dout: usize,
+    dims: LinearDims,
     dx: Option<(&mut [f32], bool)>,
     dw: &mut [f32],
     db: Option<&mut [f32]>,
 ) -> candle_core::Result<()> {
+    let LinearDims { rows, din, dout } = dims;
     if let Some((dx, accumulate)) = dx {
         matmul(
             MatMut::rows(dx, rows, din)?,
@@ -173,7 +182,7 @@ impl CustomOp3 for LinearOp {
         let w = slice(s2, l2, "linear weight")?;
         let b = slice(s3, l3, "linear bias")?;
         let mut y = vec![0f32; rows * dout];
-        forward(x, w, Some(b), rows, din, dout, &mut y)?;
+        forward(x, w, Some(b), LinearDims { rows, din, dout }, &mut y)?;
         Ok((CpuStorage::F32(y), Shape::from((rows, dout))))
     }
 
@@ -222,7 +231,8 @@ impl CustomOp3 for LinearBwdOp {
         let mut out = vec![0f32; rows * din + dout * din + dout];
         let (dx, rest) = out.split_at_mut(rows * din);
         let (dw, db) = rest.split_at_mut(dout * din);
-        backward(x, w, g, rows, din, dout, Some((dx, false)), dw, Some(db))?;
+        let dims = LinearDims { rows, din, dout };
+        backward(x, w, g, dims, Some((dx, false)), dw, Some(db))?;
         let n = out.len();
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }

@@ -118,12 +118,50 @@ fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
-/// LayerNorm of the rows of `x` (width `d`) into `out`, with each row's mean and `1 / std`
-/// written to `mean` and `rstd` (kept by the fused blocks for the backward pass).
+/// Each row's mean and `1 / std` from a LayerNorm's forward pass, for its backward pass.
 ///
 /// # Shapes
-/// - `x`, `out`: `[rows, d]`; `w`, `b`: `[d]`; `mean`, `rstd`: `[rows]`
-#[allow(clippy::too_many_arguments)]
+/// - `mean`, `rstd`: `[rows]`
+#[derive(Debug, Clone)]
+pub(crate) struct RowStats {
+    /// The rows' means.
+    pub(crate) mean: Vec<f32>,
+    /// The rows' `1 / sqrt(var + eps)`.
+    pub(crate) rstd: Vec<f32>,
+}
+
+impl RowStats {
+    /// Zeroed statistics of `rows` rows, for [`ln_forward`] to write.
+    pub(crate) fn zeros(rows: usize) -> Self {
+        Self {
+            mean: vec![0f32; rows],
+            rstd: vec![0f32; rows],
+        }
+    }
+}
+
+/// Where [`ln_backward`] writes: `dx` (written, or added to when `accumulate`), `dw` and
+/// `db` (written).
+///
+/// # Shapes
+/// - `dx`: `[rows, d]`; `dw`, `db`: `[d]`
+#[derive(Debug)]
+pub(crate) struct LnGrads<'a> {
+    /// The input's gradient.
+    pub(crate) dx: &'a mut [f32],
+    /// Add to `dx` instead of writing it.
+    pub(crate) accumulate: bool,
+    /// The weight's gradient.
+    pub(crate) dw: &'a mut [f32],
+    /// The bias's gradient.
+    pub(crate) db: &'a mut [f32],
+}
+
+/// LayerNorm of the rows of `x` (width `d`) into `out`, with each row's mean and `1 / std`
+/// written to `stats` (kept by the fused blocks for the backward pass).
+///
+/// # Shapes
+/// - `x`, `out`: `[rows, d]`; `w`, `b`: `[d]`; `stats`: `[rows]`
 pub(crate) fn ln_forward(
     x: &[f32],
     w: &[f32],
@@ -131,10 +169,10 @@ pub(crate) fn ln_forward(
     d: usize,
     eps: f64,
     out: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
+    stats: &mut RowStats,
 ) -> candle_core::Result<()> {
     let rows = x.len() / d.max(1);
+    let RowStats { mean, rstd } = stats;
     if w.len() != d
         || b.len() != d
         || out.len() != x.len()
@@ -173,26 +211,27 @@ pub(crate) fn ln_forward(
     Ok(())
 }
 
-/// The gradients of [`ln_forward`] from the upstream gradient `g`: `dx` (written, or added
-/// to when `accumulate`), `dw` and `db` (written). Rows are reduced in fixed chunks, so the
-/// weight gradients do not depend on the thread count.
+/// The gradients of [`ln_forward`] from the upstream gradient `g` into `grads`. Rows are
+/// reduced in fixed chunks, so the weight gradients do not depend on the thread count.
 ///
 /// # Shapes
-/// - `x`, `g`, `dx`: `[rows, d]`; `mean`, `rstd`: `[rows]`; `w`, `dw`, `db`: `[d]`
-#[allow(clippy::too_many_arguments)]
+/// - `x`, `g`, `grads.dx`: `[rows, d]`; `stats`: `[rows]`; `w`, `grads.dw`, `grads.db`: `[d]`
 pub(crate) fn ln_backward(
     x: &[f32],
-    mean: &[f32],
-    rstd: &[f32],
+    stats: &RowStats,
     w: &[f32],
     g: &[f32],
     d: usize,
-    dx: &mut [f32],
-    accumulate: bool,
-    dw: &mut [f32],
-    db: &mut [f32],
+    grads: LnGrads<'_>,
 ) -> candle_core::Result<()> {
     let rows = x.len() / d.max(1);
+    let RowStats { mean, rstd } = stats;
+    let LnGrads {
+        dx,
+        accumulate,
+        dw,
+        db,
+    } = grads;
     if g.len() != x.len()
         || dx.len() != x.len()
         || mean.len() != rows
@@ -274,8 +313,8 @@ impl CustomOp3 for LayerNormOp {
         let d = l1.dims().last().copied().unwrap_or(1);
         let rows = x.len() / d.max(1);
         let mut out = vec![0f32; x.len()];
-        let (mut mean, mut rstd) = (vec![0f32; rows], vec![0f32; rows]);
-        ln_forward(x, w, b, d, self.eps, &mut out, &mut mean, &mut rstd)?;
+        let mut stats = RowStats::zeros(rows);
+        ln_forward(x, w, b, d, self.eps, &mut out, &mut stats)?;
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -329,7 +368,14 @@ impl CustomOp3 for LayerNormBwdOp {
         let mut out = vec![0f32; (rows + 2) * d];
         let (dx, tail) = out.split_at_mut(rows * d);
         let (dw, db) = tail.split_at_mut(d);
-        ln_backward(x, &mean, &rstd, w, g, d, dx, false, dw, db)?;
+        let stats = RowStats { mean, rstd };
+        let grads = LnGrads {
+            dx,
+            accumulate: false,
+            dw,
+            db,
+        };
+        ln_backward(x, &stats, w, g, d, grads)?;
         Ok((CpuStorage::F32(out), Shape::from((rows + 2, d))))
     }
 }
