@@ -3,46 +3,107 @@
 
 use std::path::Path;
 
+use ndarray::{s, Array2, ArrayView2};
+
 use super::header::header_from;
 use super::open::{load, open_object, Loaded, OpenedHeader};
 use super::samples::{decode_samples, Correction};
 use super::{DecodeLimits, DicomHeader};
 use crate::error::{DdsmError, Result};
 
-/// A grayscale image as lesion cropping uses it.
+/// A grayscale image as lesion cropping uses it: an `ndarray` array of `u16` and its white
+/// level.
 ///
 /// # Shapes
-/// `pixels` is row-major `[height, width]`. Values run from 0 (black) to `max_value` (white):
-/// MONOCHROME1 data are already inverted and signed data shifted to unsigned.
+/// [`GrayImage::view`] is `[height, width]` (rows, columns), row-major and contiguous (so
+/// [`GrayImage::as_slice`] always has every pixel). Values run from 0 (black) to
+/// `max_value` (white): MONOCHROME1 data are already inverted and signed data shifted to
+/// unsigned.
+///
+/// ```
+/// use miram_cbis_ddsm::GrayImage;
+/// use ndarray::array;
+///
+/// let img = GrayImage::new(array![[0u16, 1, 2], [3, 4, 65535]], 65535);
+/// assert_eq!((img.width(), img.height()), (3, 2));
+/// assert_eq!(img.view().dim(), (2, 3));
+/// assert_eq!(img.view()[[1, 2]], 65535);
+/// assert_eq!(img.get(2, 1), Some(65535));
+/// assert_eq!(img.as_slice(), &[0, 1, 2, 3, 4, 65535]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrayImage {
-    /// Width (columns).
-    pub width: u32,
-    /// Height (rows).
-    pub height: u32,
-    /// The pixels, row-major.
-    pub pixels: Vec<u16>,
+    /// The pixels, `[height, width]`, in standard (row-major, contiguous) layout.
+    pixels: Array2<u16>,
     /// The white level: 2^bits_stored - 1 for DICOM, 255 for 8-bit JPEG.
     pub max_value: u16,
 }
 
 impl GrayImage {
+    /// An image of the pixels `[height, width]` with white level `max_value`. An array in
+    /// another memory order (a transposed or sliced view made owned) is copied to row-major
+    /// order; a row-major one is taken as it is.
+    pub fn new(pixels: Array2<u16>, max_value: u16) -> Self {
+        let pixels = if pixels.is_standard_layout() {
+            pixels
+        } else {
+            pixels.as_standard_layout().into_owned()
+        };
+        GrayImage { pixels, max_value }
+    }
+
+    /// An image of `width` x `height` row-major pixels; [`DdsmError::Invalid`] when
+    /// `pixels.len()` is not `width * height`.
+    pub fn from_vec(width: u32, height: u32, pixels: Vec<u16>, max_value: u16) -> Result<Self> {
+        let len = pixels.len();
+        let pixels =
+            Array2::from_shape_vec((height as usize, width as usize), pixels).map_err(|_| {
+                DdsmError::Invalid {
+                    what: "image".into(),
+                    message: format!("{len} pixels for {width} x {height} (width x height)"),
+                }
+            })?;
+        Ok(GrayImage { pixels, max_value })
+    }
+
+    /// Width (columns).
+    pub fn width(&self) -> u32 {
+        self.pixels.ncols() as u32
+    }
+
+    /// Height (rows).
+    pub fn height(&self) -> u32 {
+        self.pixels.nrows() as u32
+    }
+
+    /// The pixels as an array view, `[height, width]`.
+    pub fn view(&self) -> ArrayView2<'_, u16> {
+        self.pixels.view()
+    }
+
+    /// The pixels, row-major: `height * width` values.
+    pub fn as_slice(&self) -> &[u16] {
+        // Every constructor keeps the array in standard layout.
+        self.pixels
+            .as_slice()
+            .expect("GrayImage pixels are kept in standard layout")
+    }
+
+    /// The pixel array, `[height, width]`.
+    pub fn into_array(self) -> Array2<u16> {
+        self.pixels
+    }
+
     /// The pixel at column `x`, row `y`, or `None` outside the image.
     pub fn get(&self, x: u32, y: u32) -> Option<u16> {
-        if x < self.width && y < self.height {
-            self.pixels
-                .get(y as usize * self.width as usize + x as usize)
-                .copied()
-        } else {
-            None
-        }
+        self.pixels.get((y as usize, x as usize)).copied()
     }
 
     /// Whether the image is binary: at most two distinct values (an ROI mask).
     pub fn is_binary(&self) -> bool {
         let mut first: Option<u16> = None;
         let mut second: Option<u16> = None;
-        for &v in &self.pixels {
+        for &v in self.as_slice() {
             match (first, second) {
                 (None, _) => first = Some(v),
                 (Some(a), _) if a == v => {}
@@ -58,15 +119,15 @@ impl GrayImage {
     /// within `tolerance` of the image's minimum or maximum. For lossy copies (JPEG) of ROI
     /// masks, whose edges carry compression noise.
     pub fn is_nearly_binary(&self, tolerance: u16, outlier_fraction: f64) -> bool {
-        let (Some(&lo), Some(&hi)) = (self.pixels.iter().min(), self.pixels.iter().max()) else {
+        let pixels = self.as_slice();
+        let (Some(&lo), Some(&hi)) = (pixels.iter().min(), pixels.iter().max()) else {
             return true;
         };
-        let outliers = self
-            .pixels
+        let outliers = pixels
             .iter()
             .filter(|&&v| v > lo.saturating_add(tolerance) && v < hi.saturating_sub(tolerance))
             .count();
-        (outliers as f64) <= outlier_fraction * self.pixels.len() as f64
+        (outliers as f64) <= outlier_fraction * pixels.len() as f64
     }
 }
 
@@ -130,13 +191,11 @@ pub(super) fn read_gray_impl(
     if band == (0..header.rows) {
         return Ok(img);
     }
-    let w = img.width as usize;
-    Ok(GrayImage {
-        width: img.width,
-        height: band.end - band.start,
-        pixels: img.pixels[band.start as usize * w..band.end as usize * w].to_vec(),
-        max_value: img.max_value,
-    })
+    let rows = img
+        .view()
+        .slice(s![band.start as usize..band.end as usize, ..])
+        .to_owned();
+    Ok(GrayImage::new(rows, img.max_value))
 }
 
 /// The fast path of [`read_gray`] for native little-endian 16-bit grayscale files: the rows
@@ -208,12 +267,7 @@ pub(super) fn gray_native_u16(
             *v = (if invert { max - g } else { g }) as u16;
         }
     }
-    Ok(Some(GrayImage {
-        width: header.columns,
-        height: band.end - band.start,
-        pixels,
-        max_value: max as u16,
-    }))
+    GrayImage::from_vec(header.columns, band.end - band.start, pixels, max as u16).map(Some)
 }
 
 /// What [`read_gray`] needs of a header: one sample, one frame, MONOCHROME1 or 2, at most
@@ -329,10 +383,63 @@ pub(super) fn gray_from(
             })
             .collect(),
     };
-    Ok(GrayImage {
-        width: header.columns,
-        height: header.rows,
-        pixels,
-        max_value: max as u16,
-    })
+    GrayImage::from_vec(header.columns, header.rows, pixels, max as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dicom::{write_gray_u16, DicomUids};
+    use ndarray::array;
+
+    /// The DICOM UIDs of a test file.
+    fn ids() -> DicomUids {
+        DicomUids {
+            study_instance_uid: "1.2.3".into(),
+            series_instance_uid: "1.2.3.4".into(),
+            sop_instance_uid: "1.2.3.4.5".into(),
+            ..DicomUids::default()
+        }
+    }
+
+    #[test]
+    fn a_written_dicom_reads_back_as_a_height_by_width_view() {
+        // 5 columns, 3 rows; pixel (x, y) = 1000 y + x.
+        let (w, h) = (5u32, 3u32);
+        let written = GrayImage::new(
+            Array2::from_shape_fn((h as usize, w as usize), |(y, x)| (1000 * y + x) as u16),
+            u16::MAX,
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("1-1.dcm");
+        write_gray_u16(&path, &written, &ids()).expect("write");
+        let img = read_gray(&path, &DecodeLimits::default()).expect("read");
+        let view = img.view();
+        assert_eq!(view.dim(), (3, 5));
+        assert_eq!((img.width(), img.height()), (5, 3));
+        assert_eq!(view[[2, 4]], 2004);
+        assert_eq!(img.get(4, 2), Some(2004));
+        assert_eq!(img.get(5, 0), None);
+        for ((y, x), &v) in view.indexed_iter() {
+            assert_eq!(img.get(x as u32, y as u32), Some(v));
+            assert_eq!(img.as_slice()[y * 5 + x], v);
+        }
+        assert_eq!(img, written);
+        // A band of rows is the same rows of the view.
+        let band = read_gray_rows(&path, &DecodeLimits::default(), 1..3).expect("band");
+        assert_eq!(band.view(), view.slice(s![1..3, ..]));
+    }
+
+    #[test]
+    fn images_are_kept_row_major_whatever_the_array_layout() {
+        // A transposed array is column-major in memory; the image holds it row-major.
+        let t = array![[1u16, 2, 3], [4, 5, 6]].reversed_axes();
+        assert!(!t.is_standard_layout());
+        let img = GrayImage::new(t, 6);
+        assert_eq!((img.width(), img.height()), (2, 3));
+        assert_eq!(img.as_slice(), &[1, 4, 2, 5, 3, 6]);
+        assert_eq!(img.get(1, 0), Some(4));
+        assert!(GrayImage::from_vec(3, 2, vec![0; 5], 1).is_err());
+        assert!(GrayImage::from_vec(3, 2, vec![0; 6], 1).is_ok());
+    }
 }

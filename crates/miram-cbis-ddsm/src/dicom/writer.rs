@@ -44,28 +44,28 @@ pub const SECONDARY_CAPTURE_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// are created.
 ///
 /// # Shapes
-/// `img.pixels` must hold `img.height x img.width` values, row-major.
+/// `img` is `[height, width]` ([`GrayImage::view`]), neither of them 0.
 pub fn write_gray_u16(path: &Path, img: &GrayImage, ids: &DicomUids) -> Result<()> {
-    let expected = img.width as usize * img.height as usize;
-    if img.pixels.len() != expected || img.width == 0 || img.height == 0 {
+    if img.width() == 0 || img.height() == 0 {
         return Err(DdsmError::Invalid {
             what: "image".into(),
             message: format!(
                 "{} pixels for {} x {} (width x height)",
-                img.pixels.len(),
-                img.width,
-                img.height
+                img.as_slice().len(),
+                img.width(),
+                img.height()
             ),
         });
     }
-    let (rows, columns) = match (u16::try_from(img.height), u16::try_from(img.width)) {
+    let (rows, columns) = match (u16::try_from(img.height()), u16::try_from(img.width())) {
         (Ok(r), Ok(c)) => (r, c),
         _ => {
             return Err(DdsmError::Invalid {
                 what: "image".into(),
                 message: format!(
                     "{} x {} does not fit DICOM's 16-bit Rows/Columns",
-                    img.width, img.height
+                    img.width(),
+                    img.height()
                 ),
             })
         }
@@ -120,7 +120,7 @@ pub fn write_gray_u16(path: &Path, img: &GrayImage, ids: &DicomUids) -> Result<(
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OW,
-        PrimitiveValue::U16(img.pixels.iter().copied().collect()),
+        PrimitiveValue::U16(img.as_slice().iter().copied().collect()),
     ));
     let meta = FileMetaTableBuilder::new()
         .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)

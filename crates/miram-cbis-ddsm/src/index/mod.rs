@@ -18,8 +18,8 @@
 //!   layout's file, refuse an index without rows, stamp the files and folders used.
 //! - `saved.rs`: the saved-index format (JSON, paths relative to the root), [`load_index`],
 //!   [`load_or_build_index`] and [`index_path`].
-//! - `resolve.rs`: what every layout shares: the [`Resolver`](resolve) that tells crop from
-//!   mask and checks that images decode, and the [`Resolution`](resolve) a layout returns.
+//! - `resolve.rs`: what every layout shares: the `Resolver` that tells crop from mask and
+//!   checks that images decode, and the `Resolution` a layout returns.
 //! - `literal.rs`, `tcia.rs`, `kaggle.rs`: one file per layout ([`Layout`]): literal CSV
 //!   paths, a TCIA download (case folders and DICOM UIDs), the Kaggle JPEG copy.
 //! - `image.rs`: [`read_image`] and [`image_kind_of`] (JPEG or DICOM).
@@ -27,7 +27,7 @@
 //! # Adding a layout
 //! A new layout is a variant of [`Layout`] (with its detection in `crate::layout`), one new
 //! file here with a `resolve(records, resolver, progress) -> Result<Resolution>` (one
-//! [`RowResult`](resolve) per row, in order, and the files and folders the saved index must
+//! `RowResult` per row, in order, and the files and folders the saved index must
 //! watch), and one match arm in `build.rs`'s `resolve_rows`.
 
 use std::path::PathBuf;
