@@ -52,7 +52,7 @@ pub struct DicomHeader {
 }
 
 /// The photometric interpretations of DICOM PS3.3 C.7.6.3.1.2 (pydicom's list).
-pub(super) const PHOTOMETRIC_INTERPRETATIONS: [&str; 14] = [
+const PHOTOMETRIC_INTERPRETATIONS: [&str; 14] = [
     "MONOCHROME1",
     "MONOCHROME2",
     "PALETTE COLOR",
@@ -168,24 +168,23 @@ impl DicomHeader {
     }
 }
 
-pub(super) fn trim_value(s: &str) -> String {
+/// A text value without the NUL and white-space padding DICOM allows.
+fn trim_value(s: &str) -> String {
     s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
         .to_string()
 }
 
-pub(super) fn opt_str(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+/// A text element of `obj`, trimmed; `None` when absent or empty.
+fn opt_str(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let elem = obj.element_opt(tag).ok().flatten()?;
     let s = elem.to_str().ok()?;
     let s = trim_value(&s);
     (!s.is_empty()).then_some(s)
 }
 
-pub(super) fn opt_uint(
-    path: &Path,
-    obj: &InMemDicomObject,
-    tag: Tag,
-    name: &str,
-) -> Result<Option<u32>> {
+/// A count element of `obj` (binary or text); `None` when absent or empty, an error naming
+/// `name` when it is not a count.
+fn opt_uint(path: &Path, obj: &InMemDicomObject, tag: Tag, name: &str) -> Result<Option<u32>> {
     let Some(elem) = obj.element_opt(tag).ok().flatten() else {
         return Ok(None);
     };
@@ -207,6 +206,7 @@ pub(super) fn opt_uint(
         .map_err(|_| DdsmError::dicom(path, format!("{name} is {text:?}, not a count")))
 }
 
+/// The [`DicomHeader`] of a parsed object, validated ([`DicomHeader::validate`]).
 pub(super) fn header_from(path: &Path, obj: &DefaultDicomObject) -> Result<DicomHeader> {
     let transfer_syntax_uid = trim_value(obj.meta().transfer_syntax());
     let required = |tag, name: &str| -> Result<u32> {

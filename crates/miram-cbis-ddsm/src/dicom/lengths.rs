@@ -16,10 +16,10 @@ use super::open::error_chain;
 use crate::error::{DdsmError, Result};
 
 /// The tag of sequence and pixel-data items, (FFFE,E000).
-pub(super) const ITEM_TAG: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_TAG: Tag = Tag(0xFFFE, 0xE000);
 
 /// Value representations whose explicit-VR header has a 4-byte length.
-pub(super) const LONG_VRS: [&[u8; 2]; 11] = [
+const LONG_VRS: [&[u8; 2]; 11] = [
     b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
 ];
 

@@ -11,6 +11,8 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use super::lengths::check_declared_lengths;
 use crate::error::{DdsmError, Result};
 
+/// Runs `f`, turning a panic inside dicom-rs (`what` names the part) into an error naming
+/// the file.
 pub(super) fn guarded<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
@@ -71,11 +73,13 @@ pub(super) struct Loaded {
 }
 
 impl Loaded {
+    /// The native little-endian pixel bytes, when the file has them.
     pub(super) fn native_bytes(&self) -> Option<&[u8]> {
         self.native.clone().and_then(|r| self.bytes.get(r))
     }
 }
 
+/// Reads a whole file for its pixels, its declared lengths checked first (see [`Loaded`]).
 pub(super) fn load(path: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(path).map_err(|e| DdsmError::io(path, e))?;
     let total = bytes.len() as u64;

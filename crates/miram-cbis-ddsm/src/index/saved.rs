@@ -19,7 +19,7 @@ use crate::layout::{list_files, resolve_within, Layout};
 use crate::records::CaseRecord;
 
 /// The format tag of saved index files.
-pub(super) const FORMAT: &str = "miram-cbis-ddsm-index-v2";
+const FORMAT: &str = "miram-cbis-ddsm-index-v2";
 
 /// The size and modification time of a file when the index was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,12 +71,9 @@ impl FolderListing {
     }
 }
 
-pub(super) fn listing_fingerprint(
-    root: &Path,
-    dir: &Path,
-    extensions: &[&str],
-    depth: usize,
-) -> String {
+/// SHA-256 (hex) of the sorted (path, size, modification time) of the files under `dir`;
+/// `missing` or `unreadable: ...` when it cannot be listed.
+fn listing_fingerprint(root: &Path, dir: &Path, extensions: &[&str], depth: usize) -> String {
     use sha2::{Digest, Sha256};
     if !dir.is_dir() {
         return "missing".into();
@@ -128,7 +125,7 @@ impl DatasetIndex {
 
 /// The saved form of an index: paths relative to the root.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct SavedIndex {
+struct SavedIndex {
     format: String,
     layout: Layout,
     content_check: ContentCheck,
@@ -141,8 +138,9 @@ pub(super) struct SavedIndex {
     unresolved: Vec<Unresolved>,
 }
 
+/// The saved form of an [`IndexedCase`]: paths relative to the root.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct SavedCase {
+struct SavedCase {
     record: CaseRecord,
     kind: ImageKind,
     full_image: String,
@@ -153,7 +151,8 @@ pub(super) struct SavedCase {
     mask_size: (u32, u32),
 }
 
-pub(super) fn relative(root: &Path, path: &Path) -> String {
+/// `path` relative to `root` when inside it, as text.
+fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root)
         .unwrap_or(path)
         .to_string_lossy()
@@ -161,6 +160,7 @@ pub(super) fn relative(root: &Path, path: &Path) -> String {
 }
 
 impl SavedIndex {
+    /// The saved form of `index`.
     fn from_index(index: &DatasetIndex) -> Self {
         let rel = |p: &Path| relative(&index.root, p);
         SavedIndex {
@@ -190,6 +190,7 @@ impl SavedIndex {
         }
     }
 
+    /// The index again, its paths resolved under `root` (refused when outside it).
     fn into_index(self, root: &Path) -> Result<DatasetIndex> {
         let mut entries = Vec::with_capacity(self.entries.len());
         for e in self.entries {
@@ -220,6 +221,7 @@ impl SavedIndex {
     }
 }
 
+/// The stamp of `path` as it is now.
 pub(super) fn stamp(root: &Path, path: &Path) -> FileStamp {
     let meta = std::fs::metadata(path).ok();
     FileStamp {
@@ -232,7 +234,8 @@ pub(super) fn stamp(root: &Path, path: &Path) -> FileStamp {
     }
 }
 
-pub(super) fn stamp_path(root: &Path, s: &FileStamp) -> PathBuf {
+/// The path a stamp names (relative ones under `root`).
+fn stamp_path(root: &Path, s: &FileStamp) -> PathBuf {
     let p = Path::new(&s.path);
     if p.is_absolute() {
         p.to_path_buf()

@@ -14,7 +14,7 @@ use crate::layout::{csv_path_uids, list_files, resolve_within, tcia_base};
 use crate::records::CaseRecord;
 
 /// How deep the files of a TCIA case folder are looked for (study / series / file).
-pub(super) const TCIA_DEPTH: usize = 4;
+const TCIA_DEPTH: usize = 4;
 
 /// What a folder of a TCIA download holds.
 enum Folder {
