@@ -43,8 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let images = plan(&cfg)?;
     for im in images.iter().take(count) {
         let r = render(&im.image_spec(&cfg));
-        let mut gray: Vec<u8> = r.pixels.iter().map(|&v| (v >> 8) as u8).collect();
-        let w = r.width as usize;
+        let (width, height) = (r.image.width(), r.image.height());
+        let pixels = r.image.as_slice();
+        let mut gray: Vec<u8> = pixels.iter().map(|&v| (v >> 8) as u8).collect();
+        let w = width as usize;
         // Outline every ROI mask in white.
         for m in &r.masks {
             for y in 0..m.h {
@@ -66,9 +68,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         // Large images also as a box-filtered copy about 600 px wide, easier to view.
-        let f = (r.width as usize).div_ceil(600);
+        let f = (width as usize).div_ceil(600);
         if f > 1 {
-            let (sw, sh) = (w / f, r.height as usize / f);
+            let (sw, sh) = (w / f, height as usize / f);
             let mut small = vec![0u8; sw * sh];
             for y in 0..sh {
                 for x in 0..sw {
@@ -90,8 +92,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         write_png(
             &out.join(format!("image_{:02}.png", im.index)),
-            r.width,
-            r.height,
+            width,
+            height,
             &gray,
         )?;
         for (k, (m, l)) in r.masks.iter().zip(&im.lesions).enumerate() {
@@ -100,11 +102,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let x0 = m.x0.saturating_sub(pad);
             let y0 = m.y0.saturating_sub(pad);
             let x1 = (m.x0 + m.w + pad).min(w);
-            let y1 = (m.y0 + m.h + pad).min(r.height as usize);
+            let y1 = (m.y0 + m.h + pad).min(height as usize);
             let mut crop = Vec::new();
             for y in y0..y1 {
                 for x in x0..x1 {
-                    crop.push((r.pixels[y * w + x] >> 8) as u8);
+                    crop.push((pixels[y * w + x] >> 8) as u8);
                 }
             }
             write_png(

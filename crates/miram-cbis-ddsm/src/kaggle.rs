@@ -243,11 +243,6 @@ pub fn read_jpeg(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
                 })
             }
         };
-        Ok(GrayImage {
-            width: info.width.into(),
-            height: info.height.into(),
-            pixels,
-            max_value,
-        })
+        GrayImage::from_vec(info.width.into(), info.height.into(), pixels, max_value)
     })
 }

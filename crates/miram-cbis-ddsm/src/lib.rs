@@ -10,7 +10,8 @@
 //!   [`read_case_csvs`], [`write_case_csv`]), one typed [`CaseRecord`] per abnormality.
 //! - [`dicom`]: DICOM through dicom-rs: [`read_header`], [`read_stored`] (stored values exactly
 //!   as pydicom's `pixel_array`), [`read_gray`] (16-bit grayscale, MONOCHROME1 inverted),
-//!   [`write_gray_u16`]; sizes checked against [`DecodeLimits`] before decoding.
+//!   [`write_gray_u16`]; sizes checked against [`DecodeLimits`] before decoding. Images and
+//!   crops are `ndarray` arrays of `u16`, `[height, width]` ([`GrayImage::view`]).
 //! - [`index`] and [`layout`]: every row resolved to its full image, crop and ROI mask in the
 //!   literal, TCIA or Kaggle layout ([`build_index`], [`load_or_build_index`]), crop and mask
 //!   told apart by content, saved and reused while the files are unchanged.
@@ -37,7 +38,8 @@
 //! // A 16-bit MONOCHROME2 DICOM file written and read back.
 //! let dir = std::env::temp_dir().join(format!("miram-doc-{}", std::process::id()));
 //! let path = dir.join("1-1.dcm");
-//! let img = GrayImage { width: 3, height: 2, pixels: vec![0, 1, 2, 3, 4, 65535], max_value: 65535 };
+//! // Images are `ndarray` arrays `[height, width]` (rows, columns).
+//! let img = GrayImage::new(ndarray::array![[0, 1, 2], [3, 4, 65535]], 65535);
 //! let ids = DicomUids {
 //!     study_instance_uid: "1.2.3".into(),
 //!     series_instance_uid: "1.2.3.4".into(),
@@ -45,7 +47,10 @@
 //!     ..DicomUids::default()
 //! };
 //! write_gray_u16(&path, &img, &ids)?;
-//! assert_eq!(read_gray(&path, &DecodeLimits::default())?, img);
+//! let back = read_gray(&path, &DecodeLimits::default())?;
+//! assert_eq!(back, img);
+//! assert_eq!(back.view().dim(), (2, 3));
+//! assert_eq!(back.view()[[1, 2]], back.get(2, 1).unwrap_or(0));
 //! std::fs::remove_dir_all(&dir).ok();
 //! # Ok::<(), miram_cbis_ddsm::DdsmError>(())
 //! ```

@@ -22,18 +22,19 @@ fn ids(n: u32) -> DicomUids {
 /// A 200 x 300 image with a ramp and a mask with a rectangle at `(x, y)`.
 fn write_case(dir: &Path, n: u32, x: u32, y: u32, bias: u16) -> CropJob {
     let (w, h) = (200u32, 300u32);
-    let img = GrayImage {
-        width: w,
-        height: h,
-        pixels: (0..w * h)
+    let img = GrayImage::from_vec(
+        w,
+        h,
+        (0..w * h)
             .map(|i| ((i % w) * 150 + (i / w) * 40) as u16 + bias)
             .collect(),
-        max_value: u16::MAX,
-    };
-    let mask = GrayImage {
-        width: w,
-        height: h,
-        pixels: (0..w * h)
+        u16::MAX,
+    )
+    .expect("width x height pixels");
+    let mask = GrayImage::from_vec(
+        w,
+        h,
+        (0..w * h)
             .map(|i| {
                 let (px, py) = (i % w, i / w);
                 if (x..x + 30).contains(&px) && (y..y + 50).contains(&py) {
@@ -43,8 +44,9 @@ fn write_case(dir: &Path, n: u32, x: u32, y: u32, bias: u16) -> CropJob {
                 }
             })
             .collect(),
-        max_value: 255,
-    };
+        255,
+    )
+    .expect("width x height pixels");
     let full_image = dir.join(format!("full{n}.dcm"));
     let roi_mask = dir.join(format!("mask{n}.dcm"));
     write_gray_u16(&full_image, &img, &ids(n)).expect("write image");
@@ -84,7 +86,7 @@ fn cache_holds_the_direct_crops_and_follows_changes() {
         cache
             .read_f32(e, false, &Normalization::UnitRange, &mut f)
             .expect("f32");
-        assert_eq!(f[5], direct.image[5] as f32 / 65535.0);
+        assert_eq!(f[5], direct.image[[0, 5]] as f32 / 65535.0);
     }
     // The same file in memory reads the same.
     let mem = CropCache::open(cache.path(), CacheAccess::InMemory).expect("in memory");

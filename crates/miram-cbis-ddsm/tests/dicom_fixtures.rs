@@ -165,13 +165,13 @@ fn gray_images_follow_the_stored_values() {
             .unwrap_or_else(|e| panic!("read_gray({}) failed: {e}", path.display()));
         let max = (1i64 << h.bits_stored) - 1;
         assert_eq!(i64::from(img.max_value), max, "{}", path.display());
-        assert_eq!((img.width, img.height), (h.columns, h.rows));
+        assert_eq!((img.width(), img.height()), (h.columns, h.rows));
         let offset = if h.pixel_representation == 1 {
             1i64 << (h.bits_stored - 1)
         } else {
             0
         };
-        for (i, (&g, &s)) in img.pixels.iter().zip(&stored.values).enumerate() {
+        for (i, (&g, &s)) in img.as_slice().iter().zip(&stored.values).enumerate() {
             let v = (i64::from(s) + offset).clamp(0, max);
             let v = if h.photometric_interpretation == "MONOCHROME1" {
                 max - v
@@ -184,11 +184,11 @@ fn gray_images_follow_the_stored_values() {
         let (a, b) = (h.rows / 3, h.rows - h.rows / 4);
         let band = read_gray_rows(&path, &DecodeLimits::default(), a..b)
             .unwrap_or_else(|e| panic!("read_gray_rows({}) failed: {e}", path.display()));
-        assert_eq!((band.width, band.height), (img.width, b - a));
-        let w = img.width as usize;
+        assert_eq!((band.width(), band.height()), (img.width(), b - a));
+        let w = img.width() as usize;
         assert_eq!(
-            band.pixels,
-            img.pixels[a as usize * w..b as usize * w],
+            band.as_slice(),
+            &img.as_slice()[a as usize * w..b as usize * w],
             "{}",
             path.display()
         );
@@ -200,12 +200,8 @@ fn gray_images_follow_the_stored_values() {
 
 /// Writes a small valid file, then patches its header fields to the given values.
 fn write_with_header(path: &Path, rows: u16, columns: u16, frames: Option<&str>) {
-    let img = GrayImage {
-        width: 4,
-        height: 3,
-        pixels: (0..12).collect(),
-        max_value: u16::MAX,
-    };
+    let img =
+        GrayImage::from_vec(4, 3, (0..12).collect(), u16::MAX).expect("width x height pixels");
     let ids = DicomUids {
         study_instance_uid: "1.2.3".into(),
         series_instance_uid: "1.2.3.4".into(),
@@ -364,12 +360,7 @@ fn written_files_read_back() {
     let path = dir.path().join("a/b/1-1.dcm");
     let (w, h) = (37u32, 23u32);
     let pixels: Vec<u16> = (0..w * h).map(|i| (i * 2711 % 65536) as u16).collect();
-    let img = GrayImage {
-        width: w,
-        height: h,
-        pixels,
-        max_value: u16::MAX,
-    };
+    let img = GrayImage::from_vec(w, h, pixels, u16::MAX).expect("width x height pixels");
     let ids = DicomUids {
         study_instance_uid: "1.3.6.1.4.1.9590.100.1.2.1".into(),
         series_instance_uid: "1.3.6.1.4.1.9590.100.1.2.2".into(),
@@ -400,12 +391,9 @@ fn written_files_read_back() {
     );
     assert_eq!(head.photometric_interpretation, "MONOCHROME2");
     // Bad arguments are errors.
-    let bad = GrayImage {
-        width: 3,
-        height: 3,
-        pixels: vec![0; 8],
-        max_value: 1,
-    };
+    // Pixels that do not fill width x height make no image; an empty image is not written.
+    assert!(GrayImage::from_vec(3, 3, vec![0; 8], 1).is_err());
+    let bad = GrayImage::from_vec(0, 3, Vec::new(), 1).expect("an empty image");
     assert!(write_gray_u16(&dir.path().join("bad.dcm"), &bad, &ids).is_err());
     let bad_uid = DicomUids {
         study_instance_uid: "not a uid".into(),

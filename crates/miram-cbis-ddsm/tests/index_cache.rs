@@ -41,12 +41,8 @@ fn saved_index_is_reused_until_a_file_changes() {
 
     // A changed image (other size): rebuilt, then reused again.
     let crop = root.join(&expected[0].1);
-    let img = GrayImage {
-        width: 30,
-        height: 22,
-        pixels: (0..660).map(|v| v as u16 * 7).collect(),
-        max_value: u16::MAX,
-    };
+    let img = GrayImage::from_vec(30, 22, (0..660).map(|v| v as u16 * 7).collect(), u16::MAX)
+        .expect("width x height pixels");
     let head = miram_cbis_ddsm::read_header(&crop).expect("header");
     let ids = DicomUids {
         study_instance_uid: head.study_instance_uid,

@@ -134,12 +134,13 @@ fn lesions_that_cannot_be_cropped_are_listed_with_file_and_cause() {
     // The mask of the mass test row (2) becomes empty after indexing: its crop cannot be made.
     let mask = canonical(root, &expected[2].2);
     let head = miram_cbis_ddsm::read_header(&mask).expect("header");
-    let empty = GrayImage {
-        width: FULL.0,
-        height: FULL.1,
-        pixels: vec![0; (FULL.0 * FULL.1) as usize],
-        max_value: u16::MAX,
-    };
+    let empty = GrayImage::from_vec(
+        FULL.0,
+        FULL.1,
+        vec![0; (FULL.0 * FULL.1) as usize],
+        u16::MAX,
+    )
+    .expect("width x height pixels");
     let ids = DicomUids {
         study_instance_uid: head.study_instance_uid,
         series_instance_uid: head.series_instance_uid,

@@ -37,7 +37,7 @@ fn check(index: &DatasetIndex, root: &Path, expected: &Expected, kind: ImageKind
         assert_eq!(e.roi_mask, root.join(mask), "{name}: mask");
         assert_eq!(e.full_size, FULL);
         assert_eq!(e.mask_size, FULL);
-        assert_eq!(e.crop_size, (c.crop.width, c.crop.height));
+        assert_eq!(e.crop_size, (c.crop.width(), c.crop.height()));
         // What the index calls the mask is the binary image.
         let m = read_image(&e.roi_mask, &DecodeLimits::default()).expect("mask decodes");
         assert!(m.is_nearly_binary(m.max_value / 8, 0.02), "{name}");
@@ -110,7 +110,7 @@ fn kaggle_copy() {
     let full =
         read_image(&dir.path().join(&expected[0].0), &DecodeLimits::default()).expect("jpeg");
     assert_eq!(
-        (full.width, full.height, full.max_value),
+        (full.width(), full.height(), full.max_value),
         (FULL.0, FULL.1, 255)
     );
 }

@@ -138,8 +138,11 @@ fn csvs_and_dicoms_read_back_as_the_manifest_says() {
                 assert_eq!((crop.columns, crop.rows), (x1 - x0, y1 - y0));
                 let mask = read_gray(&root.join(&a.roi_mask), &limits).expect("mask");
                 assert!(mask.is_binary());
-                assert_eq!((mask.width, mask.height), (a.image_width, a.image_height));
-                let area = mask.pixels.iter().filter(|&&v| v > 0).count() as u64;
+                assert_eq!(
+                    (mask.width(), mask.height()),
+                    (a.image_width, a.image_height)
+                );
+                let area = mask.as_slice().iter().filter(|&&v| v > 0).count() as u64;
                 assert_eq!(area, a.roi_area);
             }
         }

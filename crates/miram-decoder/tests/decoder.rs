@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use miram_decoder::{DecoderConfig, DecoderScale, Error, MultiScaleDecoder, ScaleDecoder};
-use miram_nn::{AttentionConfig, ParamStore};
+use miram_nn::{AttentionConfig, NystromConfig, ParamStore};
 
 fn cfg(encoder_dim: usize, d: usize, grid: usize, scales: &[usize]) -> DecoderConfig {
     DecoderConfig {
@@ -163,11 +163,10 @@ fn wrong_configurations_name_the_field() {
         other => panic!("{other:?}"),
     }
     let mut c = cfg(8, 8, 2, &[1, 2]);
-    c.scales[0].attention = AttentionConfig::Nystrom {
-        landmarks: 4,
-        pinv_iterations: 6,
+    c.scales[0].attention = AttentionConfig::Nystrom(NystromConfig {
         residual_conv_kernel: 4,
-    };
+        ..NystromConfig::new(4)
+    });
     let err = c.validate().unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fast_image_resize as fir;
 use miram_rand::Rng;
+use ndarray::Array2;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -251,13 +252,13 @@ pub fn crop_jobs(index: &DatasetIndex) -> Vec<CropJob> {
 }
 
 /// A lesion cropped during a build: its box, square and pixels.
-type Cropped = (BBox, SquareBox, Vec<u16>, Option<Vec<u16>>);
+type Cropped = (BBox, SquareBox, Array2<u16>, Option<Array2<u16>>);
 
 /// The crops of one full image.
 struct GroupResult {
     image: usize,
     lesions: Vec<(usize, std::result::Result<Cropped, CacheSkipped>)>,
-    backgrounds: Vec<(SquareBox, Vec<u16>, Option<Vec<u16>>)>,
+    backgrounds: Vec<(SquareBox, Array2<u16>, Option<Array2<u16>>)>,
     max_value: u16,
     image_error: Option<CacheSkipped>,
 }
@@ -286,7 +287,8 @@ fn process_group(
                         what: "ROI mask".into(),
                         message: format!(
                             "no non-zero pixel in a {} x {} mask",
-                            mask.width, mask.height
+                            mask.width(),
+                            mask.height()
                         ),
                     };
                     Err(skip(Some(j), &job.roi_mask, &e))
@@ -360,12 +362,158 @@ fn process_group(
     }
 }
 
-fn write_u16s(out: &mut impl Write, v: &[u16], path: &Path) -> Result<()> {
+fn write_u16s(out: &mut impl Write, v: &Array2<u16>, path: &Path) -> Result<()> {
     let mut bytes = Vec::with_capacity(v.len() * 2);
+    // Row-major order whatever the array's memory order.
     for x in v {
         bytes.extend_from_slice(&x.to_le_bytes());
     }
     out.write_all(&bytes).map_err(|e| DdsmError::io(path, e))
+}
+
+/// The jobs (with their indices) cropped from one full image.
+type JobGroup<'j> = Vec<(usize, &'j CropJob)>;
+
+/// The jobs grouped by full image, in order of first appearance: the images, and for each
+/// the jobs cropped from it.
+fn group_by_image(jobs: &[CropJob]) -> (Vec<PathBuf>, Vec<JobGroup<'_>>) {
+    let mut images: Vec<PathBuf> = Vec::new();
+    let mut by_image: HashMap<&Path, usize> = HashMap::new();
+    let mut groups: Vec<JobGroup<'_>> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let g = *by_image.entry(job.full_image.as_path()).or_insert_with(|| {
+            images.push(job.full_image.clone());
+            groups.push(Vec::new());
+            images.len() - 1
+        });
+        groups[g].push((j, job));
+    }
+    (images, groups)
+}
+
+/// A cache file being written: the magic and a reserved word, then each entry's squares
+/// (`size`² then `hires`² little-endian `u16`), then the JSON footer, its length and the
+/// magic again.
+struct CacheWriter<'p> {
+    out: std::io::BufWriter<std::fs::File>,
+    /// The file written (for errors).
+    path: &'p Path,
+    /// Where the next entry's data starts.
+    offset: u64,
+    /// The bytes of one entry.
+    entry_bytes: u64,
+    entries: Vec<CacheEntry>,
+    lesion_entry: Vec<Option<usize>>,
+    skipped: Vec<CacheSkipped>,
+}
+
+impl<'p> CacheWriter<'p> {
+    /// Writes the header of a cache of `jobs` jobs under `cfg` to `file` (at `path`).
+    fn start(file: std::fs::File, path: &'p Path, cfg: &CacheConfig, jobs: usize) -> Result<Self> {
+        let mut out = std::io::BufWriter::new(file);
+        out.write_all(MAGIC).map_err(|e| DdsmError::io(path, e))?;
+        out.write_all(&[0u8; 8])
+            .map_err(|e| DdsmError::io(path, e))?;
+        let size = cfg.crop.size;
+        let hires = cfg.crop.hires_size();
+        Ok(CacheWriter {
+            out,
+            path,
+            offset: 16,
+            entry_bytes: 2 * (size as u64).pow(2) + hires.map_or(0, |h| 2 * (h as u64).pow(2)),
+            entries: Vec::new(),
+            lesion_entry: vec![None; jobs],
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Appends one entry's squares and records the entry (whose `offset` is set here).
+    fn push(
+        &mut self,
+        mut entry: CacheEntry,
+        lo: &Array2<u16>,
+        hi: Option<&Array2<u16>>,
+    ) -> Result<()> {
+        write_u16s(&mut self.out, lo, self.path)?;
+        if let Some(hi) = hi {
+            write_u16s(&mut self.out, hi, self.path)?;
+        }
+        entry.offset = self.offset;
+        self.entries.push(entry);
+        self.offset += self.entry_bytes;
+        Ok(())
+    }
+
+    /// Appends the crops of one full image: its lesions (or why each was skipped), then its
+    /// background squares.
+    fn append(&mut self, g: GroupResult) -> Result<()> {
+        if let Some(e) = g.image_error {
+            self.skipped.push(e);
+        }
+        for (j, r) in g.lesions {
+            match r {
+                Ok((bbox, square, lo, hi)) => {
+                    self.lesion_entry[j] = Some(self.entries.len());
+                    let entry = CacheEntry {
+                        kind: CacheEntryKind::Lesion { job: j },
+                        image: g.image,
+                        bbox: Some(bbox),
+                        square,
+                        max_value: g.max_value,
+                        offset: 0,
+                    };
+                    self.push(entry, &lo, hi.as_ref())?;
+                }
+                Err(s) => self.skipped.push(s),
+            }
+        }
+        for (square, lo, hi) in g.backgrounds {
+            let entry = CacheEntry {
+                kind: CacheEntryKind::Background { image: g.image },
+                image: g.image,
+                bbox: None,
+                square,
+                max_value: g.max_value,
+                offset: 0,
+            };
+            self.push(entry, &lo, hi.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the footer (key, configuration, images, entries, skipped jobs), its length and
+    /// the closing magic, and syncs the file.
+    fn finish(mut self, key: String, cfg: &CacheConfig, images: Vec<PathBuf>) -> Result<()> {
+        let path = self.path;
+        let footer = Footer {
+            format: FORMAT.to_string(),
+            key,
+            crop: cfg.crop.clone(),
+            background: cfg.background.clone(),
+            seed: cfg.seed,
+            size: cfg.crop.size,
+            hires_size: cfg.crop.hires_size(),
+            images,
+            entries: std::mem::take(&mut self.entries),
+            lesion_entry: std::mem::take(&mut self.lesion_entry),
+            skipped: std::mem::take(&mut self.skipped),
+            data_end: self.offset,
+        };
+        let json = serde_json::to_vec(&footer).map_err(|e| DdsmError::Index {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let out = &mut self.out;
+        out.write_all(&json).map_err(|e| DdsmError::io(path, e))?;
+        out.write_all(&(json.len() as u64).to_le_bytes())
+            .map_err(|e| DdsmError::io(path, e))?;
+        out.write_all(MAGIC).map_err(|e| DdsmError::io(path, e))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| DdsmError::io(path, e.into_error()))?;
+        file.sync_all().map_err(|e| DdsmError::io(path, e))
+    }
 }
 
 impl CropCache {
@@ -426,34 +574,13 @@ impl CropCache {
         let path = cfg.dir.join(format!("crops-{key}.bin"));
         Self::remove_stale_temp_files(&cfg.dir);
         let tmp = crate::stale::temp_name(&path, true);
-        // Group the jobs by full image, in order of first appearance.
-        let mut images: Vec<PathBuf> = Vec::new();
-        let mut by_image: HashMap<&Path, usize> = HashMap::new();
-        let mut groups: Vec<Vec<(usize, &CropJob)>> = Vec::new();
-        for (j, job) in jobs.iter().enumerate() {
-            let g = *by_image.entry(job.full_image.as_path()).or_insert_with(|| {
-                images.push(job.full_image.clone());
-                groups.push(Vec::new());
-                images.len() - 1
-            });
-            groups[g].push((j, job));
-        }
+        let (images, groups) = group_by_image(jobs);
         let file = std::fs::File::create(&tmp).map_err(|e| DdsmError::io(&tmp, e))?;
-        let mut out = std::io::BufWriter::new(file);
-        out.write_all(MAGIC).map_err(|e| DdsmError::io(&tmp, e))?;
-        out.write_all(&[0u8; 8])
-            .map_err(|e| DdsmError::io(&tmp, e))?;
-        let mut offset = 16u64;
-        let size = cfg.crop.size;
-        let hires = cfg.crop.hires_size();
-        let entry_bytes = 2 * (size as u64).pow(2) + hires.map_or(0, |h| 2 * (h as u64).pow(2));
-        let mut entries = Vec::new();
-        let mut lesion_entry = vec![None; jobs.len()];
-        let mut skipped = Vec::new();
-        let total = groups.len();
-        let done = AtomicUsize::new(0);
-        let chunk = (rayon::current_num_threads() * 4).max(4);
         let result = (|| -> Result<()> {
+            let mut writer = CacheWriter::start(file, &tmp, cfg, jobs.len())?;
+            let total = groups.len();
+            let done = AtomicUsize::new(0);
+            let chunk = (rayon::current_num_threads() * 4).max(4);
             for (c, chunk_groups) in groups.chunks(chunk).enumerate() {
                 let results: Vec<GroupResult> = chunk_groups
                     .par_iter()
@@ -467,74 +594,10 @@ impl CropCache {
                     })
                     .collect();
                 for g in results {
-                    if let Some(e) = g.image_error {
-                        skipped.push(e);
-                    }
-                    for (j, r) in g.lesions {
-                        match r {
-                            Ok((bbox, square, lo, hi)) => {
-                                write_u16s(&mut out, &lo, &tmp)?;
-                                if let Some(hi) = &hi {
-                                    write_u16s(&mut out, hi, &tmp)?;
-                                }
-                                lesion_entry[j] = Some(entries.len());
-                                entries.push(CacheEntry {
-                                    kind: CacheEntryKind::Lesion { job: j },
-                                    image: g.image,
-                                    bbox: Some(bbox),
-                                    square,
-                                    max_value: g.max_value,
-                                    offset,
-                                });
-                                offset += entry_bytes;
-                            }
-                            Err(s) => skipped.push(s),
-                        }
-                    }
-                    for (square, lo, hi) in g.backgrounds {
-                        write_u16s(&mut out, &lo, &tmp)?;
-                        if let Some(hi) = &hi {
-                            write_u16s(&mut out, hi, &tmp)?;
-                        }
-                        entries.push(CacheEntry {
-                            kind: CacheEntryKind::Background { image: g.image },
-                            image: g.image,
-                            bbox: None,
-                            square,
-                            max_value: g.max_value,
-                            offset,
-                        });
-                        offset += entry_bytes;
-                    }
+                    writer.append(g)?;
                 }
             }
-            let footer = Footer {
-                format: FORMAT.to_string(),
-                key: key.clone(),
-                crop: cfg.crop.clone(),
-                background: cfg.background.clone(),
-                seed: cfg.seed,
-                size,
-                hires_size: hires,
-                images: images.clone(),
-                entries: std::mem::take(&mut entries),
-                lesion_entry: std::mem::take(&mut lesion_entry),
-                skipped: std::mem::take(&mut skipped),
-                data_end: offset,
-            };
-            let json = serde_json::to_vec(&footer).map_err(|e| DdsmError::Index {
-                path: tmp.clone(),
-                message: e.to_string(),
-            })?;
-            out.write_all(&json).map_err(|e| DdsmError::io(&tmp, e))?;
-            out.write_all(&(json.len() as u64).to_le_bytes())
-                .map_err(|e| DdsmError::io(&tmp, e))?;
-            out.write_all(MAGIC).map_err(|e| DdsmError::io(&tmp, e))?;
-            let file = out
-                .into_inner()
-                .map_err(|e| DdsmError::io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| DdsmError::io(&tmp, e))?;
-            Ok(())
+            writer.finish(key, cfg, images.clone())
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
@@ -691,12 +754,22 @@ impl CropCache {
     /// resolution.
     ///
     /// # Shapes
-    /// `[size, size]` or `[hires_size, hires_size]`, row-major.
-    pub fn pixels(&self, entry: usize, hires: bool) -> Result<Vec<u16>> {
+    /// `[size, size]` or `[hires_size, hires_size]`.
+    pub fn pixels(&self, entry: usize, hires: bool) -> Result<Array2<u16>> {
         let (b, _) = self.slice(entry, hires)?;
-        Ok(b.chunks_exact(2)
+        let values: Vec<u16> = b
+            .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect())
+            .collect();
+        let side = if hires {
+            self.hires_size().unwrap_or(0)
+        } else {
+            self.size()
+        } as usize;
+        Array2::from_shape_vec((side, side), values).map_err(|e| DdsmError::Index {
+            path: self.path().to_path_buf(),
+            message: format!("entry {entry} is not {side} x {side}: {e}"),
+        })
     }
 
     /// The normalised pixels of an entry, written to `out`.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dicom::GrayImage;
 use crate::error::{DdsmError, Result};
+use ndarray::{s, Array2, ArrayView2};
 
 pub use cache::{
     CacheAccess, CacheConfig, CacheEntry, CacheEntryKind, CacheSkipped, CropCache, CropJob,
@@ -103,13 +104,10 @@ impl SquareBox {
 
 /// The bounding box of the non-zero pixels of a mask; `None` for an empty mask.
 pub fn mask_bbox(mask: &GrayImage) -> Option<BBox> {
-    let (w, h) = (mask.width as usize, mask.height as usize);
-    if mask.pixels.len() < w * h {
-        return None;
-    }
+    let w = mask.width() as usize;
+    let pixels = mask.as_slice();
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
-    for y in 0..h {
-        let row = &mask.pixels[y * w..(y + 1) * w];
+    for (y, row) in pixels.chunks_exact(w.max(1)).enumerate() {
         // An OR over the row vectorises; most rows of a mask are empty.
         if row.iter().fold(0u16, |a, &v| a | v) == 0 {
             continue;
@@ -150,34 +148,39 @@ pub fn square_box(bbox: &BBox, margin: f32) -> SquareBox {
 /// The pixels of `square` in `img`, zero where it leaves the image.
 ///
 /// # Shapes
-/// Returns `side * side` values, row-major `[side, side]`.
-pub fn extract_square(img: &GrayImage, square: &SquareBox) -> Vec<u16> {
-    extract_square_from_band(img, 0, img.height, square)
+/// Returns `[side, side]`.
+pub fn extract_square(img: &GrayImage, square: &SquareBox) -> Array2<u16> {
+    extract_square_from_band(img, 0, img.height(), square)
 }
 
 /// [`extract_square`] from a band of rows: `band` holds rows `band_y0..band_y0 +
-/// band.height` of an image `full_height` rows high (as [`crate::dicom::read_gray_rows`]
+/// band.height()` of an image `full_height` rows high (as [`crate::dicom::read_gray_rows`]
 /// reads them); rows of the square outside the band are zero.
 ///
 /// # Shapes
-/// Returns `side * side` values, row-major `[side, side]`.
+/// `band` is `[band.height(), width]`; returns `[side, side]`.
 pub fn extract_square_from_band(
     band: &GrayImage,
     band_y0: u32,
     full_height: u32,
     square: &SquareBox,
-) -> Vec<u16> {
+) -> Array2<u16> {
     let side = square.side as usize;
-    let mut out = vec![0u16; side * side];
-    if let Some(b) = square.clipped(band.width, full_height) {
-        let w = band.width as usize;
+    let mut out = Array2::<u16>::zeros((side, side));
+    if let Some(b) = square.clipped(band.width(), full_height) {
+        let (bx0, bx1) = (b.x0 as usize, b.x1 as usize);
         let dx = (b.x0 as i64 - square.x0) as usize;
         let n = b.width() as usize;
-        let rows = b.y0.max(band_y0)..b.y1.min(band_y0 + band.height);
-        for y in rows {
-            let dy = (y as i64 - square.y0) as usize;
-            let src = &band.pixels[(y - band_y0) as usize * w + b.x0 as usize..][..n];
-            out[dy * side + dx..dy * side + dx + n].copy_from_slice(src);
+        let rows = b.y0.max(band_y0)..b.y1.min(band_y0 + band.height());
+        if !rows.is_empty() {
+            let dy0 = (rows.start as i64 - square.y0) as usize;
+            let dy1 = dy0 + rows.len();
+            let (sy0, sy1) = (
+                (rows.start - band_y0) as usize,
+                (rows.end - band_y0) as usize,
+            );
+            out.slice_mut(s![dy0..dy1, dx..dx + n])
+                .assign(&band.view().slice(s![sy0..sy1, bx0..bx1]));
         }
     }
     out
@@ -213,24 +216,25 @@ impl ResizeFilter {
 /// Resizes a square 16-bit image with a convolution filter (antialiased when shrinking).
 ///
 /// # Shapes
-/// `src` is `[src_side, src_side]`, the result `[dst_side, dst_side]`, both row-major.
+/// `src` is `[src_side, src_side]`, the result `[dst_side, dst_side]`.
 pub fn resize_square(
-    src: &[u16],
-    src_side: u32,
+    src: ArrayView2<'_, u16>,
     dst_side: u32,
     filter: ResizeFilter,
     resizer: &mut fir::Resizer,
-) -> Result<Vec<u16>> {
+) -> Result<Array2<u16>> {
     let invalid = |message: String| DdsmError::Invalid {
         what: "resize".into(),
         message,
     };
-    if src_side == 0 || dst_side == 0 || src.len() != src_side as usize * src_side as usize {
+    let (rows, cols) = src.dim();
+    let src_side = rows as u32;
+    if rows == 0 || dst_side == 0 || rows != cols {
         return Err(invalid(format!(
-            "{} values for a {src_side} x {src_side} source, {dst_side} x {dst_side} target",
-            src.len()
+            "a {cols} x {rows} source (it must be square, not empty), {dst_side} x {dst_side} target"
         )));
     }
+    // Row-major order whatever the view's memory order.
     let pixels: Vec<fir::pixels::U16> = src.iter().map(|&v| fir::pixels::U16::new(v)).collect();
     let src_img = fir::images::TypedImageRef::new(src_side, src_side, &pixels)
         .map_err(|e| invalid(format!("source image: {e}")))?;
@@ -239,7 +243,9 @@ pub fn resize_square(
     resizer
         .resize_typed(&src_img, &mut dst, &opts)
         .map_err(|e| invalid(format!("{src_side} -> {dst_side}: {e}")))?;
-    Ok(dst.pixels().iter().map(|p| p.0).collect())
+    let side = dst_side as usize;
+    let out: Vec<u16> = dst.pixels().iter().map(|p| p.0).collect();
+    Array2::from_shape_vec((side, side), out).map_err(|e| invalid(format!("result: {e}")))
 }
 
 /// How 16-bit crops become `f32` model inputs. Every scheme first divides by the image's
@@ -379,10 +385,10 @@ pub struct LesionCrop {
     pub bbox: BBox,
     /// The square that was cropped.
     pub square: SquareBox,
-    /// The crop at the model size, `[size, size]` row-major.
-    pub image: Vec<u16>,
-    /// The crop at `hires_scale` times the size, if configured.
-    pub hires: Option<Vec<u16>>,
+    /// The crop at the model size, `[size, size]`.
+    pub image: Array2<u16>,
+    /// The crop at `hires_scale` times the size, `[hires, hires]`, if configured.
+    pub hires: Option<Array2<u16>>,
     /// The white level of the source image.
     pub max_value: u16,
 }
@@ -390,7 +396,7 @@ pub struct LesionCrop {
 /// Crops `square` from `image` at `size` (and at `hires` size if given).
 ///
 /// # Shapes
-/// The crops are `[size, size]` and `[hires, hires]`, row-major.
+/// The crops are `[size, size]` and `[hires, hires]`.
 pub fn crop_square(
     image: &GrayImage,
     square: &SquareBox,
@@ -398,11 +404,11 @@ pub fn crop_square(
     hires: Option<u32>,
     filter: ResizeFilter,
     resizer: &mut fir::Resizer,
-) -> Result<(Vec<u16>, Option<Vec<u16>>)> {
+) -> Result<(Array2<u16>, Option<Array2<u16>>)> {
     let patch = extract_square(image, square);
-    let low = resize_square(&patch, square.side, size, filter, resizer)?;
+    let low = resize_square(patch.view(), size, filter, resizer)?;
     let high = match hires {
-        Some(s) => Some(resize_square(&patch, square.side, s, filter, resizer)?),
+        Some(s) => Some(resize_square(patch.view(), s, filter, resizer)?),
         None => None,
     };
     Ok((low, high))
@@ -420,10 +426,14 @@ pub fn lesion_crop(
         what: "ROI mask".into(),
         message: format!(
             "no non-zero pixel in a {} x {} mask",
-            mask.width, mask.height
+            mask.width(),
+            mask.height()
         ),
     })?;
-    let bbox = bbox.rescaled((mask.width, mask.height), (image.width, image.height));
+    let bbox = bbox.rescaled(
+        (mask.width(), mask.height()),
+        (image.width(), image.height()),
+    );
     let square = square_box(&bbox, cfg.margin);
     let (image_px, hires) = crop_square(
         image,
@@ -471,7 +481,8 @@ pub fn crop_file_with_mask(
         what: "ROI mask".into(),
         message: format!(
             "no non-zero pixel in a {} x {} mask",
-            mask.width, mask.height
+            mask.width(),
+            mask.height()
         ),
     })?;
     if crate::index::image_kind_of(full_image)? != crate::index::ImageKind::Dicom {
@@ -479,7 +490,7 @@ pub fn crop_file_with_mask(
         return lesion_crop(&image, mask, cfg, resizer);
     }
     let header = crate::dicom::read_header(full_image)?;
-    let bbox = mask_box.rescaled((mask.width, mask.height), (header.columns, header.rows));
+    let bbox = mask_box.rescaled((mask.width(), mask.height()), (header.columns, header.rows));
     let square = square_box(&bbox, cfg.margin);
     let Some(rows) = square.clipped(header.columns, header.rows) else {
         return Err(DdsmError::Invalid {
@@ -489,9 +500,9 @@ pub fn crop_file_with_mask(
     };
     let band = crate::dicom::read_gray_rows(full_image, limits, rows.y0..rows.y1)?;
     let patch = extract_square_from_band(&band, rows.y0, header.rows, &square);
-    let image = resize_square(&patch, square.side, cfg.size, cfg.filter, resizer)?;
+    let image = resize_square(patch.view(), cfg.size, cfg.filter, resizer)?;
     let hires = match cfg.hires_size() {
-        Some(h) => Some(resize_square(&patch, square.side, h, cfg.filter, resizer)?),
+        Some(h) => Some(resize_square(patch.view(), h, cfg.filter, resizer)?),
         None => None,
     };
     Ok(LesionCrop {
@@ -538,7 +549,7 @@ pub fn tissue_threshold(image: &GrayImage) -> u16 {
     // Bin by the top 8 significant bits of the white level.
     let bits = 16 - image.max_value.leading_zeros();
     let down = bits.saturating_sub(8);
-    for &p in image.pixels.iter().step_by(3) {
+    for &p in image.as_slice().iter().step_by(3) {
         hist[((p >> down) as usize).min(255)] += 1;
     }
     let total: u64 = hist.iter().sum();
@@ -579,8 +590,9 @@ pub fn sample_background(
     cfg: &BackgroundConfig,
     rng: &mut Rng,
 ) -> Vec<SquareBox> {
-    let side = ((image.width as f32 * cfg.side_fraction).round() as u32).max(8);
-    if side >= image.width || side >= image.height {
+    let (width, height) = (image.width(), image.height());
+    let side = ((width as f32 * cfg.side_fraction).round() as u32).max(8);
+    if side >= width || side >= height {
         return Vec::new();
     }
     let thr = tissue_threshold(image);
@@ -595,11 +607,12 @@ pub fn sample_background(
         })
         .collect();
     let mut chosen: Vec<SquareBox> = Vec::new();
-    let w = image.width as usize;
+    let w = width as usize;
+    let pixels = image.as_slice();
     for _ in 0..cfg.per_image {
         for _ in 0..cfg.max_tries {
-            let x0 = rng.below((image.width - side) as u64 + 1) as u32;
-            let y0 = rng.below((image.height - side) as u64 + 1) as u32;
+            let x0 = rng.below((width - side) as u64 + 1) as u32;
+            let y0 = rng.below((height - side) as u64 + 1) as u32;
             let b = BBox {
                 x0,
                 y0,
@@ -609,10 +622,10 @@ pub fn sample_background(
             if avoid.iter().any(|a| a.intersects(&b)) {
                 continue;
             }
-            if chosen.iter().any(|c| {
-                c.clipped(image.width, image.height)
-                    .is_some_and(|cb| cb.intersects(&b))
-            }) {
+            if chosen
+                .iter()
+                .any(|c| c.clipped(width, height).is_some_and(|cb| cb.intersects(&b)))
+            {
                 continue;
             }
             // Tissue fraction on a sparse grid (every 4th pixel each way).
@@ -621,7 +634,7 @@ pub fn sample_background(
             for y in (y0 as usize..(y0 + side) as usize).step_by(step) {
                 for x in (x0 as usize..(x0 + side) as usize).step_by(step) {
                     n += 1;
-                    if image.pixels[y * w + x] >= thr {
+                    if pixels[y * w + x] >= thr {
                         tissue += 1;
                     }
                 }
@@ -650,12 +663,7 @@ mod tests {
                 pixels.push(f(x, y));
             }
         }
-        GrayImage {
-            width: w,
-            height: h,
-            pixels,
-            max_value: u16::MAX,
-        }
+        GrayImage::from_vec(w, h, pixels, u16::MAX).expect("w x h pixels")
     }
 
     #[test]
@@ -688,14 +696,17 @@ mod tests {
             y0: -1,
             side: 3,
         };
-        assert_eq!(extract_square(&img, &s), vec![0, 0, 0, 0, 1, 2, 0, 11, 12]);
+        assert_eq!(
+            extract_square(&img, &s),
+            ndarray::array![[0, 0, 0], [0, 1, 2], [0, 11, 12]]
+        );
         // Entirely outside: zeros.
         let s = SquareBox {
             x0: 10,
             y0: 10,
             side: 2,
         };
-        assert_eq!(extract_square(&img, &s), vec![0; 4]);
+        assert_eq!(extract_square(&img, &s), Array2::<u16>::zeros((2, 2)));
     }
 
     #[test]
@@ -706,12 +717,7 @@ mod tests {
             y0: 3,
             side: 5,
         };
-        let band = GrayImage {
-            width: 7,
-            height: 5,
-            pixels: img.pixels[3 * 7..8 * 7].to_vec(),
-            max_value: img.max_value,
-        };
+        let band = GrayImage::new(img.view().slice(s![3..8, ..]).to_owned(), img.max_value);
         assert_eq!(
             extract_square_from_band(&band, 3, 9, &s),
             extract_square(&img, &s)
@@ -752,20 +758,21 @@ mod tests {
     #[test]
     fn resize_keeps_a_constant_and_averages_when_shrinking() {
         let mut r = fir::Resizer::new();
-        let src = vec![1000u16; 64 * 64];
-        let out = resize_square(&src, 64, 16, ResizeFilter::CatmullRom, &mut r).expect("resize");
+        let src = Array2::from_elem((64, 64), 1000u16);
+        let out = resize_square(src.view(), 16, ResizeFilter::CatmullRom, &mut r).expect("resize");
+        assert_eq!(out.dim(), (16, 16));
         assert!(out.iter().all(|&v| v == 1000));
         // A checkerboard shrunk by 4 with a box filter is its mean.
-        let src: Vec<u16> = (0..64 * 64)
-            .map(|i| if (i % 64 + i / 64) % 2 == 0 { 0 } else { 2000 })
-            .collect();
-        let out = resize_square(&src, 64, 16, ResizeFilter::Box, &mut r).expect("resize");
+        let src = Array2::from_shape_fn((64, 64), |(y, x)| if (x + y) % 2 == 0 { 0 } else { 2000 });
+        let out = resize_square(src.view(), 16, ResizeFilter::Box, &mut r).expect("resize");
         assert!(
             out.iter().all(|&v| v.abs_diff(1000) <= 1),
             "{:?}",
-            &out[..4]
+            out.row(0)
         );
-        assert!(resize_square(&src, 63, 16, ResizeFilter::Box, &mut r).is_err());
+        // A source that is not square is refused.
+        let not_square = src.slice(s![..63, ..]);
+        assert!(resize_square(not_square, 16, ResizeFilter::Box, &mut r).is_err());
     }
 
     #[test]
@@ -795,9 +802,9 @@ mod tests {
                 side: 20
             }
         );
-        assert_eq!(c.image[0], 40 * 100 + 25);
-        assert_eq!(c.image[19 * 20 + 19], 59 * 100 + 44);
-        assert_eq!(c.hires.as_ref().map(Vec::len), Some(40 * 40));
+        assert_eq!(c.image[[0, 0]], 40 * 100 + 25);
+        assert_eq!(c.image[[19, 19]], 59 * 100 + 44);
+        assert_eq!(c.hires.as_ref().map(|h| h.dim()), Some((40, 40)));
         let empty = image(100, 80, |_, _| 0);
         assert!(lesion_crop(&img, &empty, &cfg, &mut r).is_err());
     }

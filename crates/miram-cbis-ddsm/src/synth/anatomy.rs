@@ -12,7 +12,7 @@
 
 use miram_rand::Rng;
 
-use super::canvas::{draw_curve, smoothstep, soft_edge, Canvas};
+use super::canvas::{draw_curve, smoothstep, soft_edge, Canvas, Stroke};
 use super::texture::PowerLawTexture;
 use crate::records::View;
 
@@ -380,7 +380,18 @@ fn add_curve(
     let (lw, lh) = (bx.x1 - bx.x0, bx.y1 - bx.y0);
     let mut layer = Canvas::new(lw, lh, 0.0);
     let off = |p: (f32, f32)| (p.0 - bx.x0 as f32, p.1 - bx.y0 as f32);
-    draw_curve(&mut layer, off(p0), off(c), off(p1), w0, w1, amp, true);
+    draw_curve(
+        &mut layer,
+        off(p0),
+        off(c),
+        off(p1),
+        &Stroke {
+            w0,
+            w1,
+            amp,
+            max_mode: true,
+        },
+    );
     for y in 0..lh {
         let row = &layer.data[y * lw..(y + 1) * lw];
         let dst = &mut comp.data[(bx.y0 + y) * comp.width + bx.x0..][..lw];

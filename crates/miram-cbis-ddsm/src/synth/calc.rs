@@ -400,51 +400,57 @@ fn draw_particle(
     let r = p.radius * px_per_mm;
     let ori = p.orientation + rotation;
     match p.morph {
-        Morph::FineLinearBranching => {
-            // A short casting with one or two branches.
-            let len = (r * 12.0).max(2.0);
-            let w = (2.0 * r).max(0.3);
-            let end = (at.0 + len * ori.cos(), at.1 + len * ori.sin());
-            draw_tapered_line(bright, at, end, w, w * 0.7, a, false);
-            let b_at = (at.0 + 0.5 * len * ori.cos(), at.1 + 0.5 * len * ori.sin());
-            let bo = ori + 0.6;
-            draw_tapered_line(
-                bright,
-                b_at,
-                (b_at.0 + 0.5 * len * bo.cos(), b_at.1 + 0.5 * len * bo.sin()),
-                w * 0.8,
-                w * 0.5,
-                a,
-                false,
-            );
-            return;
-        }
-        Morph::Vascular => {
-            // Tram tracks: two parallel lines about a millimetre apart.
-            let len = 8.0 * px_per_mm;
-            let gap = 0.45 * px_per_mm;
-            let w = (2.0 * r).max(0.3);
-            let (nx, ny) = (-ori.sin(), ori.cos());
-            for sgn in [-1.0f32, 1.0] {
-                let s0 = (
-                    at.0 + sgn * gap * nx - 0.5 * len * ori.cos(),
-                    at.1 + sgn * gap * ny - 0.5 * len * ori.sin(),
-                );
-                let s1 = (s0.0 + len * ori.cos(), s0.1 + len * ori.sin());
-                draw_tapered_line(bright, s0, s1, w, w, a * 0.8, false);
-            }
-            return;
-        }
+        Morph::FineLinearBranching => draw_casting(bright, at, r, ori, a),
+        Morph::Vascular => draw_tram_tracks(bright, at, r, ori, a, px_per_mm),
         Morph::LargeRodlike => {
             let len = r * 8.0;
             let w = 2.0 * r;
             let s0 = (at.0 - 0.5 * len * ori.cos(), at.1 - 0.5 * len * ori.sin());
             let s1 = (at.0 + 0.5 * len * ori.cos(), at.1 + 0.5 * len * ori.sin());
             draw_tapered_line(bright, s0, s1, w, w * 0.8, a, false);
-            return;
         }
-        _ => {}
+        _ => draw_blob(bright, p, at, r, ori, a),
     }
+}
+
+/// A fine linear branching particle: a short casting with one or two branches.
+fn draw_casting(bright: &mut Canvas, at: (f32, f32), r: f32, ori: f32, a: f32) {
+    let len = (r * 12.0).max(2.0);
+    let w = (2.0 * r).max(0.3);
+    let end = (at.0 + len * ori.cos(), at.1 + len * ori.sin());
+    draw_tapered_line(bright, at, end, w, w * 0.7, a, false);
+    let b_at = (at.0 + 0.5 * len * ori.cos(), at.1 + 0.5 * len * ori.sin());
+    let bo = ori + 0.6;
+    draw_tapered_line(
+        bright,
+        b_at,
+        (b_at.0 + 0.5 * len * bo.cos(), b_at.1 + 0.5 * len * bo.sin()),
+        w * 0.8,
+        w * 0.5,
+        a,
+        false,
+    );
+}
+
+/// A vascular particle: tram tracks, two parallel lines about a millimetre apart.
+fn draw_tram_tracks(bright: &mut Canvas, at: (f32, f32), r: f32, ori: f32, a: f32, px_per_mm: f32) {
+    let len = 8.0 * px_per_mm;
+    let gap = 0.45 * px_per_mm;
+    let w = (2.0 * r).max(0.3);
+    let (nx, ny) = (-ori.sin(), ori.cos());
+    for sgn in [-1.0f32, 1.0] {
+        let s0 = (
+            at.0 + sgn * gap * nx - 0.5 * len * ori.cos(),
+            at.1 + sgn * gap * ny - 0.5 * len * ori.sin(),
+        );
+        let s1 = (s0.0 + len * ori.cos(), s0.1 + len * ori.sin());
+        draw_tapered_line(bright, s0, s1, w, w, a * 0.8, false);
+    }
+}
+
+/// A rounded particle, supersampled 4 x 4 per pixel: an elongated, irregular outline, solid,
+/// ringed (lucent-centred, eggshell, dystrophic) or soft (amorphous, milk of calcium).
+fn draw_blob(bright: &mut Canvas, p: &Particle, at: (f32, f32), r: f32, ori: f32, a: f32) {
     // Ring structure: (inner radius fraction, interior level).
     let (ring_in, interior, soft) = match p.morph {
         Morph::LucentCentered | Morph::Skin => (0.6, 0.25, false),

@@ -152,18 +152,35 @@ pub fn draw_tapered_line(
     }
 }
 
+/// How a curve is drawn: its width at the start and at the end, its amplitude, and whether
+/// it keeps the maximum with what is under it (`max_mode`) or adds to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stroke {
+    /// Width at the start.
+    pub w0: f32,
+    /// Width at the end.
+    pub w1: f32,
+    /// Amplitude.
+    pub amp: f32,
+    /// Keep the maximum instead of adding.
+    pub max_mode: bool,
+}
+
 /// A quadratic Bezier curve from `p0` through control `c` to `p1`, drawn as `segments` tapered
-/// lines from width `w0` to `w1`.
+/// lines from width `stroke.w0` to `stroke.w1`.
 pub fn draw_curve(
     canvas: &mut Canvas,
     p0: (f32, f32),
     c: (f32, f32),
     p1: (f32, f32),
-    w0: f32,
-    w1: f32,
-    amp: f32,
-    max_mode: bool,
+    stroke: &Stroke,
 ) {
+    let Stroke {
+        w0,
+        w1,
+        amp,
+        max_mode,
+    } = *stroke;
     let len = ((p1.0 - p0.0).powi(2) + (p1.1 - p0.1).powi(2)).sqrt();
     let segments = ((len / 6.0).ceil() as usize).clamp(2, 64);
     let point = |t: f32| {

@@ -12,7 +12,7 @@
 
 use miram_rand::Rng;
 
-use super::canvas::{draw_curve, draw_tapered_line, soft_edge, Canvas};
+use super::canvas::{draw_curve, draw_tapered_line, soft_edge, Canvas, Stroke};
 use super::texture::PowerLawTexture;
 
 /// Angular resolution of the border tables.
@@ -312,51 +312,145 @@ pub fn draw_mass(
     let mut view_rng = Rng::keyed(view_seed, &[1]);
     let r_px = (spec.radius_mm * px_per_mm).max(3.0);
     let border = spec.border(r_px, px_per_mm, rotation, &mut rng);
-    let body_max = border.body.iter().cloned().fold(0.0, f32::max);
-    let edge_max = border.edge.iter().cloned().fold(0.0, f32::max);
-    let spiculated = spec.margins.contains(&Margin::Spiculated) || spec.distortion;
-    let reach = body_max + edge_max * 1.5 + if spiculated { 1.8 * r_px } else { 0.5 * r_px } + 4.0;
-    let (cx, cy) = centre;
-    // The local layer of the lesion: body and spicules combined by maximum.
-    let lx0 = (cx - reach).floor() as i64;
-    let ly0 = (cy - reach).floor() as i64;
-    let side = (2.0 * reach).ceil() as usize + 2;
-    let mut layer = Canvas::new(side, side, 0.0);
-    let body_gain = match spec.body {
-        Body::FocalAsymmetry => 0.5,
-        Body::AsymmetricTissue => 0.4,
-        Body::Distortion => 0.25,
-        _ => 1.0,
+    let m = MassGeometry {
+        spec,
+        border: &border,
+        centre,
+        r_px,
+        px_per_mm,
     };
-    let amp = spec.amplitude;
-    for ly in 0..side {
-        for lx in 0..side {
-            let x = (lx0 + lx as i64) as f32 + 0.5;
-            let y = (ly0 + ly as i64) as f32 + 0.5;
-            let (dx, dy) = (x - cx, y - cy);
-            let r = (dx * dx + dy * dy).sqrt();
-            let th = dy.atan2(dx);
-            let b = lookup(&border.body, th);
-            let e = lookup(&border.edge, th);
-            let inside = soft_edge(r - b, e);
-            if inside < 1e-4 {
-                continue;
-            }
-            // Slightly domed interior with its own texture.
-            let rr = (r / b).min(1.0);
-            let dome = 0.55 + 0.45 * (1.0 - rr * rr).sqrt();
-            let t = 1.0 + 0.15 * tex.a(x * 1.5 + 97.0, y * 1.5 + 31.0).clamp(-2.5, 2.5);
-            let mut v = amp * body_gain * inside * dome * t;
-            if matches!(spec.body, Body::FocalAsymmetry | Body::AsymmetricTissue) {
-                v *= (0.7 + 0.3 * tex.a(x * 0.5, y * 0.5)).clamp(0.2, 1.3);
-            }
-            layer.data[ly * side + lx] = v;
-        }
-    }
+    let spiculated = spec.margins.contains(&Margin::Spiculated) || spec.distortion;
+    let mut layer = m.body_layer(tex, spiculated);
     // Lymph-node hilum: lower the attenuation of an eccentric fatty core.
     if spec.body == Body::LymphNode {
+        m.carve_hilum(&mut layer);
+    }
+    if spiculated {
+        m.draw_spicules(&mut layer, &mut rng, &mut view_rng);
+    }
+    if spec.malignant {
+        m.draw_fine_spicules(&mut layer, &mut view_rng);
+    }
+    layer.add_to(comp);
+    // Obscured sectors: overlying fibroglandular tissue hides part of the border.
+    if spec.margins.contains(&Margin::Obscured) {
+        m.obscure(comp, tex, &mut view_rng);
+    }
+    m.roi_mask(comp.width, comp.height)
+}
+
+/// A mass being drawn: its spec, its border tables, where it lies and its size in pixels.
+struct MassGeometry<'a> {
+    spec: &'a MassSpec,
+    border: &'a Border,
+    centre: (f32, f32),
+    r_px: f32,
+    px_per_mm: f32,
+}
+
+/// The local layer of a lesion (body and spicules combined by maximum) and where its
+/// top-left corner lies in the composition.
+struct LocalLayer {
+    canvas: Canvas,
+    x0: i64,
+    y0: i64,
+}
+
+impl LocalLayer {
+    /// The composition's point `p` in layer coordinates.
+    fn to_local(&self, p: (f32, f32)) -> (f32, f32) {
+        (p.0 - self.x0 as f32, p.1 - self.y0 as f32)
+    }
+
+    /// The centre of layer pixel (`lx`, `ly`) in composition coordinates.
+    fn pixel_centre(&self, lx: usize, ly: usize) -> (f32, f32) {
+        (
+            (self.x0 + lx as i64) as f32 + 0.5,
+            (self.y0 + ly as i64) as f32 + 0.5,
+        )
+    }
+
+    /// Adds the layer to the composition, only inside the breast (the composition is 0
+    /// outside).
+    fn add_to(&self, comp: &mut Canvas) {
+        let side = self.canvas.width;
+        for ly in 0..side {
+            let y = self.y0 + ly as i64;
+            if y < 0 || y >= comp.height as i64 {
+                continue;
+            }
+            for lx in 0..side {
+                let x = self.x0 + lx as i64;
+                if x < 0 || x >= comp.width as i64 {
+                    continue;
+                }
+                let v = self.canvas.data[ly * side + lx];
+                if v > 0.0 {
+                    let i = y as usize * comp.width + x as usize;
+                    if comp.data[i] > 0.0 {
+                        comp.data[i] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl MassGeometry<'_> {
+    /// The local layer, large enough for body, margin and spicules, with the body painted:
+    /// a slightly domed interior with its own texture inside the soft border.
+    fn body_layer(&self, tex: &PowerLawTexture, spiculated: bool) -> LocalLayer {
+        let (spec, border, r_px) = (self.spec, self.border, self.r_px);
+        let body_max = border.body.iter().cloned().fold(0.0, f32::max);
+        let edge_max = border.edge.iter().cloned().fold(0.0, f32::max);
+        let reach =
+            body_max + edge_max * 1.5 + if spiculated { 1.8 * r_px } else { 0.5 * r_px } + 4.0;
+        let (cx, cy) = self.centre;
+        let side = (2.0 * reach).ceil() as usize + 2;
+        let mut layer = LocalLayer {
+            canvas: Canvas::new(side, side, 0.0),
+            x0: (cx - reach).floor() as i64,
+            y0: (cy - reach).floor() as i64,
+        };
+        let body_gain = match spec.body {
+            Body::FocalAsymmetry => 0.5,
+            Body::AsymmetricTissue => 0.4,
+            Body::Distortion => 0.25,
+            _ => 1.0,
+        };
+        let amp = spec.amplitude;
+        for ly in 0..side {
+            for lx in 0..side {
+                let (x, y) = layer.pixel_centre(lx, ly);
+                let (dx, dy) = (x - cx, y - cy);
+                let r = (dx * dx + dy * dy).sqrt();
+                let th = dy.atan2(dx);
+                let b = lookup(&border.body, th);
+                let e = lookup(&border.edge, th);
+                let inside = soft_edge(r - b, e);
+                if inside < 1e-4 {
+                    continue;
+                }
+                // Slightly domed interior with its own texture.
+                let rr = (r / b).min(1.0);
+                let dome = 0.55 + 0.45 * (1.0 - rr * rr).sqrt();
+                let t = 1.0 + 0.15 * tex.a(x * 1.5 + 97.0, y * 1.5 + 31.0).clamp(-2.5, 2.5);
+                let mut v = amp * body_gain * inside * dome * t;
+                if matches!(spec.body, Body::FocalAsymmetry | Body::AsymmetricTissue) {
+                    v *= (0.7 + 0.3 * tex.a(x * 0.5, y * 0.5)).clamp(0.2, 1.3);
+                }
+                layer.canvas.data[ly * side + lx] = v;
+            }
+        }
+        layer
+    }
+
+    /// Lowers the attenuation of an eccentric fatty core (a lymph node's hilum), on the side
+    /// where the border is closest to the centre.
+    fn carve_hilum(&self, layer: &mut LocalLayer) {
+        let (cx, cy) = self.centre;
         let (mut best, mut best_r) = (0usize, f32::INFINITY);
-        for (i, &b) in border.body.iter().enumerate() {
+        for (i, &b) in self.border.body.iter().enumerate() {
             if b < best_r {
                 best_r = b;
                 best = i;
@@ -364,21 +458,24 @@ pub fn draw_mass(
         }
         let th = best as f32 / ANGLES as f32 * std::f32::consts::TAU;
         let (hx, hy) = (cx + 0.45 * best_r * th.cos(), cy + 0.45 * best_r * th.sin());
-        let hr = 0.4 * r_px;
+        let hr = 0.4 * self.r_px;
+        let side = layer.canvas.width;
         for ly in 0..side {
             for lx in 0..side {
-                let x = (lx0 + lx as i64) as f32 + 0.5;
-                let y = (ly0 + ly as i64) as f32 + 0.5;
+                let (x, y) = layer.pixel_centre(lx, ly);
                 let d = ((x - hx).powi(2) + (y - hy).powi(2)).sqrt();
                 let f = soft_edge(d - hr, 0.3 * hr);
-                layer.data[ly * side + lx] *= 1.0 - 0.6 * f;
+                layer.canvas.data[ly * side + lx] *= 1.0 - 0.6 * f;
             }
         }
     }
-    // Spicules: thin radiating lines from the spiculated sectors (or all around for an
-    // architectural distortion); benign spiculated lesions get fewer, shorter, smoother ones.
-    let to_local = |p: (f32, f32)| (p.0 - lx0 as f32, p.1 - ly0 as f32);
-    if spiculated {
+
+    /// Spicules: thin radiating lines from the spiculated sectors (or all around for an
+    /// architectural distortion); benign spiculated lesions get fewer, shorter, smoother ones.
+    fn draw_spicules(&self, layer: &mut LocalLayer, rng: &mut Rng, view_rng: &mut Rng) {
+        let (spec, border, r_px) = (self.spec, self.border, self.r_px);
+        let (cx, cy) = self.centre;
+        let amp = spec.amplitude;
         let mut n = if spec.distortion {
             20 + rng.index(20)
         } else {
@@ -409,7 +506,7 @@ pub fn draw_mass(
             let len_scale = if spec.malignant { 1.0 } else { 0.6 };
             let len = r_px * view_rng.uniform_range(0.6, 1.6) as f32 * len_scale;
             let bend = view_rng.normal_f32(0.0, 0.12);
-            let w0 = (r_px * 0.06).max(0.12 * px_per_mm).max(0.8);
+            let w0 = (r_px * 0.06).max(0.12 * self.px_per_mm).max(0.8);
             let start = (cx + 0.75 * b * th.cos(), cy + 0.75 * b * th.sin());
             let mid_r = b + 0.5 * len;
             let ctrl = (
@@ -422,77 +519,64 @@ pub fn draw_mass(
                 cy + end_r * (th + 2.0 * bend).sin(),
             );
             let a = amp * 0.75 * if spec.malignant { 1.0 } else { 0.7 };
+            let (start, ctrl, end) = (
+                layer.to_local(start),
+                layer.to_local(ctrl),
+                layer.to_local(end),
+            );
             draw_curve(
-                &mut layer,
-                to_local(start),
-                to_local(ctrl),
-                to_local(end),
-                w0,
-                0.0,
-                a,
-                true,
+                &mut layer.canvas,
+                start,
+                ctrl,
+                end,
+                &Stroke {
+                    w0,
+                    w1: 0.0,
+                    amp: a,
+                    max_mode: true,
+                },
             );
         }
     }
-    // Malignant fine detail: short fine spicules all around the border, a few tenths of a
-    // millimetre wide.
-    if spec.malignant {
+
+    /// Malignant fine detail: short fine spicules all around the border, a few tenths of a
+    /// millimetre wide.
+    fn draw_fine_spicules(&self, layer: &mut LocalLayer, view_rng: &mut Rng) {
+        let (cx, cy) = self.centre;
+        let px_per_mm = self.px_per_mm;
         let n = 8 + view_rng.index(10);
         for _ in 0..n {
             let th = view_rng.uniform_range(0.0, std::f64::consts::TAU) as f32;
-            let b = lookup(&border.body, th);
-            let len = r_px * view_rng.uniform_range(0.15, 0.4) as f32 + px_per_mm * 0.5;
+            let b = lookup(&self.border.body, th);
+            let len = self.r_px * view_rng.uniform_range(0.15, 0.4) as f32 + px_per_mm * 0.5;
             let w0 = (0.25 * px_per_mm).max(0.5);
             let start = (cx + 0.92 * b * th.cos(), cy + 0.92 * b * th.sin());
             let end = (cx + (b + len) * th.cos(), cy + (b + len) * th.sin());
-            draw_tapered_line(
-                &mut layer,
-                to_local(start),
-                to_local(end),
-                w0,
-                0.0,
-                amp * 0.6,
-                true,
-            );
+            let (start, end) = (layer.to_local(start), layer.to_local(end));
+            let amp = self.spec.amplitude * 0.6;
+            draw_tapered_line(&mut layer.canvas, start, end, w0, 0.0, amp, true);
         }
     }
-    // Add the layer to the composition.
-    for ly in 0..side {
-        let y = ly0 + ly as i64;
-        if y < 0 || y >= comp.height as i64 {
-            continue;
-        }
-        for lx in 0..side {
-            let x = lx0 + lx as i64;
-            if x < 0 || x >= comp.width as i64 {
-                continue;
-            }
-            let v = layer.data[ly * side + lx];
-            if v > 0.0 {
-                let i = y as usize * comp.width + x as usize;
-                // Only inside the breast (the composition is 0 outside).
-                if comp.data[i] > 0.0 {
-                    comp.data[i] += v;
-                }
-            }
-        }
-    }
-    // Obscured sectors: overlying fibroglandular tissue hides part of the border.
-    if spec.margins.contains(&Margin::Obscured) {
+
+    /// Obscured sectors: one or two blobs of overlying fibroglandular tissue added to the
+    /// composition over the obscured part of the border.
+    fn obscure(&self, comp: &mut Canvas, tex: &PowerLawTexture, view_rng: &mut Rng) {
+        let (cx, cy) = self.centre;
+        let amp = self.spec.amplitude;
         let blobs = 1 + view_rng.index(2);
         for _ in 0..blobs {
             let mut th = 0.0;
             for _ in 0..64 {
                 th = view_rng.uniform_range(0.0, std::f64::consts::TAU) as f32;
                 let (a, _, _) = angle_bin(th);
-                if border.weights[a][Margin::Obscured as usize] > 0.5 {
+                if self.border.weights[a][Margin::Obscured as usize] > 0.5 {
                     break;
                 }
             }
-            let b = lookup(&border.body, th);
+            let b = lookup(&self.border.body, th);
             let d = b * view_rng.uniform_range(0.85, 1.1) as f32;
             let (ox, oy) = (cx + d * th.cos(), cy + d * th.sin());
-            let orad = r_px * view_rng.uniform_range(0.55, 0.85) as f32;
+            let orad = self.r_px * view_rng.uniform_range(0.55, 0.85) as f32;
             let oamp = amp * view_rng.uniform_range(0.8, 1.1) as f32;
             if let Some(bx) = comp.clip_box(
                 ox - 2.0 * orad,
@@ -515,34 +599,38 @@ pub fn draw_mass(
             }
         }
     }
-    // The ROI mask: the smooth hand-drawn outline (a distortion's ROI is a circle around
-    // the centre of the radiating lines).
-    let mreach = border.outline.iter().cloned().fold(0.0, f32::max) + 2.0;
-    let mx0 = (cx - mreach).floor().max(0.0) as usize;
-    let my0 = (cy - mreach).floor().max(0.0) as usize;
-    let mx1 = ((cx + mreach).ceil() as usize + 1).min(comp.width);
-    let my1 = ((cy + mreach).ceil() as usize + 1).min(comp.height);
-    let (w, h) = (mx1.saturating_sub(mx0), my1.saturating_sub(my0));
-    let mut mask = vec![false; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let fx = (mx0 + x) as f32 + 0.5 - cx;
-            let fy = (my0 + y) as f32 + 0.5 - cy;
-            let r = (fx * fx + fy * fy).sqrt();
-            let lim = if spec.body == Body::Distortion {
-                r_px * 1.1
-            } else {
-                lookup(&border.outline, fy.atan2(fx))
-            };
-            mask[y * w + x] = r <= lim;
+
+    /// The ROI mask in a composition of `width` x `height`: the smooth hand-drawn outline (a
+    /// distortion's ROI is a circle around the centre of the radiating lines).
+    fn roi_mask(&self, width: usize, height: usize) -> LesionMask {
+        let (cx, cy) = self.centre;
+        let mreach = self.border.outline.iter().cloned().fold(0.0, f32::max) + 2.0;
+        let mx0 = (cx - mreach).floor().max(0.0) as usize;
+        let my0 = (cy - mreach).floor().max(0.0) as usize;
+        let mx1 = ((cx + mreach).ceil() as usize + 1).min(width);
+        let my1 = ((cy + mreach).ceil() as usize + 1).min(height);
+        let (w, h) = (mx1.saturating_sub(mx0), my1.saturating_sub(my0));
+        let mut mask = vec![false; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let fx = (mx0 + x) as f32 + 0.5 - cx;
+                let fy = (my0 + y) as f32 + 0.5 - cy;
+                let r = (fx * fx + fy * fy).sqrt();
+                let lim = if self.spec.body == Body::Distortion {
+                    self.r_px * 1.1
+                } else {
+                    lookup(&self.border.outline, fy.atan2(fx))
+                };
+                mask[y * w + x] = r <= lim;
+            }
         }
-    }
-    LesionMask {
-        x0: mx0,
-        y0: my0,
-        w,
-        h,
-        mask,
+        LesionMask {
+            x0: mx0,
+            y0: my0,
+            w,
+            h,
+            mask,
+        }
     }
 }
 

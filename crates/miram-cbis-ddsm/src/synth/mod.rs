@@ -306,8 +306,48 @@ pub fn plan(cfg: &SynthConfig) -> Result<Vec<PlannedImage>> {
     cfg.validate()?;
     let mut rng = Rng::keyed(cfg.seed, &PLAN_KEY);
     let n = cfg.patients;
-    // Types and splits by a seeded permutation, so that every preset has both types and
-    // both splits whenever there are patients enough.
+    let (kind, split) = types_and_splits(cfg, &mut rng);
+    let mut images = Vec::new();
+    let mut patient_number = 0u32;
+    for p in 0..n {
+        patient_number += 1 + rng.below(4) as u32;
+        let patient_id = format!("P_{patient_number:05}");
+        let (kind, split) = (kind[p], split[p]);
+        let mut density = None;
+        for side in draw_sides(cfg, &mut rng) {
+            let count = labels::draw_count(kind, cfg.max_abnormalities_per_image, &mut rng);
+            let lesion_labels: Vec<LesionLabels> = (0..count)
+                .map(|_| labels::draw_labels(kind, &mut rng))
+                .collect();
+            let density = *density.get_or_insert_with(|| {
+                labels::draw_density(kind, lesion_labels[0].pathology, &mut rng)
+            });
+            let lesion_seeds: Vec<u64> = (0..count).map(|_| rng.next_u64()).collect();
+            let breast = PlannedBreast {
+                patient_id: &patient_id,
+                kind,
+                split,
+                side,
+                density,
+                lesion_labels: &lesion_labels,
+                lesion_seeds: &lesion_seeds,
+            };
+            for view in draw_views(cfg, &mut rng) {
+                let image = plan_view(cfg, &mut rng, &breast, view, images.len());
+                images.push(image);
+            }
+        }
+    }
+    Ok(images)
+}
+
+/// The abnormality type and official split of each patient, by a seeded permutation, so
+/// that every preset has both types and both splits whenever there are patients enough.
+fn types_and_splits(
+    cfg: &SynthConfig,
+    rng: &mut Rng,
+) -> (Vec<AbnormalityType>, Vec<OfficialSplit>) {
+    let n = cfg.patients;
     let order = rng.permutation(n);
     let n_mass = ((n as f64) * cfg.mass_fraction).round() as usize;
     let mut kind = vec![AbnormalityType::Mass; n];
@@ -325,100 +365,110 @@ pub fn plan(cfg: &SynthConfig) -> Result<Vec<PlannedImage>> {
             split[p] = OfficialSplit::Test;
         }
     }
-    let px_w = cfg.image_width as f64;
-    let px_h = cfg.image_height as f64;
-    let mut images = Vec::new();
-    let mut patient_number = 0u32;
-    for p in 0..n {
-        patient_number += 1 + rng.below(4) as u32;
-        let patient_id = format!("P_{patient_number:05}");
-        let kind = kind[p];
-        let split = split[p];
-        let first_side = if rng.bernoulli(0.5) {
-            Side::Left
-        } else {
-            Side::Right
-        };
-        let mut sides = vec![first_side];
-        if rng.bernoulli(cfg.both_breasts) {
-            sides.push(match first_side {
-                Side::Left => Side::Right,
-                Side::Right => Side::Left,
-            });
-        }
-        sides.sort();
-        let mut density = None;
-        for side in sides {
-            let count = labels::draw_count(kind, cfg.max_abnormalities_per_image, &mut rng);
-            let lesion_labels: Vec<LesionLabels> = (0..count)
-                .map(|_| labels::draw_labels(kind, &mut rng))
-                .collect();
-            let density = *density.get_or_insert_with(|| {
-                labels::draw_density(kind, lesion_labels[0].pathology, &mut rng)
-            });
-            let lesion_seeds: Vec<u64> = (0..count).map(|_| rng.next_u64()).collect();
-            let views: Vec<View> = if rng.bernoulli(cfg.both_views) {
-                vec![View::Cc, View::Mlo]
-            } else if rng.bernoulli(0.5) {
-                vec![View::Cc]
-            } else {
-                vec![View::Mlo]
-            };
-            for view in views {
-                let folder = format!(
-                    "{}-{}_{}_{}_{}",
-                    kind.folder_prefix(),
-                    split.folder_word(),
-                    patient_id,
-                    side.as_csv(),
-                    view.as_csv()
-                );
-                let jitter =
-                    |rng: &mut Rng| 1.0 + rng.uniform_range(-cfg.size_jitter, cfg.size_jitter);
-                let width = (px_w * jitter(&mut rng)).round().max(128.0) as u32;
-                let height = (px_h * jitter(&mut rng)).round().max(128.0) as u32;
-                let uids = FileUids {
-                    study: uid(&mut rng),
-                    series: uid(&mut rng),
-                    sop: uid(&mut rng),
-                };
-                let image_date = date(&mut rng, &[2016, 2017]);
-                let lesions = lesion_labels
-                    .iter()
-                    .zip(&lesion_seeds)
-                    .enumerate()
-                    .map(|(i, (l, &seed))| PlannedLesion {
-                        abnormality_id: i as u32 + 1,
-                        labels: l.clone(),
-                        seed,
-                        folder: format!("{folder}_{}", i + 1),
-                        study_uid: uid(&mut rng),
-                        series_uid: uid(&mut rng),
-                        crop_sop: uid(&mut rng),
-                        mask_sop: uid(&mut rng),
-                        date: date(&mut rng, &[2017]),
-                        tcia_shared_folder: rng.bernoulli(0.7),
-                    })
-                    .collect();
-                images.push(PlannedImage {
-                    index: images.len(),
-                    patient_id: patient_id.clone(),
-                    split,
-                    kind,
-                    side,
-                    view,
-                    density,
-                    width,
-                    height,
-                    folder,
-                    uids,
-                    date: image_date,
-                    lesions,
-                });
-            }
-        }
+    (kind, split)
+}
+
+/// The breasts imaged for one patient, in order: one side drawn, the other with probability
+/// `cfg.both_breasts`.
+fn draw_sides(cfg: &SynthConfig, rng: &mut Rng) -> Vec<Side> {
+    let first_side = if rng.bernoulli(0.5) {
+        Side::Left
+    } else {
+        Side::Right
+    };
+    let mut sides = vec![first_side];
+    if rng.bernoulli(cfg.both_breasts) {
+        sides.push(match first_side {
+            Side::Left => Side::Right,
+            Side::Right => Side::Left,
+        });
     }
-    Ok(images)
+    sides.sort();
+    sides
+}
+
+/// The views of one breast: both with probability `cfg.both_views`, else CC or MLO.
+fn draw_views(cfg: &SynthConfig, rng: &mut Rng) -> Vec<View> {
+    if rng.bernoulli(cfg.both_views) {
+        vec![View::Cc, View::Mlo]
+    } else if rng.bernoulli(0.5) {
+        vec![View::Cc]
+    } else {
+        vec![View::Mlo]
+    }
+}
+
+/// What every view of one breast shares: the patient, type, split, side, density and the
+/// lesions' labels and seeds.
+struct PlannedBreast<'a> {
+    patient_id: &'a str,
+    kind: AbnormalityType,
+    split: OfficialSplit,
+    side: Side,
+    density: u8,
+    lesion_labels: &'a [LesionLabels],
+    lesion_seeds: &'a [u64],
+}
+
+/// Plans one view of a breast (image `index` of the dataset): its folder, size, UIDs,
+/// date and lesions.
+fn plan_view(
+    cfg: &SynthConfig,
+    rng: &mut Rng,
+    breast: &PlannedBreast<'_>,
+    view: View,
+    index: usize,
+) -> PlannedImage {
+    let folder = format!(
+        "{}-{}_{}_{}_{}",
+        breast.kind.folder_prefix(),
+        breast.split.folder_word(),
+        breast.patient_id,
+        breast.side.as_csv(),
+        view.as_csv()
+    );
+    let jitter = |rng: &mut Rng| 1.0 + rng.uniform_range(-cfg.size_jitter, cfg.size_jitter);
+    let width = (cfg.image_width as f64 * jitter(rng)).round().max(128.0) as u32;
+    let height = (cfg.image_height as f64 * jitter(rng)).round().max(128.0) as u32;
+    let uids = FileUids {
+        study: uid(rng),
+        series: uid(rng),
+        sop: uid(rng),
+    };
+    let image_date = date(rng, &[2016, 2017]);
+    let lesions = breast
+        .lesion_labels
+        .iter()
+        .zip(breast.lesion_seeds)
+        .enumerate()
+        .map(|(i, (l, &seed))| PlannedLesion {
+            abnormality_id: i as u32 + 1,
+            labels: l.clone(),
+            seed,
+            folder: format!("{folder}_{}", i + 1),
+            study_uid: uid(rng),
+            series_uid: uid(rng),
+            crop_sop: uid(rng),
+            mask_sop: uid(rng),
+            date: date(rng, &[2017]),
+            tcia_shared_folder: rng.bernoulli(0.7),
+        })
+        .collect();
+    PlannedImage {
+        index,
+        patient_id: breast.patient_id.to_string(),
+        split: breast.split,
+        kind: breast.kind,
+        side: breast.side,
+        view,
+        density: breast.density,
+        width,
+        height,
+        folder,
+        uids,
+        date: image_date,
+        lesions,
+    }
 }
 
 impl PlannedImage {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use ndarray::s;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -258,16 +259,13 @@ struct WrittenImage {
     rows: Vec<(CaseRecord, SynthAbnormality)>,
 }
 
+/// Renders one planned image and writes its full image, crops and masks; returns its
+/// manifest entry and one CSV row (with its manifest entry) per lesion.
 fn write_image(root: &Path, cfg: &SynthConfig, im: &PlannedImage) -> Result<WrittenImage> {
     let rendered = render(&im.image_spec(cfg));
     let place = placement(im, cfg.layout);
-    let (w, h) = (rendered.width, rendered.height);
-    let full = GrayImage {
-        width: w,
-        height: h,
-        pixels: rendered.pixels,
-        max_value: u16::MAX,
-    };
+    let full = rendered.image;
+    let (w, h) = (full.width(), full.height());
     write_gray_u16(
         &root.join(&place.full_rel),
         &full,
@@ -285,64 +283,12 @@ fn write_image(root: &Path, cfg: &SynthConfig, im: &PlannedImage) -> Result<Writ
     let csv_name = case_csv_name(im.kind, im.split);
     let csv_path = Arc::new(root.join(&csv_name));
     let mut rows = Vec::with_capacity(im.lesions.len());
-    for ((lesion, mask), (crop_rel, mask_rel, crop_csv, mask_csv)) in
-        im.lesions.iter().zip(&rendered.masks).zip(&place.lesions)
-    {
+    for ((lesion, mask), files) in im.lesions.iter().zip(&rendered.masks).zip(&place.lesions) {
+        let (crop_rel, mask_rel, _, _) = files;
         let (bbox, area) = write_lesion(root, im, lesion, mask, &full, crop_rel, mask_rel)?;
-        let record = CaseRecord {
-            source: RecordSource {
-                file: csv_path.clone(),
-                row: 0,
-            },
-            split: im.split,
-            abnormality_type: im.kind,
-            patient_id: im.patient_id.clone(),
-            breast_density: Some(im.density),
-            side: im.side,
-            view: im.view,
-            abnormality_id: lesion.abnormality_id,
-            assessment: Some(lesion.labels.assessment),
-            pathology: lesion.labels.pathology,
-            subtlety: Some(lesion.labels.subtlety),
-            categories: lesion.labels.categories.clone(),
-            image_file_path: place.full_csv.clone(),
-            cropped_image_file_path: crop_csv.clone(),
-            roi_mask_file_path: mask_csv.clone(),
-        };
-        let entry = SynthAbnormality {
-            csv_file: csv_name.clone(),
-            csv_row: 0,
-            patient_id: im.patient_id.clone(),
-            split: im.split,
-            abnormality_type: im.kind,
-            side: im.side,
-            view: im.view,
-            abnormality_id: lesion.abnormality_id,
-            pathology: lesion.labels.pathology,
-            categories: lesion.labels.categories.clone(),
-            breast_density: im.density,
-            assessment: lesion.labels.assessment,
-            subtlety: lesion.labels.subtlety,
-            image_folder: im.folder.clone(),
-            abnormality_folder: lesion.folder.clone(),
-            full_image: place.full_rel.clone(),
-            crop: crop_rel.clone(),
-            roi_mask: mask_rel.clone(),
-            crop_uids: FileUids {
-                study: lesion.study_uid.clone(),
-                series: lesion.series_uid.clone(),
-                sop: lesion.crop_sop.clone(),
-            },
-            mask_uids: FileUids {
-                study: lesion.study_uid.clone(),
-                series: lesion.series_uid.clone(),
-                sop: lesion.mask_sop.clone(),
-            },
-            image_width: w,
-            image_height: h,
-            roi_bbox: bbox,
-            roi_area: area,
-        };
+        let record = case_record(im, lesion, &csv_path, &place.full_csv, files);
+        let roi = (bbox, area);
+        let entry = manifest_entry(im, lesion, &csv_name, &place.full_rel, files, (w, h), roi);
         rows.push((record, entry));
     }
     Ok(WrittenImage {
@@ -363,6 +309,83 @@ fn write_image(root: &Path, cfg: &SynthConfig, im: &PlannedImage) -> Result<Writ
     })
 }
 
+/// The CSV row of one lesion (its row number is set when the CSV is written).
+fn case_record(
+    im: &PlannedImage,
+    lesion: &PlannedLesion,
+    csv_path: &Arc<PathBuf>,
+    full_csv: &str,
+    (_, _, crop_csv, mask_csv): &(PathBuf, PathBuf, String, String),
+) -> CaseRecord {
+    CaseRecord {
+        source: RecordSource {
+            file: csv_path.clone(),
+            row: 0,
+        },
+        split: im.split,
+        abnormality_type: im.kind,
+        patient_id: im.patient_id.clone(),
+        breast_density: Some(im.density),
+        side: im.side,
+        view: im.view,
+        abnormality_id: lesion.abnormality_id,
+        assessment: Some(lesion.labels.assessment),
+        pathology: lesion.labels.pathology,
+        subtlety: Some(lesion.labels.subtlety),
+        categories: lesion.labels.categories.clone(),
+        image_file_path: full_csv.to_string(),
+        cropped_image_file_path: crop_csv.clone(),
+        roi_mask_file_path: mask_csv.clone(),
+    }
+}
+
+/// The manifest entry of one lesion in an image of `(width, height)`, with its ROI's bounding
+/// box and area (its CSV row number is set when the CSV is written).
+fn manifest_entry(
+    im: &PlannedImage,
+    lesion: &PlannedLesion,
+    csv_name: &str,
+    full_rel: &Path,
+    (crop_rel, mask_rel, _, _): &(PathBuf, PathBuf, String, String),
+    (image_width, image_height): (u32, u32),
+    (roi_bbox, roi_area): ([u32; 4], u64),
+) -> SynthAbnormality {
+    SynthAbnormality {
+        csv_file: csv_name.to_string(),
+        csv_row: 0,
+        patient_id: im.patient_id.clone(),
+        split: im.split,
+        abnormality_type: im.kind,
+        side: im.side,
+        view: im.view,
+        abnormality_id: lesion.abnormality_id,
+        pathology: lesion.labels.pathology,
+        categories: lesion.labels.categories.clone(),
+        breast_density: im.density,
+        assessment: lesion.labels.assessment,
+        subtlety: lesion.labels.subtlety,
+        image_folder: im.folder.clone(),
+        abnormality_folder: lesion.folder.clone(),
+        full_image: full_rel.to_path_buf(),
+        crop: crop_rel.clone(),
+        roi_mask: mask_rel.clone(),
+        crop_uids: FileUids {
+            study: lesion.study_uid.clone(),
+            series: lesion.series_uid.clone(),
+            sop: lesion.crop_sop.clone(),
+        },
+        mask_uids: FileUids {
+            study: lesion.study_uid.clone(),
+            series: lesion.series_uid.clone(),
+            sop: lesion.mask_sop.clone(),
+        },
+        image_width,
+        image_height,
+        roi_bbox,
+        roi_area,
+    }
+}
+
 /// Writes the crop and the ROI mask of one lesion; returns the mask's bounding box and area.
 fn write_lesion(
     root: &Path,
@@ -373,7 +396,7 @@ fn write_lesion(
     crop_rel: &Path,
     mask_rel: &Path,
 ) -> Result<([u32; 4], u64)> {
-    let (w, h) = (full.width as usize, full.height as usize);
+    let (w, h) = (full.width() as usize, full.height() as usize);
     // The full-size binary mask (0 and 255, as the real 8-bit masks) and its bounding box.
     let mut pixels = vec![0u16; w * h];
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
@@ -399,12 +422,7 @@ fn write_lesion(
             message: format!("{} has an empty ROI mask", lesion.folder),
         });
     }
-    let crop_w = x1 - x0;
-    let crop_h = y1 - y0;
-    let mut crop = Vec::with_capacity(crop_w * crop_h);
-    for y in y0..y1 {
-        crop.extend_from_slice(&full.pixels[y * w + x0..y * w + x1]);
-    }
+    let crop = full.view().slice(s![y0..y1, x0..x1]).to_owned();
     let (crop_no, mask_no) = match im.kind {
         AbnormalityType::Mass => (1, 2),
         AbnormalityType::Calcification => (2, 1),
@@ -421,22 +439,12 @@ fn write_lesion(
     };
     write_gray_u16(
         &root.join(crop_rel),
-        &GrayImage {
-            width: crop_w as u32,
-            height: crop_h as u32,
-            pixels: crop,
-            max_value: u16::MAX,
-        },
+        &GrayImage::new(crop, u16::MAX),
         &ids(&lesion.crop_sop, "cropped images", crop_no),
     )?;
     write_gray_u16(
         &root.join(mask_rel),
-        &GrayImage {
-            width: w as u32,
-            height: h as u32,
-            pixels,
-            max_value: 255,
-        },
+        &GrayImage::from_vec(w as u32, h as u32, pixels, 255)?,
         &ids(&lesion.mask_sop, "ROI mask images", mask_no),
     )?;
     Ok(([x0 as u32, y0 as u32, x1 as u32, y1 as u32], area))

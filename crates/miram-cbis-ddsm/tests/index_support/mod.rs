@@ -45,12 +45,7 @@ fn texture(w: u32, h: u32, seed: u32) -> GrayImage {
             (((x * 131 + y * 71 + seed * 977) % 4093) * 13 + 1000) as u16
         })
         .collect();
-    GrayImage {
-        width: w,
-        height: h,
-        pixels,
-        max_value: u16::MAX,
-    }
+    GrayImage::from_vec(w, h, pixels, u16::MAX).expect("width x height pixels")
 }
 
 fn mask(w: u32, h: u32, x0: u32, y0: u32, side: u32) -> GrayImage {
@@ -64,12 +59,7 @@ fn mask(w: u32, h: u32, x0: u32, y0: u32, side: u32) -> GrayImage {
             }
         })
         .collect();
-    GrayImage {
-        width: w,
-        height: h,
-        pixels,
-        max_value: u16::MAX,
-    }
+    GrayImage::from_vec(w, h, pixels, u16::MAX).expect("width x height pixels")
 }
 
 /// Five rows: mass train x2 (same image, the second swapped), mass test (crop and mask in
@@ -449,12 +439,12 @@ pub fn write_tcia(root: &Path, cases: &[Case]) -> Expected {
 fn write_jpeg(path: &Path, img: &GrayImage) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     let bytes: Vec<u8> = img
-        .pixels
+        .as_slice()
         .iter()
         .map(|&v| (u32::from(v) * 255 / u32::from(img.max_value.max(1))) as u8)
         .collect();
-    let bytes: Vec<u8> = if img.pixels.iter().all(|&v| v == 0 || v == 255) {
-        img.pixels.iter().map(|&v| v as u8).collect()
+    let bytes: Vec<u8> = if img.as_slice().iter().all(|&v| v == 0 || v == 255) {
+        img.as_slice().iter().map(|&v| v as u8).collect()
     } else {
         bytes
     };
@@ -462,8 +452,8 @@ fn write_jpeg(path: &Path, img: &GrayImage) {
     encoder
         .encode(
             &bytes,
-            img.width as u16,
-            img.height as u16,
+            img.width() as u16,
+            img.height() as u16,
             jpeg_encoder::ColorType::Luma,
         )
         .expect("encode");
@@ -489,7 +479,7 @@ pub fn write_kaggle(root: &Path, cases: &[Case]) -> Expected {
         write_jpeg(&root.join(&rel), img);
         info.push_str(&format!(
             "CBIS-DDSM/dicom/{series}/1-{n}.dcm,CBIS-DDSM/{},NA,16,{},{patient},{},{desc},{series},{study}\n",
-            rel.display(), img.width, img.height
+            rel.display(), img.width(), img.height()
         ));
         rel
     };
