@@ -155,17 +155,23 @@ impl DicomHeader {
     /// `[frames, rows, columns]`, `[rows, columns, samples]` or
     /// `[frames, rows, columns, samples]`.
     pub fn shape(&self) -> Vec<usize> {
-        let mut shape = Vec::with_capacity(4);
-        if self.frames > 1 {
-            shape.push(self.frames as usize);
-        }
-        shape.push(self.rows as usize);
-        shape.push(self.columns as usize);
-        if self.samples_per_pixel > 1 {
-            shape.push(self.samples_per_pixel as usize);
-        }
-        shape
+        pixel_array_shape(self.frames, self.rows, self.columns, self.samples_per_pixel)
     }
+}
+
+/// pydicom's `pixel_array` shape of `frames` frames of `rows x columns` pixels of `samples`
+/// samples: the frame and sample axes only when there are several.
+pub(crate) fn pixel_array_shape(frames: u32, rows: u32, columns: u32, samples: u16) -> Vec<usize> {
+    let mut shape = Vec::with_capacity(4);
+    if frames > 1 {
+        shape.push(frames as usize);
+    }
+    shape.push(rows as usize);
+    shape.push(columns as usize);
+    if samples > 1 {
+        shape.push(samples as usize);
+    }
+    shape
 }
 
 /// A text value without the NUL and white-space padding DICOM allows.

@@ -36,16 +36,12 @@ pub struct StoredPixels {
 impl StoredPixels {
     /// The shape of `values`, as pydicom gives it.
     pub fn shape(&self) -> Vec<usize> {
-        let mut shape = Vec::with_capacity(4);
-        if self.frames > 1 {
-            shape.push(self.frames as usize);
-        }
-        shape.push(self.rows as usize);
-        shape.push(self.columns as usize);
-        if self.samples_per_pixel > 1 {
-            shape.push(self.samples_per_pixel as usize);
-        }
-        shape
+        super::header::pixel_array_shape(
+            self.frames,
+            self.rows,
+            self.columns,
+            self.samples_per_pixel,
+        )
     }
 }
 
