@@ -104,6 +104,19 @@ impl Miram {
         Ok(random_noise(n, self.cfg.num_patches(), rng, self.device())?)
     }
 
+    /// The rows `rows` of [`Self::random_noise`]`(total, rng)`: the masking noise of the
+    /// samples at those positions of a batch of `total` (a process's share of a global
+    /// batch; see `train::distributed::global_positions`).
+    pub fn random_noise_rows(&self, rows: &[usize], total: usize, rng: &mut Rng) -> Result<Tensor> {
+        Ok(miram_masking::random_noise_rows(
+            rows,
+            total,
+            self.cfg.num_patches(),
+            rng,
+            self.device(),
+        )?)
+    }
+
     /// The pre-training forward with nearest-upsampled targets.
     ///
     /// # Shapes

@@ -102,10 +102,31 @@ impl VitClassifier {
     /// Training forward with stochastic depth drawn from `rng` (rate rising linearly from 0
     /// at the first block to `drop_path` at the last).
     pub fn forward_train(&self, imgs: &Tensor, rng: &mut Rng) -> Result<Tensor> {
+        let rows: Vec<usize> = (0..imgs.dim(0)?).collect();
+        self.forward_train_rows(imgs, &rows, rows.len(), rng)
+    }
+
+    /// [`Self::forward_train`] for the samples at positions `rows` of a batch of `total`
+    /// (a process's share of a global batch): their drop-path masks are those the whole
+    /// batch would draw.
+    pub fn forward_train_rows(
+        &self,
+        imgs: &Tensor,
+        rows: &[usize],
+        total: usize,
+        rng: &mut Rng,
+    ) -> Result<Tensor> {
+        let n = imgs.dim(0)?;
+        if rows.len() != n {
+            return Err(Error::CountMismatch {
+                what: "drop-path rows (one per image)",
+                expected: n,
+                got: rows.len(),
+            });
+        }
         if self.cfg.drop_path == 0.0 {
             return self.forward(imgs);
         }
-        let n = imgs.dim(0)?;
         let depth = self.encoder.blocks().len();
         let masks = (0..depth)
             .map(|i| {
@@ -114,7 +135,7 @@ impl VitClassifier {
                 } else {
                     self.cfg.drop_path
                 };
-                DropPathMasks::draw(n, p, rng, imgs.device())
+                DropPathMasks::draw_rows(rows, total, p, rng, imgs.device())
             })
             .collect::<Result<Vec<_>>>()?;
         self.head.forward(&self.features(imgs, Some(&masks))?)

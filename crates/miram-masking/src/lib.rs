@@ -64,12 +64,45 @@ pub struct Masking {
 /// # Shapes
 /// - returns `[n, l]` `f32`
 pub fn random_noise(n: usize, l: usize, rng: &mut Rng, device: &Device) -> Result<Tensor> {
-    let mut v = Vec::with_capacity(n * l);
-    for _ in 0..n {
-        let perm = rng.permutation(l);
-        v.extend(perm.iter().map(|&r| (r as f32 + 0.5) / l as f32));
+    let rows: Vec<usize> = (0..n).collect();
+    random_noise_rows(&rows, n, l, rng, device)
+}
+
+/// The rows `rows` of [`random_noise`]`(total, l, rng)`: the noise of some samples of a
+/// batch of `total`, by their positions in it, so that a process holding part of a batch
+/// masks its samples exactly as one process holding the whole batch would. The rows not
+/// kept are drawn and dropped (one permutation each), which keeps the stream aligned.
+///
+/// # Shapes
+/// Returns `[rows.len(), l]`.
+///
+/// # Errors
+/// A row at or beyond `total`.
+pub fn random_noise_rows(
+    rows: &[usize],
+    total: usize,
+    l: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Tensor> {
+    if let Some(&bad) = rows.iter().find(|&&r| r >= total) {
+        return Err(Error::invalid_config(
+            "noise row",
+            bad,
+            "below the number of samples of the whole batch",
+        ));
     }
-    Ok(Tensor::from_vec(v, (n, l), device)?)
+    let drawn: Vec<Vec<f32>> = (0..total)
+        .map(|_| {
+            let perm = rng.permutation(l);
+            perm.iter().map(|&r| (r as f32 + 0.5) / l as f32).collect()
+        })
+        .collect();
+    let mut v = Vec::with_capacity(rows.len() * l);
+    for &r in rows {
+        v.extend_from_slice(&drawn[r]);
+    }
+    Ok(Tensor::from_vec(v, (rows.len(), l), device)?)
 }
 
 fn check(noise: &Tensor, keep: usize) -> Result<(usize, usize)> {
@@ -186,6 +219,24 @@ pub fn apply(x: &Tensor, masking: &Masking) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noise_rows_are_the_rows_of_the_whole_batch() -> Result<()> {
+        // Two processes of a batch of 6: rank 0 holds rows 0, 2, 4 and rank 1 rows 1, 3, 5.
+        let whole = random_noise(6, 9, &mut Rng::new(11), &Device::Cpu)?.to_vec2::<f32>()?;
+        for rank in 0..2 {
+            let rows: Vec<usize> = (0..3).map(|k| rank + 2 * k).collect();
+            let part = random_noise_rows(&rows, 6, 9, &mut Rng::new(11), &Device::Cpu)?;
+            let part = part.to_vec2::<f32>()?;
+            for (k, &r) in rows.iter().enumerate() {
+                assert_eq!(part[k], whole[r], "rank {rank}, row {r}");
+            }
+        }
+        // A row outside the batch is refused, naming it.
+        let err = random_noise_rows(&[6], 6, 9, &mut Rng::new(11), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("noise row = 6"), "{err}");
+        Ok(())
+    }
 
     #[test]
     fn num_keep_matches_python_int() {

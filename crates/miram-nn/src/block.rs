@@ -29,9 +29,31 @@ impl DropPathMasks {
     /// Draws masks for a batch of `n` samples with drop probability `p` (timm's `drop_path`:
     /// kept samples are scaled by `1 / (1 - p)`).
     pub fn draw(n: usize, p: f64, rng: &mut Rng, device: &Device) -> Result<Self> {
+        let rows: Vec<usize> = (0..n).collect();
+        Self::draw_rows(&rows, n, p, rng, device)
+    }
+
+    /// The rows `rows` of [`Self::draw`]`(total, ..)`: the masks of the samples at those
+    /// positions of a batch of `total` (a process's share of a global batch), so that a
+    /// sample is dropped alike whatever the number of processes. Rows at or beyond `total`
+    /// are refused.
+    pub fn draw_rows(
+        rows: &[usize],
+        total: usize,
+        p: f64,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= total) {
+            return Err(crate::Error::invalid_config(
+                "drop-path row",
+                bad,
+                "below the number of samples of the whole batch",
+            ));
+        }
         let keep = 1.0 - p;
         let mut one = || -> Result<Tensor> {
-            let v: Vec<f32> = (0..n)
+            let all: Vec<f32> = (0..total)
                 .map(|_| {
                     if rng.bernoulli(keep) {
                         (1.0 / keep) as f32
@@ -40,7 +62,8 @@ impl DropPathMasks {
                     }
                 })
                 .collect();
-            Ok(Tensor::from_vec(v, (n, 1, 1), device)?)
+            let v: Vec<f32> = rows.iter().map(|&r| all[r]).collect();
+            Ok(Tensor::from_vec(v, (rows.len(), 1, 1), device)?)
         };
         Ok(Self {
             attn: one()?,
@@ -173,5 +196,34 @@ impl Block {
             out_weight: a.proj().weight(),
             out_bias: a.proj().bias()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn drop_path_rows_are_the_rows_of_the_whole_batch() -> Result<()> {
+        let whole = DropPathMasks::draw(8, 0.5, &mut Rng::new(3), &Device::Cpu)?;
+        let (wa, wm) = (values(&whole.attn), values(&whole.mlp));
+        // Both values occur, so the comparison below can fail.
+        assert!(wa.contains(&0.0) && wa.contains(&2.0), "{wa:?}");
+        for rank in 0..4 {
+            let rows: Vec<usize> = (0..2).map(|k| rank + 4 * k).collect();
+            let part = DropPathMasks::draw_rows(&rows, 8, 0.5, &mut Rng::new(3), &Device::Cpu)?;
+            let (pa, pm) = (values(&part.attn), values(&part.mlp));
+            for (k, &r) in rows.iter().enumerate() {
+                assert_eq!((pa[k], pm[k]), (wa[r], wm[r]), "rank {rank}, row {r}");
+            }
+        }
+        assert!(DropPathMasks::draw_rows(&[8], 8, 0.5, &mut Rng::new(3), &Device::Cpu).is_err());
+        Ok(())
     }
 }

@@ -26,6 +26,7 @@ use crate::checkpoint::{prepare_for_model, read_checkpoint};
 use crate::optim::{AdamW, AdamWConfig, ParamSpec};
 use crate::settings::{Checks, RecipeValues};
 use crate::train::data::TaskData;
+use crate::train::distributed::{global_positions, AllReduce};
 use crate::train::evaluate::{evaluate, predict, EvalConfig, Predictions, TaskMetrics};
 use crate::train::events::{EvalEvent, Event, Observer, Phase};
 use crate::train::pretrain::MAX_WORKERS;
@@ -376,7 +377,7 @@ pub fn finetune(
         step = st.step;
         best = BestEpoch::from_metadata(&st.metadata);
     }
-    begin_run(run, cfg, &identity, resume.as_ref().map(|st| st.step))?;
+    begin_run(run, opts, cfg, &identity, resume.as_ref().map(|st| st.step))?;
     let started = Instant::now();
     io.report(&Event::Start {
         phase: Phase::Finetune,
@@ -397,7 +398,7 @@ pub fn finetune(
         cfg,
         data,
         weights: class_weights(cfg, data),
-        rank: opts.all_reduce.rank() as u64,
+        all_reduce: opts.all_reduce.clone(),
         meta,
         best,
     };
@@ -572,7 +573,7 @@ struct FinetuneStep<'a> {
     data: &'a TaskData,
     /// Class weights of the cross-entropy.
     weights: Option<Vec<f32>>,
-    rank: u64,
+    all_reduce: Arc<dyn AllReduce>,
     meta: BTreeMap<String, String>,
     best: BestEpoch,
 }
@@ -604,9 +605,32 @@ impl TrainStep for FinetuneStep<'_> {
     }
 
     fn micro_batch(&mut self, batch: Batch, step: u64, _micro: u64) -> Result<MicroLoss> {
-        let mut rng = Rng::keyed(self.cfg.seed, &[DROP_STREAM, step, self.rank]);
-        let logits = self.model.forward_train(&batch.images, &mut rng)?;
-        let loss = batch_loss(&logits, &batch.targets, self.weights.as_deref())?;
+        // One drop-path stream per step of all processes together, each sample's masks by
+        // its position in the global batch: the same whatever the number of processes.
+        let mut rng = Rng::keyed(self.cfg.seed, &[DROP_STREAM, step, 0]);
+        let n = batch.images.dim(0)?;
+        let world = self.all_reduce.world_size();
+        let rows = global_positions(self.all_reduce.rank(), world, n);
+        let logits = self
+            .model
+            .forward_train_rows(&batch.images, &rows, n * world, &mut rng)?;
+        let mut loss = batch_loss(&logits, &batch.targets, self.weights.as_deref())?;
+        if let (Some(w), BatchTargets::Classes(y), true) =
+            (&self.weights, &batch.targets, world > 1)
+        {
+            // The weighted cross-entropy of the global batch divides by the weights of all
+            // its samples: rescale this process's mean by its share of them, so that the
+            // mean over processes is the global batch's loss.
+            let here: f64 = y
+                .to_vec1::<u32>()?
+                .iter()
+                .map(|&c| f64::from(w.get(c as usize).copied().unwrap_or(0.0)))
+                .sum();
+            let mean = self.all_reduce.mean_scalar(here)?;
+            if mean > 0.0 {
+                loss = (loss * (here / mean))?;
+            }
+        }
         Ok(MicroLoss {
             total: scalar(&loss)?,
             parts: vec![],
@@ -688,9 +712,11 @@ fn test_best(
             seed: trainer.cfg.seed,
         },
     )?;
-    test.write_csv(&run.path().join("predictions.csv"))?;
-    let js = serde_json::to_string_pretty(&tm).map_err(|e| Error::Train(e.to_string()))?;
-    crate::checkpoint::write_atomic(&run.path().join("metrics.json"), js.as_bytes())?;
+    if io.opts.all_reduce.rank() == 0 {
+        test.write_csv(&run.path().join("predictions.csv"))?;
+        let js = serde_json::to_string_pretty(&tm).map_err(|e| Error::Train(e.to_string()))?;
+        crate::checkpoint::write_atomic(&run.path().join("metrics.json"), js.as_bytes())?;
+    }
     let mut metrics = BTreeMap::new();
     metrics.insert("macro_auc".to_string(), tm.auc.unwrap_or(f64::NAN));
     metrics.insert("macro_ap".to_string(), tm.ap.unwrap_or(f64::NAN));
@@ -701,8 +727,7 @@ fn test_best(
         subset: "test".into(),
         metrics,
     });
-    run.log(&ev)?;
-    io.report(&ev);
+    io.emit(&ev)?;
     Ok((test, tm))
 }
 

@@ -38,11 +38,14 @@ pub use probe::{probe_task, FeatureSource, ProbeConfig, ProbeOutcome};
 pub use run_dir::{DataIdentity, RunDir};
 pub use schedule::LrSchedule;
 
-/// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch, rank])`).
+/// Stream of the masking noise (`Rng::keyed(seed, &[NOISE_STREAM, micro_batch, 0])`): one
+/// stream per micro-batch of all processes together, a sample's row by its position in it
+/// (`distributed::global_positions`), so that the masks do not depend on the world size.
 pub const NOISE_STREAM: u64 = 0x006e_6f69_7365;
 /// Stream of the Performer redraws (`Rng::keyed(seed, &[REDRAW_STREAM, step])`).
 pub const REDRAW_STREAM: u64 = 0x7265_6472_6177;
-/// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step, rank])`).
+/// Stream of drop path (`Rng::keyed(seed, &[DROP_STREAM, step, 0])`, each sample's masks by its
+/// position in the global batch).
 pub const DROP_STREAM: u64 = 0x6472_6f70;
 
 /// How a run is executed (not part of its configuration).

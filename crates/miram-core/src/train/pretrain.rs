@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::prepare_for_model;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::settings::{Checks, RecipeValues};
+use crate::train::distributed::global_positions;
 use crate::train::events::{EvalEvent, Event, Observer, Phase};
 use crate::train::probe::{knn_validation, FeatureSource};
 use crate::train::run_dir::{refuse_non_finite, RunDir};
@@ -208,7 +209,13 @@ pub fn pretrain<D: CropDataset + 'static>(
         spec.steps_per_epoch(),
     )?;
     let start = start_or_resume(cfg, resume, &dev)?;
-    begin_run(run, cfg, &identity, start.resumed.then_some(start.step))?;
+    begin_run(
+        run,
+        opts,
+        cfg,
+        &identity,
+        start.resumed.then_some(start.step),
+    )?;
     let meta = base_metadata("pretrain", mc.to_json(), cfg, &identity)?;
     let eff_batch = cfg.batch_size * cfg.accum_iter * opts.all_reduce.world_size();
     io.report(&Event::Start {
@@ -232,7 +239,8 @@ pub fn pretrain<D: CropDataset + 'static>(
         model: start.model,
         cfg,
         hires_index,
-        rank: opts.all_reduce.rank() as u64,
+        rank: opts.all_reduce.rank(),
+        world: opts.all_reduce.world_size(),
         total_steps: spec.total_steps,
         meta,
     };
@@ -404,7 +412,8 @@ struct PretrainStep<'a> {
     params: Vec<(String, Var)>,
     cfg: &'a PretrainConfig,
     hires_index: Option<usize>,
-    rank: u64,
+    rank: usize,
+    world: usize,
     total_steps: u64,
     meta: BTreeMap<String, String>,
 }
@@ -416,8 +425,13 @@ impl TrainStep for PretrainStep<'_> {
 
     fn micro_batch(&mut self, batch: Batch, _step: u64, micro: u64) -> Result<MicroLoss> {
         let n = batch.images.dim(0)?;
-        let mut rng = Rng::keyed(self.cfg.seed, &[NOISE_STREAM, micro, self.rank]);
-        let noise = self.model.random_noise(n, &mut rng)?;
+        // One stream per micro-batch of all processes together, each sample's row by its
+        // position in it: the same masks whatever the number of processes.
+        let mut rng = Rng::keyed(self.cfg.seed, &[NOISE_STREAM, micro, 0]);
+        let rows = global_positions(self.rank, self.world, n);
+        let noise = self
+            .model
+            .random_noise_rows(&rows, n * self.world, &mut rng)?;
         let scales = self.cfg.model.scales.len();
         let hires: Option<Vec<Option<Tensor>>> = self.hires_index.map(|hi| {
             (0..scales)

@@ -214,6 +214,8 @@ pub(crate) fn open_run<T: Serialize + DeserializeOwned>(
     steps_per_epoch: u64,
 ) -> Result<Option<TrainState>> {
     prepare_run_folder(io, phase)?;
+    // The other processes read the folder only once rank 0 has made it ready.
+    io.opts.all_reduce.barrier()?;
     let resume = if io.opts.resume {
         let observer = &mut *io.observer;
         resume_state(io.run, kind, &io.opts.device, &mut |message| {
@@ -241,13 +243,17 @@ pub(crate) fn open_run<T: Serialize + DeserializeOwned>(
 }
 
 /// After the model is built or restored: the resolved configuration and the data identity
-/// written, and on a resume from `resumed_step` the log cut back to it.
+/// written, and on a resume from `resumed_step` the log cut back to it (rank 0 only).
 pub(crate) fn begin_run<T: Serialize>(
     run: &RunDir,
+    opts: &RunOptions,
     cfg: &T,
     identity: &DataIdentity,
     resumed_step: Option<u64>,
 ) -> Result<()> {
+    if opts.all_reduce.rank() != 0 {
+        return Ok(());
+    }
     if let Some(step) = resumed_step {
         run.truncate_log_after(step)?;
     }
