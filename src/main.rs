@@ -73,7 +73,8 @@ struct Cli {
 /// Options of every subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Device to compute on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    /// Device to compute on: cpu, cuda (GPU 0; under a launcher, the GPU of the local rank) or
+    /// cuda:N (CUDA needs a build with `--features cuda`).
     #[arg(long, global = true, value_name = "DEVICE")]
     pub device: Option<String>,
     /// Seed of everything drawn (weights, masks, data order, augmentation, bootstrap);
@@ -130,8 +131,13 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let cli = Cli::parse();
+    // Under `mpirun` (a build with the `mpi` feature), MPI lives as long as the command:
+    // every rank trains, rank 0 alone prints and writes.
+    #[cfg(feature = "mpi")]
+    let _mpi = launched_by_mpi().then(mpi::initialize).flatten();
+    let rank = miram_core::train::distributed::from_env().map_or(0, |a| a.rank());
     let ui = ui::Ui::new(ui::Mode::from_flags(
-        cli.global.quiet,
+        cli.global.quiet || rank != 0,
         cli.global.json_lines,
     ));
     // `miram bench --threads N` sizes the pool before the command runs on it.
@@ -156,6 +162,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether an MPI launcher (OpenMPI's `mpirun`, or a PMI/PMIx one such as Slurm's `srun`)
+/// started this process.
+#[cfg(feature = "mpi")]
+fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some())
 }
 
 fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {

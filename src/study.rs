@@ -306,6 +306,32 @@ pub fn resolve_checkpoint(path: &Path, what: &str) -> Result<PathBuf> {
     bail!("{what} {}: no such file or folder", path.display())
 }
 
+/// The processes training together: MPI's under `mpirun` (a build with the `mpi` feature),
+/// else this one alone (refused when `WORLD_SIZE` asks for more).
+pub fn processes() -> Result<Arc<dyn miram_core::train::AllReduce>> {
+    Ok(Arc::from(miram_core::train::distributed::from_env()?))
+}
+
+/// A training command's run folder and data on every process: rank 0 opens (and locks) the
+/// folder and prepares the data (index, crop cache) first; the other ranks then join the
+/// folder without locking it and read the prepared data.
+pub fn open_shared_run(
+    ui: &Ui,
+    procs: &dyn miram_core::train::AllReduce,
+    dir: &Path,
+    restart: bool,
+    prepare: &dyn Fn() -> Result<PreparedData>,
+) -> Result<(RunDir, PreparedData)> {
+    if procs.rank() == 0 {
+        let opened = open_run(ui, dir, restart).and_then(|run| Ok((run, prepare()?)));
+        procs.barrier()?;
+        opened
+    } else {
+        procs.barrier()?;
+        Ok((RunDir::attach(dir)?, prepare()?))
+    }
+}
+
 /// Opens (and locks) the run folder `dir`; with `restart`, an earlier run's files move into
 /// `previous-<UTC time>/`, which is reported.
 pub fn open_run(ui: &Ui, dir: &Path, restart: bool) -> Result<RunDir> {

@@ -239,20 +239,29 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
 pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    opts.all_reduce = study::processes()?;
     ui.config("finetune", &cfg);
-    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
-    let data = study::prepare(
-        ui,
-        &cfg.data,
-        cfg.finetune.encoder.img_size,
-        None,
-        cfg.finetune.seed,
-    )?;
+    let (run, data) = study::open_shared_run(ui, &*opts.all_reduce, &cfg.out, a.restart, &|| {
+        study::prepare(
+            ui,
+            &cfg.data,
+            cfg.finetune.encoder.img_size,
+            None,
+            cfg.finetune.seed,
+        )
+    })?;
     let task_data = data.task(&cfg.finetune.task, &cfg.finetune.split)?;
     study::warn_dropped_test(ui, &cfg.finetune.task, &task_data);
-    run.write_json("command.json", &cfg)?;
+    let rank0 = opts.all_reduce.rank() == 0;
+    if rank0 {
+        run.write_json("command.json", &cfg)?;
+    }
     let r = study::finetune_run(ui, &cfg.name, &cfg.finetune, &data, &task_data, &run, &opts)?;
+    if !rank0 {
+        // The other ranks trained; rank 0 writes and reports.
+        return Ok(());
+    }
     resave_as(&run.best_checkpoint(), a.save_dtype)?;
     let t = TaskResult {
         task: task_slug(&cfg.finetune.task),

@@ -174,8 +174,8 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
 pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    opts.all_reduce = study::processes()?;
     ui.config("pretrain", &cfg);
-    let run = study::open_run(ui, &cfg.out, a.restart)?;
     opts.resume = !a.restart;
     opts.stop_after = a.stop_after;
     let model = &cfg.pretrain.model;
@@ -185,10 +185,19 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         .then(|| model.scales.iter().map(|s| s.scale as u32).max())
         .flatten()
         .filter(|&s| s > 1);
-    let data = study::prepare(ui, &cfg.data, model.img_size, hires, cfg.pretrain.seed)?;
+    let (run, data) = study::open_shared_run(ui, &*opts.all_reduce, &cfg.out, a.restart, &|| {
+        study::prepare(ui, &cfg.data, model.img_size, hires, cfg.pretrain.seed)
+    })?;
     let name = if cfg.single_scale { "MAE" } else { "MIRAM" };
-    run.write_json("command.json", &cfg)?;
+    let rank0 = opts.all_reduce.rank() == 0;
+    if rank0 {
+        run.write_json("command.json", &cfg)?;
+    }
     let r = study::pretrain_run(ui, name, &cfg.preset, &cfg.pretrain, &data, &run, &opts)?;
+    if !rank0 {
+        // The other ranks trained; rank 0 writes and reports.
+        return Ok(());
+    }
     if let Some(m) = &r.model {
         resave_as(m, a.save_dtype)?;
     }
