@@ -72,6 +72,11 @@ pub fn from_env() -> Result<Box<dyn AllReduce>> {
         return Ok(Box::new(Mpi::world()));
     }
     let (_, world) = rank_from_env()?;
+    if let Some(n) = launcher_world_size().filter(|&n| n > 1) {
+        return Err(Error::Train(format!(
+            "an MPI launcher started {n} processes, but this binary has no MPI: build it with `--features mpi` (each process would otherwise train a model of its own)"
+        )));
+    }
     if world == 1 {
         Ok(Box::new(SingleProcess))
     } else {
@@ -79,6 +84,14 @@ pub fn from_env() -> Result<Box<dyn AllReduce>> {
             "WORLD_SIZE={world}: several processes train one model through MPI: build with `--features mpi` and start with `mpirun -np {world} miram ...`"
         )))
     }
+}
+
+/// The number of processes an MPI launcher (OpenMPI's `mpirun`, PMI or PMIx ones such as
+/// Slurm's `srun`) says it started, if one started this process.
+fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.parse().ok())
 }
 
 /// The positions, in the global micro-batch of every process together, of this process's
