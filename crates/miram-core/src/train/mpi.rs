@@ -38,11 +38,6 @@ impl Mpi {
             world: c.size() as usize,
         }
     }
-
-    /// The bytes one optimiser step all-reduces for gradients of `elements` values.
-    pub fn bytes_per_step(elements: usize) -> usize {
-        elements * size_of::<f32>()
-    }
 }
 
 /// Sums `buf` over the processes in place.
