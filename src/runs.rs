@@ -69,19 +69,10 @@ impl<'a> UiObserver<'a> {
     }
 }
 
-fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Data => "data",
-        Phase::Pretrain => "pretrain",
-        Phase::Finetune => "finetune",
-        Phase::Evaluate => "evaluate",
-    }
-}
-
 impl UiObserver<'_> {
     /// A run starts (or resumes): its progress bar, and the `start` event.
     fn on_start(&mut self, phase: Phase, total_steps: u64, start_step: u64, description: &str) {
-        let key = phase_name(phase);
+        let key = phase.name();
         let b = self.bar(key, total_steps, "steps");
         b.set(start_step);
         if start_step > 0 {
@@ -99,7 +90,7 @@ impl UiObserver<'_> {
 
     /// An optimiser step: the bar moves, with the loss per scale and the last evaluation.
     fn on_step(&mut self, s: &StepEvent) {
-        let key = phase_name(s.phase);
+        let key = s.phase.name();
         let scales = self.scales.clone();
         let losses = if s.losses.len() > 1 {
             s.losses
@@ -135,7 +126,7 @@ impl UiObserver<'_> {
 
     /// A run ends: its bar finishes, and the `phase_done` event.
     fn on_done(&mut self, phase: Phase, step: u64, seconds: f64) {
-        let key = phase_name(phase);
+        let key = phase.name();
         if let Some((k, b)) = self.bar.take() {
             if k == key {
                 b.finish(format!("{step} steps"));

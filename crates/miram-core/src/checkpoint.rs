@@ -356,10 +356,10 @@ pub const MAE_DECODER_NAMES: [(&str, &str); 4] = [
     ("decoder_pos_embed", "decoders.0.pos_embed"),
 ];
 
-/// Renames `name` by the first pair of [`MAE_DECODER_NAMES`] whose `from` side matches it.
-fn rename(name: &str, from_mae: bool) -> String {
-    for (mae, ours) in MAE_DECODER_NAMES {
-        let (from, to) = if from_mae { (mae, ours) } else { (ours, mae) };
+/// Renames `name` by the first `(from, to)` pair whose `from` matches it: a `from` ending
+/// in `.` as a prefix, any other as the whole name.
+fn rename<'a>(name: &str, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    for (from, to) in pairs {
         if from.ends_with('.') {
             if let Some(rest) = name.strip_prefix(from) {
                 return format!("{to}{rest}");
@@ -374,13 +374,16 @@ fn rename(name: &str, from_mae: bool) -> String {
 /// This model's name of a tensor of an official MAE checkpoint (`decoder_blocks.{j}` ->
 /// `decoders.0.blocks.{j}`, ...; see [`MAE_DECODER_NAMES`]).
 pub fn reference_name(mae_name: &str) -> String {
-    rename(mae_name, true)
+    rename(mae_name, MAE_DECODER_NAMES.into_iter())
 }
 
 /// The official MAE name of a tensor of this model (`decoders.0.blocks.{j}` ->
 /// `decoder_blocks.{j}`, ...; the inverse of [`reference_name`]).
 pub fn mae_name(name: &str) -> String {
-    rename(name, false)
+    rename(
+        name,
+        MAE_DECODER_NAMES.into_iter().map(|(mae, ours)| (ours, mae)),
+    )
 }
 
 /// Maps the names of official MAE checkpoints onto the reference's ([`reference_name`]).

@@ -155,18 +155,27 @@ pub fn read_gray_rows(
     read_gray_impl(path, limits, Some(rows))
 }
 
+/// Opens `path` and reads its header, refused when it is outside `limits`.
+fn open_within(path: &Path, limits: &DecodeLimits) -> Result<(OpenedHeader, DicomHeader)> {
+    let opened = open_object(path)?;
+    let header = header_from(path, &opened.obj)?;
+    limits.check(path, &header)?;
+    Ok((opened, header))
+}
+
 pub(super) fn read_gray_impl(
     path: &Path,
     limits: &DecodeLimits,
     rows: Option<std::ops::Range<u32>>,
 ) -> Result<GrayImage> {
-    let OpenedHeader {
-        obj,
-        location,
-        total,
-    } = open_object(path)?;
-    let header = header_from(path, &obj)?;
-    limits.check(path, &header)?;
+    let (
+        OpenedHeader {
+            obj: _,
+            location,
+            total,
+        },
+        header,
+    ) = open_within(path, limits)?;
     let band = rows.clone().unwrap_or(0..header.rows);
     if band.start > band.end || band.end > header.rows {
         return Err(DdsmError::Invalid {
@@ -311,13 +320,14 @@ pub(super) fn gray_requirements(path: &Path, header: &DicomHeader) -> Result<boo
 /// are decoded. Used when indexing, so that an undecodable image is reported then, naming
 /// the file and the cause, rather than vanishing later.
 pub fn check_gray(path: &Path, limits: &DecodeLimits) -> Result<DicomHeader> {
-    let OpenedHeader {
-        obj,
-        location,
-        total,
-    } = open_object(path)?;
-    let header = header_from(path, &obj)?;
-    limits.check(path, &header)?;
+    let (
+        OpenedHeader {
+            obj: _,
+            location,
+            total,
+        },
+        header,
+    ) = open_within(path, limits)?;
     gray_requirements(path, &header)?;
     let ba = header.bits_allocated;
     if !matches!(ba, 1 | 8 | 16 | 32) {

@@ -19,6 +19,19 @@ pub enum Phase {
     Evaluate,
 }
 
+impl Phase {
+    /// The phase's name in events and logs (`pretrain`, ...); for the training phases also
+    /// the `kind` of their train states.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Pretrain => "pretrain",
+            Self::Finetune => "finetune",
+            Self::Evaluate => "evaluate",
+        }
+    }
+}
+
 /// One optimiser step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepEvent {

@@ -360,15 +360,7 @@ pub fn finetune(
         opts,
         observer,
     };
-    let resume = open_run(
-        &mut io,
-        Phase::Finetune,
-        "finetune",
-        cfg,
-        &identity,
-        spec.total_steps,
-        spec.steps_per_epoch(),
-    )?;
+    let resume = open_run(&mut io, &spec, cfg, &identity)?;
     let mut step = 0;
     let mut best = BestEpoch::None;
     if let Some(st) = &resume {

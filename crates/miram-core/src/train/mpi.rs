@@ -26,11 +26,8 @@ pub struct Mpi {
 }
 
 impl Mpi {
-    /// The world communicator of an initialised MPI.
-    ///
-    /// # Panics
-    /// Never on an initialised MPI; MPI itself aborts when it is not initialised (check with
-    /// `mpi::environment::is_initialized`, as [`super::from_env`] does).
+    /// The world communicator. MPI must be initialised (`mpi::environment::is_initialized`,
+    /// which [`super::from_env`] checks); MPI itself aborts otherwise.
     pub fn world() -> Self {
         let c = SimpleCommunicator::world();
         Self {

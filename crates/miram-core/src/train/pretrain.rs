@@ -199,15 +199,7 @@ pub fn pretrain<D: CropDataset + 'static>(
         opts,
         observer,
     };
-    let resume = open_run(
-        &mut io,
-        Phase::Pretrain,
-        "pretrain",
-        cfg,
-        &identity,
-        spec.total_steps,
-        spec.steps_per_epoch(),
-    )?;
+    let resume = open_run(&mut io, &spec, cfg, &identity)?;
     let start = start_or_resume(cfg, resume, &dev)?;
     begin_run(
         run,

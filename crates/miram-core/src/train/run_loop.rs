@@ -200,25 +200,24 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 }
 
 /// Makes the run folder ready and finds what to resume: a new run (`opts.resume` false)
-/// moves an earlier run's files aside; a resume takes the newest intact train state of
-/// `kind`, refused when it was written with another configuration (other than
+/// moves an earlier run's files aside; a resume takes the newest intact train state of the
+/// run's phase (its `kind`), refused when it was written with another configuration (other than
 /// [`RESUME_FREE_KEYS`]) or other data, or beyond the `total_steps` of this run; with no
 /// state to resume, what an earlier run left moves aside.
 pub(crate) fn open_run<T: Serialize + DeserializeOwned>(
     io: &mut RunIo<'_>,
-    phase: Phase,
-    kind: &str,
+    spec: &LoopSpec,
     cfg: &T,
     identity: &DataIdentity,
-    total_steps: u64,
-    steps_per_epoch: u64,
 ) -> Result<Option<TrainState>> {
+    let (phase, total_steps) = (spec.phase, spec.total_steps);
+    let steps_per_epoch = spec.steps_per_epoch();
     prepare_run_folder(io, phase)?;
     // The other processes read the folder only once rank 0 has made it ready.
     io.opts.all_reduce.barrier()?;
     let resume = if io.opts.resume {
         let observer = &mut *io.observer;
-        resume_state(io.run, kind, &io.opts.device, &mut |message| {
+        resume_state(io.run, phase.name(), &io.opts.device, &mut |message| {
             observer.event(&Event::Warning { phase, message })
         })?
     } else {
