@@ -34,6 +34,7 @@ pub mod config;
 mod error;
 mod model;
 pub mod optim;
+pub mod parity;
 pub mod settings;
 #[cfg(all(feature = "dataset", feature = "metrics"))]
 pub mod train;

@@ -22,13 +22,18 @@ fn check(x: &Tensor, ids: &Tensor) -> Result<(usize, usize, usize, usize)> {
     Ok((n, l, d, k))
 }
 
-/// Gathers tokens; chooses the fused CPU kernel for `f32` on the CPU.
+/// Gathers tokens; chooses the fused CPU kernel for `f32` on the CPU (unless
+/// [`miram_nn::ops::set_fused_cpu_kernels`] turned it off).
 ///
 /// # Shapes
 /// - `x`: `[N, L, D]`, `ids`: `[N, K]` (`u32`, values `< L`), returns `[N, K, D]`
 pub fn gather_tokens(x: &Tensor, ids: &Tensor) -> Result<Tensor> {
     check(x, ids)?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 && ids.dtype() == DType::U32 {
+    if miram_nn::ops::fused_cpu_kernels()
+        && x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && ids.dtype() == DType::U32
+    {
         Ok(x.contiguous()?.apply_op2(&ids.contiguous()?, GatherRows)?)
     } else {
         gather_tokens_generic(x, ids)

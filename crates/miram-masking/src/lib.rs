@@ -113,13 +113,14 @@ fn check(noise: &Tensor, keep: usize) -> Result<(usize, usize)> {
     Ok((n, l))
 }
 
-/// The masking of `noise`; chooses the fast CPU path for `f32` noise on the CPU, the generic
-/// path elsewhere.
+/// The masking of `noise`; chooses the fast CPU path for `f32` noise on the CPU (unless
+/// [`miram_nn::ops::set_fused_cpu_kernels`] turned it off), the generic path elsewhere.
 ///
 /// # Shapes
 /// - `noise`: `[N, L]`; see [`Masking`] for the outputs
 pub fn masking_from_noise(noise: &Tensor, keep: usize) -> Result<Masking> {
-    if noise.device().is_cpu() && noise.dtype() == DType::F32 {
+    if miram_nn::ops::fused_cpu_kernels() && noise.device().is_cpu() && noise.dtype() == DType::F32
+    {
         masking_cpu(noise, keep)
     } else {
         masking_generic(noise, keep)

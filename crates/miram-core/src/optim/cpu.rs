@@ -16,9 +16,13 @@ use rayon::prelude::*;
 /// are the same on any number of threads.
 pub(crate) const CHUNK: usize = 1 << 15;
 
-/// True for a contiguous `f32` tensor on the CPU: what the kernels here take.
+/// True for a contiguous `f32` tensor on the CPU while the fused CPU kernels are on
+/// ([`miram_nn::ops::fused_cpu_kernels`]): what the kernels here take.
 pub(crate) fn is_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous()
+    miram_nn::ops::fused_cpu_kernels()
+        && t.device().is_cpu()
+        && t.dtype() == DType::F32
+        && t.is_contiguous()
 }
 
 /// Runs `f` on the elements of a contiguous `f32` CPU tensor, read in place (under the

@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 mod attention;
 mod block;
@@ -43,9 +44,29 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Rows handled by one rayon task; fixed so that reductions are reproducible.
 const ROW_CHUNK: usize = 32;
 
+/// Whether the fused CPU kernels are used for `f32` tensors on the CPU (the default).
+static FUSED_CPU_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Chooses, for the whole process, between the fused CPU kernels (`true`, the default) and
+/// the composed candle forms that every other device and dtype runs (`false`).
+///
+/// Both give the same results within float tolerance (the tests compare them). The composed
+/// forms on the CPU are slower; they are there so that the path a GPU takes can be checked
+/// on a machine without one (`miram selftest --composed`).
+pub fn set_fused_cpu_kernels(on: bool) {
+    FUSED_CPU_KERNELS.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`set_fused_cpu_kernels`] left the fused CPU kernels on.
+pub fn fused_cpu_kernels() -> bool {
+    FUSED_CPU_KERNELS.load(Ordering::Relaxed)
+}
+
 fn cpu_fast_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+    fused_cpu_kernels()
+        && ts
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
