@@ -118,6 +118,9 @@ enum Command {
     Metrics(commands::metrics::MetricsArgs),
     /// Score a frozen encoder's features for a task: kNN and a linear probe, AP and AUC.
     Probe(commands::probe::ProbeArgs),
+    /// Check a device in one command: parity with PyTorch on the fixtures, masking and
+    /// training steps against the CPU, a resumed pre-training run, timed steps (TFLOP/s).
+    Selftest(commands::selftest::SelftestArgs),
     /// MIRAM vs MAE vs from-scratch over several seeds on generated data: means, spreads,
     /// per-seed and combined DeLong tests, learning curves of the probe.
     Study(commands::study::StudyArgs),
@@ -187,6 +190,7 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Inspect(a) => commands::inspect::run(&a, ui),
         Command::Metrics(a) => commands::metrics::run(&a, g, ui),
         Command::Probe(a) => commands::probe::run(&a, g, ui),
+        Command::Selftest(a) => commands::selftest::run(&a, g, ui),
         Command::Study(a) => commands::study::run(&a, g, ui),
     }
 }

@@ -11,5 +11,6 @@ pub mod pretrain;
 pub mod probe;
 pub mod quickstart;
 pub mod reconstruct;
+pub mod selftest;
 pub mod study;
 pub mod synth;

@@ -105,6 +105,19 @@ pub enum Error {
     /// A training or evaluation setting that cannot work, with the value at fault.
     #[error("training: {0}")]
     Train(String),
+    /// A tensor of a training step that is not on the run's device (the device audit of
+    /// `train::placement`).
+    #[error("{what} (shape {shape:?}) is on {found}, but the run's model is on {expected}: every tensor of a step must be on the run's device")]
+    WrongDevice {
+        /// The tensor.
+        what: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The run's device.
+        expected: String,
+        /// Where the tensor is.
+        found: String,
+    },
     /// Settings out of their allowed range: every one at fault, with its key, value and range.
     #[error("{}", InvalidSetting::join(problems))]
     InvalidSettings {

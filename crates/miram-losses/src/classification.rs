@@ -7,6 +7,10 @@ use crate::{Error, Result};
 /// Cross-entropy with optional class weights, PyTorch's `F.cross_entropy(logits, y, weight)`:
 /// `sum_i w[y_i] * nll_i / sum_i w[y_i]` (the plain mean without weights).
 ///
+/// A label `>= K` is an error ([`Error::LabelOutOfRange`]) when the labels are on the CPU;
+/// on other devices they are not read back (that would stall the device every step), and
+/// the caller guarantees the range.
+///
 /// # Shapes
 /// - `logits`: `[N, K]`, `labels`: `[N]` (`u32`), `weights`: `K` values; returns a scalar
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor, weights: Option<&[f32]>) -> Result<Tensor> {
@@ -19,12 +23,17 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, weights: Option<&[f32]>) 
         ));
     }
     let labels = labels.to_dtype(DType::U32)?;
-    let max = labels.max(0)?.to_scalar::<u32>()? as usize;
-    if max >= k {
-        return Err(Error::LabelOutOfRange {
-            label: max,
-            classes: k,
-        });
+    // Reading the labels back from a GPU would stop its queue in the middle of every step:
+    // there the caller checks them on the host (the training loader's labels come from the
+    // task's class list).
+    if labels.device().is_cpu() {
+        let max = labels.max(0)?.to_scalar::<u32>()? as usize;
+        if max >= k {
+            return Err(Error::LabelOutOfRange {
+                label: max,
+                classes: k,
+            });
+        }
     }
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?; // [n, k]
     let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?; // [n]

@@ -8,6 +8,7 @@
 //! - [`evaluate()`], [`compare()`]: figures with bootstrap intervals, DeLong's test,
 //!   predictions as CSV.
 //! - [`distributed`]: the all-reduce point of data parallelism.
+//! - [`placement`]: the device audit of a run's first step.
 //!
 //! Every random stream is keyed by `(seed, stream, step)`, so a resumed run draws exactly
 //! the numbers an uninterrupted one would.
@@ -17,6 +18,7 @@ pub mod distributed;
 pub mod evaluate;
 pub mod events;
 pub mod finetune;
+pub mod placement;
 pub mod pretrain;
 pub mod probe;
 pub mod run_dir;
@@ -67,6 +69,10 @@ pub struct RunOptions {
     /// Track the quality of the encoder's features during pre-training (see
     /// [`ProbeTracking`]); `None` tracks nothing. It never changes the training.
     pub probe: Option<ProbeTracking>,
+    /// Where the device audit of the first step of a run looks a tensor up
+    /// ([`placement`]): [`placement::TensorDevice`], the tensor's own device, unless a test
+    /// mocks it.
+    pub device_of: Arc<dyn placement::DeviceOf>,
 }
 
 /// The kNN figures of a task's validation split, computed by pre-training from the frozen
@@ -113,6 +119,7 @@ impl RunOptions {
             all_reduce: Arc::new(SingleProcess),
             data: None,
             probe: None,
+            device_of: Arc::new(placement::TensorDevice),
         }
     }
 }

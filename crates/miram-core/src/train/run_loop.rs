@@ -17,13 +17,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor, Var};
-use miram_cbis_ddsm::loader::{Batch, CropDataset, Loader, LoaderConfig};
+use miram_cbis_ddsm::loader::{Batch, BatchTargets, CropDataset, Loader, LoaderConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::optim::{AdamW, Grads};
 use crate::settings::Checks;
 use crate::train::events::{Event, Observer, Phase, StepEvent};
+use crate::train::placement::Audit;
 use crate::train::run_dir::{DataIdentity, RunDir};
 use crate::train::schedule::LrSchedule;
 use crate::train::state::{config_differences, resume_state, train_state, TrainState};
@@ -294,7 +295,8 @@ pub(crate) fn run_steps<D: CropDataset + 'static>(
         let mut losses = Vec::new();
         while step < stop_at && step / spe == epoch {
             let t0 = Instant::now();
-            let done = one_step(spec, trainer, opt, &mut batches, step, io)?;
+            let audit = step == start_step;
+            let done = one_step(spec, trainer, opt, &mut batches, (step, audit), io)?;
             step += 1;
             losses.push(done.loss);
             let loss = io.opts.all_reduce.mean_scalar(done.loss)?;
@@ -337,6 +339,18 @@ pub(crate) fn run_steps<D: CropDataset + 'static>(
     Ok(LoopEnd { step, last_loss })
 }
 
+/// The tensors of a batch on the run's device.
+fn audit_batch(p: &mut Audit<'_>, batch: &Batch) -> Result<()> {
+    p.tensor("the batch's images", &batch.images)?;
+    if let Some(h) = &batch.hires {
+        p.tensor("the batch's high-resolution targets", h)?;
+    }
+    match &batch.targets {
+        BatchTargets::Classes(t) | BatchTargets::MultiHot(t) => p.tensor("the batch's labels", t),
+        BatchTargets::None => Ok(()),
+    }
+}
+
 /// What one optimiser step did.
 struct StepDone {
     /// The mean loss of its micro-batches (this process).
@@ -349,15 +363,19 @@ struct StepDone {
 }
 
 /// One optimiser step (0-based `step`): `accum` micro-batches, their gradients all-reduced,
-/// clipped and applied, with a clear stop on anything non-finite.
+/// clipped and applied, with a clear stop on anything non-finite. With `audit`, the first
+/// micro-batch's tensors, the parameters and the loss's graph are checked to be on the
+/// run's device ([`placement`](super::placement)).
 fn one_step(
     spec: &LoopSpec,
     trainer: &mut dyn TrainStep,
     opt: &mut AdamW,
     batches: &mut dyn Iterator<Item = miram_cbis_ddsm::Result<Batch>>,
-    step: u64,
+    (step, audit): (u64, bool),
     io: &mut RunIo<'_>,
 ) -> Result<StepDone> {
+    let mut placement =
+        audit.then(|| Audit::new(io.opts.device_of.as_ref(), io.opts.device.location()));
     let spe = spec.steps_per_epoch();
     let lr = spec
         .schedule
@@ -374,7 +392,16 @@ fn one_step(
                 step + 1
             ))
         })??;
+        if let Some(p) = placement.as_mut() {
+            audit_batch(p, &batch)?;
+        }
         let micro = trainer.micro_batch(batch, step, step * spec.accum + a)?;
+        if let Some(mut p) = placement.take() {
+            for (name, var) in trainer.params() {
+                p.tensor(&format!("parameter {name}"), var.as_tensor())?;
+            }
+            p.graph("the loss", &micro.loss)?;
+        }
         if !micro.total.is_finite() {
             return Err(Error::NonFiniteLoss {
                 step: step + 1,
