@@ -1,8 +1,8 @@
 //! MAE's fine-tuning model (`models_vit.VisionTransformer(global_pool=True)`): the encoder
 //! without its final norm, the mean of the patch tokens, `fc_norm`, and a linear `head`;
 //! stochastic depth rises linearly over the blocks, as timm's `dpr`. The model carries its
-//! [`Precision`]: at bf16 the images are cast in and the logits and features cast back out,
-//! so the loss is computed in `f32`.
+//! [`Precision`]: at bf16 the images are cast in for the encoder and its tokens cast back
+//! out, so the pooling, `fc_norm`, the head and the loss compute in `f32`.
 
 use candle_core::Tensor;
 use miram_nn::{DropPathMasks, LayerNorm, Linear, Precision, VarBuilder, LN_EPS};

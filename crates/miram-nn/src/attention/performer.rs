@@ -48,7 +48,8 @@ pub fn softmax_kernel(data: &Tensor, proj: &Tensor, is_query: bool) -> Result<Te
         .reshape((b * h * n, dh))?
         .matmul(&proj.to_dtype(data.dtype())?.t()?)? // the projection in the data's dtype
         .reshape((b, h, n, nb))?; // [b, h, n, nb]
-                                  // The exponential's argument and the exponential in f32 for bf16 data (no cast at f32).
+
+    // The exponential's argument and the exponential in f32 for bf16 data (no cast at f32).
     let (dt, wide) = (data.dtype(), wide_dtype(data.dtype()));
     let dash = dash.to_dtype(wide)?;
     let diag = (data.to_dtype(wide)?.sqr()?.sum_keepdim(D::Minus1)? * (0.5 * dn * dn))?; // [b, h, n, 1]
