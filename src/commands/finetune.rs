@@ -11,7 +11,7 @@ use clap::Args;
 use miram_core::cbis_ddsm::tasks::Task;
 use miram_core::checkpoint::{resave_as, SaveDtype};
 use miram_core::train::{DataConfig, FinetuneConfig, RunOptions};
-use miram_core::MiramConfig;
+use miram_core::{MiramConfig, Precision};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -62,7 +62,9 @@ gradient, weight or optimiser moment stops the run before anything of that step 
 The configuration file (TOML or JSON) has the keys of the resolved configuration printed at
 the start: preset, name, out, [data] and [finetune] (task, init, mode, epochs, warmup_epochs,
 batch_size, blr, lr, min_lr, weight_decay, layer_decay, drop_path, class_weighting, clip_grad,
-augment, split, seed, workers, bootstrap_resamples, keep_last, encoder).
+augment, split, seed, workers, bootstrap_resamples, keep_last, precision, encoder).
+--precision bf16 (a GPU only) trains in bf16 mixed precision (master weights, AdamW moments
+and the loss in f32); a run resumes only with the precision it was started with.
 
 Examples:
   miram finetune --data ~/CBIS-DDSM --init runs/miram-paper --task pathology --out runs/ft-miram-pathology
@@ -108,6 +110,10 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "DTYPE", default_value = "f32",
           value_parser = crate::args::save_dtype_parser())]
     pub save_dtype: SaveDtype,
+    /// Precision of training: f32, or bf16 mixed precision (master weights, AdamW moments and
+    /// the loss in f32; needs a GPU) [default: f32].
+    #[arg(long, value_name = "PRECISION", value_parser = crate::args::precision_parser())]
+    pub precision: Option<Precision>,
     /// Start a new run instead of resuming: the previous run's files move into
     /// <out>/previous-<UTC time>/.
     #[arg(long)]
@@ -214,6 +220,7 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
             ("finetune.lr", config::flag(&a.lr)),
             ("finetune.bootstrap_resamples", config::flag(&a.bootstrap)),
             ("finetune.seed", config::flag(&g.seed)),
+            ("finetune.precision", config::flag(&a.precision)),
         ],
     )?;
     let warmup_given = a.warmup_epochs.is_some()
@@ -239,6 +246,7 @@ pub fn resolve(a: &FinetuneArgs, g: &GlobalArgs) -> Result<FinetuneCommand> {
 pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    crate::args::check_precision(cfg.finetune.precision, &opts.device)?;
     opts.all_reduce = study::processes()?;
     ui.config("finetune", &cfg);
     opts.resume = !a.restart;

@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use miram_core::checkpoint::{resave_as, SaveDtype};
 use miram_core::train::{DataConfig, PretrainConfig, RunOptions};
-use miram_core::MiramConfig;
+use miram_core::{MiramConfig, Precision};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -54,12 +54,17 @@ The configuration file (TOML or JSON) has the keys of the resolved configuration
 the start: preset, single_scale, out, [data] (root, layout, cache_dir, crop_margin,
 background_per_image) and [pretrain] (epochs, warmup_epochs, batch_size, accum_iter, blr, lr,
 min_lr, weight_decay, betas, clip_grad, augment, seed, workers, checkpoint_every, keep_last,
-and [pretrain.model] with the model's fields). Flags override the file.
+precision, and [pretrain.model] with the model's fields). Flags override the file.
+
+--precision bf16 (a GPU only) trains in bf16 mixed precision: matrix products and activations
+in bf16; master weights, AdamW moments, LayerNorm, softmax and the loss in f32. A run resumes
+only with the precision it was started with.
 
 Examples:
   miram pretrain --data ~/CBIS-DDSM --preset paper --out runs/miram-paper
   miram pretrain --data ~/CBIS-DDSM --preset paper --single-scale --out runs/mae-paper
-  miram pretrain --config pretrain.toml --device cuda:0")]
+  miram pretrain --config pretrain.toml --device cuda:0
+  miram pretrain --data ~/CBIS-DDSM --preset paper --device cuda --precision bf16")]
 pub struct PretrainArgs {
     /// The dataset root (a TCIA download, the Kaggle copy or `miram synth` output).
     #[arg(long, value_name = "DIR")]
@@ -78,6 +83,10 @@ pub struct PretrainArgs {
     #[arg(long, value_name = "DTYPE", default_value = "f32",
           value_parser = crate::args::save_dtype_parser())]
     pub save_dtype: SaveDtype,
+    /// Precision of training: f32, or bf16 mixed precision (master weights, AdamW moments and
+    /// the loss in f32; needs a GPU) [default: f32].
+    #[arg(long, value_name = "PRECISION", value_parser = crate::args::precision_parser())]
+    pub precision: Option<Precision>,
     /// Epochs (without --warmup-epochs, the warm-up keeps the recipe's share of them).
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
@@ -150,6 +159,7 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
             ("pretrain.accum_iter", config::flag(&a.accum_iter)),
             ("pretrain.blr", config::flag(&a.blr)),
             ("pretrain.workers", config::flag(&a.workers)),
+            ("pretrain.precision", config::flag(&a.precision)),
             ("pretrain.seed", config::flag(&g.seed)),
         ],
     )?;
@@ -174,6 +184,7 @@ pub fn resolve(a: &PretrainArgs, g: &GlobalArgs) -> Result<PretrainCommand> {
 pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
+    crate::args::check_precision(cfg.pretrain.precision, &opts.device)?;
     opts.all_reduce = study::processes()?;
     ui.config("pretrain", &cfg);
     opts.resume = !a.restart;

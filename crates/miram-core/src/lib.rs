@@ -42,6 +42,7 @@ pub mod train;
 
 pub use config::{MiramConfig, Preset, ScaleConfig, PRESETS};
 pub use error::{Error, InvalidSetting, Result};
+pub use miram_nn::Precision;
 pub use model::{Miram, MiramOutput};
 
 #[cfg(feature = "dataset")]

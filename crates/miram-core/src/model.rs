@@ -1,5 +1,8 @@
 //! The MIRAM model: one encoder, the shared decoder head, one decoder per scale and the
 //! multi-scale loss (the PyTorch form of the same model is `benches/torch/miram_torch.py`).
+//! The model carries its [`Precision`]: at bf16 the images are cast in for the encoder and
+//! the decoders, and every output is cast back to the images' dtype before the loss, whose
+//! targets come from the `f32` images.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +12,7 @@ use miram_decoder::MultiScaleDecoder;
 use miram_encoder::VitEncoder;
 use miram_losses::MultiScaleLoss;
 use miram_masking::{random_noise, Masking};
-use miram_nn::{ParamStore, VarBuilder};
+use miram_nn::{ParamStore, Precision, VarBuilder};
 use miram_rand::Rng;
 
 use crate::checkpoint::{self, ensure_loaded, prepare_for_model, read_checkpoint};
@@ -23,9 +26,9 @@ pub struct MiramOutput {
     pub loss: Tensor,
     /// Each scale's loss (scalars), in the order of the configuration.
     pub losses: Vec<Tensor>,
-    /// Each scale's prediction, `[N, L s^2, p * p * C]`.
+    /// Each scale's prediction, `[N, L s^2, p * p * C]` (in the images' dtype).
     pub preds: Vec<Tensor>,
-    /// The encoder's output, `[N, 1 + keep, D]`.
+    /// The encoder's output, `[N, 1 + keep, D]` (in the images' dtype).
     pub latent: Tensor,
     /// The masking (`mask` `[N, L]`, 1 = removed; `ids_restore` `[N, L]`).
     pub masking: Masking,
@@ -42,10 +45,12 @@ pub struct Miram {
     encoder: VitEncoder,
     decoder: MultiScaleDecoder,
     loss: MultiScaleLoss,
+    precision: Precision,
 }
 
 impl Miram {
-    /// Builds the model from `vb` (fresh or loaded parameters, see [`ParamStore`]).
+    /// Builds the model from `vb` (fresh or loaded parameters, see [`ParamStore`]), at
+    /// [`Precision::F32`].
     pub fn new(cfg: &MiramConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let encoder = VitEncoder::new(&cfg.encoder(), vb.clone())?;
@@ -57,7 +62,20 @@ impl Miram {
             encoder,
             decoder,
             loss,
+            precision: Precision::F32,
         })
+    }
+
+    /// The model computing at `precision` (the parameters stay as they are: `f32` master
+    /// weights).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The precision of the forward passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// A freshly initialised model (MAE's initialisation, keyed by `seed`).
@@ -133,10 +151,18 @@ impl Miram {
         noise: &Tensor,
         hires: Option<&[Option<Tensor>]>,
     ) -> Result<MiramOutput> {
+        let x = self.precision.autocast(imgs)?;
         let (latent, masking) = self
             .encoder
-            .forward_masked(imgs, noise, self.cfg.mask_ratio)?;
+            .forward_masked(&x, noise, self.cfg.mask_ratio)?;
         let preds = self.decoder.forward(&latent, &masking.ids_restore)?;
+        // Back to the images' dtype (no cast at f32): the loss is computed in f32.
+        let dt = imgs.dtype();
+        let preds = preds
+            .iter()
+            .map(|p| p.to_dtype(dt))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let latent = latent.to_dtype(dt)?;
         let (loss, losses) = self.loss.compute(imgs, &preds, &masking.mask, hires)?;
         Ok(MiramOutput {
             loss,

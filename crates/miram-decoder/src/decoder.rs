@@ -163,7 +163,8 @@ impl ScaleDecoder {
         let l = tokens.dim(1)?;
         let grid = (l as f64).sqrt().round() as usize;
         let x = Self::interpolate_tokens(tokens, grid, self.scale)?;
-        let mut x = Tensor::cat(&[cls, &x], 1)?.broadcast_add(&self.pos_embed)?; // [n, 1 + (g s)^2, d]
+        let pos = self.pos_embed.to_dtype(x.dtype())?; // the tokens' dtype (no cast at f32)
+        let mut x = Tensor::cat(&[cls, &x], 1)?.broadcast_add(&pos)?; // [n, 1 + (g s)^2, d]
         for blk in &self.blocks {
             x = blk.forward(&x)?;
         }
@@ -249,7 +250,10 @@ impl MultiScaleDecoder {
             });
         }
         let kept = x.narrow(1, 1, t - 1)?;
-        let fill = self.mask_token.broadcast_as((n, l + 1 - t, d))?;
+        let fill = self
+            .mask_token
+            .to_dtype(x.dtype())? // the tokens' dtype (no cast at f32)
+            .broadcast_as((n, l + 1 - t, d))?;
         let all = Tensor::cat(&[&kept, &fill.contiguous()?], 1)?; // [n, l, d] in shuffle order
         let tokens = gather_tokens(&all, &ids_restore.to_dtype(candle_core::DType::U32)?)?; // [n, l, d]
         Ok((tokens, x.narrow(1, 0, 1)?))

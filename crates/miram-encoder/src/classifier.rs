@@ -1,9 +1,11 @@
 //! MAE's fine-tuning model (`models_vit.VisionTransformer(global_pool=True)`): the encoder
 //! without its final norm, the mean of the patch tokens, `fc_norm`, and a linear `head`;
-//! stochastic depth rises linearly over the blocks, as timm's `dpr`.
+//! stochastic depth rises linearly over the blocks, as timm's `dpr`. The model carries its
+//! [`Precision`]: at bf16 the images are cast in for the encoder and its tokens cast back
+//! out, so the pooling, `fc_norm`, the head and the loss compute in `f32`.
 
 use candle_core::Tensor;
-use miram_nn::{DropPathMasks, LayerNorm, Linear, VarBuilder, LN_EPS};
+use miram_nn::{DropPathMasks, LayerNorm, Linear, Precision, VarBuilder, LN_EPS};
 use miram_rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -32,11 +34,13 @@ pub struct VitClassifier {
     fc_norm: LayerNorm,
     head: Linear,
     cfg: ClassifierConfig,
+    precision: Precision,
 }
 
 impl VitClassifier {
-    /// Builds the model; `head.weight` is initialised as MAE's fine-tuning does for a new
-    /// head (`trunc_normal_(std=2e-5)`, here a normal of that deviation), `head.bias` 0.
+    /// Builds the model (at [`Precision::F32`]); `head.weight` is initialised as MAE's
+    /// fine-tuning does for a new head (`trunc_normal_(std=2e-5)`, here a normal of that
+    /// deviation), `head.bias` 0.
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.num_classes == 0 {
             return Err(Error::invalid_config("num_classes", 0, "at least 1"));
@@ -67,7 +71,20 @@ impl VitClassifier {
             fc_norm,
             head,
             cfg: cfg.clone(),
+            precision: Precision::F32,
         })
+    }
+
+    /// The model computing at `precision` (the parameters stay as they are: `f32` master
+    /// weights).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The precision of the forward passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The configuration.
@@ -80,15 +97,28 @@ impl VitClassifier {
         &self.encoder
     }
 
-    /// The pooled, normalised features `fc_norm(mean of patch tokens)`.
+    /// The pooled, normalised features `fc_norm(mean of patch tokens)`, in the images' dtype:
+    /// the encoder runs at the model's precision, the pooling (a mean over every token) and
+    /// `fc_norm` in the images' dtype.
     ///
     /// # Shapes
     /// - `imgs`: `[N, C, H, W]`, returns `[N, D]`
     pub fn features(&self, imgs: &Tensor, drop: Option<&[DropPathMasks]>) -> Result<Tensor> {
-        let x = self.encoder.forward_features_drop(imgs, drop)?; // [n, 1 + l, d]
+        let x = self.precision.autocast(imgs)?;
+        let x = self.encoder.forward_features_drop(&x, drop)?; // [n, 1 + l, d]
+        let x = x.to_dtype(imgs.dtype())?; // no cast at f32
         let l = x.dim(1)? - 1;
         let pooled = x.narrow(1, 1, l)?.mean(1)?; // [n, d]
         self.fc_norm.forward(&pooled)
+    }
+
+    /// The logits of images: the features of [`Self::features`], the head in the images'
+    /// dtype (`f32` logits for the loss).
+    ///
+    /// # Shapes
+    /// - `imgs`: `[N, C, H, W]`, returns `[N, num_classes]`
+    fn logits(&self, imgs: &Tensor, drop: Option<&[DropPathMasks]>) -> Result<Tensor> {
+        self.head.forward(&self.features(imgs, drop)?)
     }
 
     /// Evaluation forward (no drop path).
@@ -96,7 +126,7 @@ impl VitClassifier {
     /// # Shapes
     /// - `imgs`: `[N, C, H, W]`, returns logits `[N, num_classes]`
     pub fn forward(&self, imgs: &Tensor) -> Result<Tensor> {
-        self.head.forward(&self.features(imgs, None)?)
+        self.logits(imgs, None)
     }
 
     /// Training forward with stochastic depth drawn from `rng` (rate rising linearly from 0
@@ -138,6 +168,6 @@ impl VitClassifier {
                 DropPathMasks::draw_rows(rows, total, p, rng, imgs.device())
             })
             .collect::<Result<Vec<_>>>()?;
-        self.head.forward(&self.features(imgs, Some(&masks))?)
+        self.logits(imgs, Some(&masks))
     }
 }

@@ -101,19 +101,24 @@ impl VitEncoder {
         self.cls_token.device()
     }
 
-    /// Patch tokens with their position: `patch_embed(imgs) + pos_embed[:, 1:]`.
+    /// Patch tokens with their position: `patch_embed(imgs) + pos_embed[:, 1:]`, in the
+    /// images' dtype (the encoder computes in its input's dtype: bf16 images run the blocks
+    /// in bf16 mixed precision, see [`miram_nn::Precision`]).
     ///
     /// # Shapes
     /// - `imgs`: `[N, C, H, W]`, returns `[N, L, D]`
     pub fn embed(&self, imgs: &Tensor) -> Result<Tensor> {
         let x = self.patch_embed.forward(imgs)?; // [n, l, d]
         let l = x.dim(1)?;
-        Ok(x.broadcast_add(&self.pos_embed.narrow(1, 1, l)?)?)
+        let pos = self.pos_embed.narrow(1, 1, l)?.to_dtype(x.dtype())?; // no cast at f32
+        Ok(x.broadcast_add(&pos)?)
     }
 
     fn with_cls(&self, x: &Tensor) -> Result<Tensor> {
         let (n, _, d) = x.dims3()?;
-        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?.broadcast_as((n, 1, d))?; // [n, 1, d]
+        let cls = (&self.cls_token + self.pos_embed.narrow(1, 0, 1)?)?
+            .to_dtype(x.dtype())? // the tokens' dtype (no cast at f32)
+            .broadcast_as((n, 1, d))?; // [n, 1, d]
         Ok(Tensor::cat(&[&cls, x], 1)?)
     }
 

@@ -9,6 +9,9 @@
 //! - [`Linear`], [`LayerNorm`], [`Mlp`], [`Block`] (pre-norm, drop path), the four
 //!   [`attention`] kinds, [`PatchEmbed`], [`patchify`] / [`unpatchify`] for any channel
 //!   count, and the 2-D sin-cos tables of [`pos_embed`].
+//! - [`Precision`]: `f32` or bf16 mixed precision. The layers follow their input's dtype:
+//!   `f32` parameters are cast to a bf16 activation where they meet it, and LayerNorm,
+//!   softmax and the other sensitive steps compute in `f32` (nothing is cast at `f32`).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -35,6 +38,7 @@ mod mlp;
 pub mod ops;
 mod patch;
 pub mod pos_embed;
+mod precision;
 pub mod vb;
 
 pub use attention::{Attention, AttentionConfig, LinformerConfig, NystromConfig, PerformerConfig};
@@ -43,4 +47,5 @@ pub use error::{Error, Result};
 pub use linear::{LayerNorm, Linear};
 pub use mlp::{mlp_hidden, Mlp};
 pub use patch::{patchify, unpatchify, PatchEmbed};
+pub use precision::Precision;
 pub use vb::{Init, LoadReport, ParamStore, VarBuilder};

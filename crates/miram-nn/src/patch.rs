@@ -116,7 +116,7 @@ impl PatchEmbed {
         self.grid() * self.grid()
     }
 
-    /// Embeds the patches in row-major grid order.
+    /// Embeds the patches in row-major grid order, in the images' dtype.
     ///
     /// # Shapes
     /// - `imgs`: `[N, in_chans, img_size, img_size]`
@@ -142,8 +142,13 @@ impl PatchEmbed {
         let x = imgs.reshape(vec![n, c, g, p, g, p])?; // [n, c, gh, p, gw, q]
         let x = x.permute(vec![0, 2, 4, 1, 3, 5])?; // [n, gh, gw, c, p, q]
         let x = x.contiguous()?.reshape((n * g * g, c * p * p))?; // [n l, c p q]
-        let w = self.weight.reshape((self.embed_dim, c * p * p))?; // [d, c p q]
-        let y = x.matmul(&w.t()?)?.broadcast_add(&self.bias)?; // [n l, d]
+                                                                  // The parameters in the images' dtype (bf16 mixed precision; no cast at f32).
+        let dt = imgs.dtype();
+        let w = self
+            .weight
+            .to_dtype(dt)?
+            .reshape((self.embed_dim, c * p * p))?; // [d, c p q]
+        let y = x.matmul(&w.t()?)?.broadcast_add(&self.bias.to_dtype(dt)?)?; // [n l, d]
         Ok(y.reshape((n, g * g, self.embed_dim))?)
     }
 }

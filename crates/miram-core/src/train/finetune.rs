@@ -18,7 +18,7 @@ use miram_cbis_ddsm::split::SplitConfig;
 use miram_cbis_ddsm::tasks::{TargetKind, Task};
 use miram_encoder::{ClassifierConfig, EncoderConfig, VitClassifier};
 use miram_losses::{bce_with_logits, cross_entropy};
-use miram_nn::{LoadReport, ParamStore};
+use miram_nn::{LoadReport, ParamStore, Precision};
 use miram_rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,11 @@ pub struct FinetuneConfig {
     pub bootstrap_resamples: usize,
     /// Epoch checkpoints kept (for resuming).
     pub keep_last: usize,
+    /// Precision of the forward and backward passes (`f32`, or `bf16` mixed precision:
+    /// master weights, AdamW moments and the loss stay `f32`). Absent from the
+    /// configurations of earlier runs, which read as `f32` (and resume as such).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl FinetuneConfig {
@@ -139,6 +144,7 @@ impl FinetuneConfig {
             workers: 2,
             bootstrap_resamples: 2000,
             keep_last: 2,
+            precision: Precision::F32,
         }
     }
 
@@ -332,6 +338,7 @@ pub fn finetune(
         drop_path: cfg.drop_path,
     };
     let (model, store, _) = build_classifier(&ccfg, cfg.init.as_deref(), cfg.mode, cfg.seed, &dev)?;
+    let model = model.with_precision(cfg.precision);
     let mut opt = finetune_optimizer(cfg, &store)?;
     let world = opts.all_reduce.world_size();
     // Fewer training cases than a batch: one smaller batch per epoch instead of none.
@@ -806,6 +813,24 @@ mod tests {
             num_classes: 3,
             drop_path: 0.1,
         }
+    }
+
+    #[test]
+    fn a_configuration_without_precision_is_f32() {
+        let paper = FinetuneConfig::paper(cfg().encoder, Task::PathologyBinary);
+        let mut v = serde_json::to_value(&paper).expect("serialise");
+        assert_eq!(v.get("precision"), Some(&serde_json::json!("f32")));
+        if let Some(m) = v.as_object_mut() {
+            m.insert("precision".into(), "bf16".into());
+        }
+        let bf16: FinetuneConfig = serde_json::from_value(v.clone()).expect("bf16");
+        assert_eq!(bf16.precision, Precision::Bf16);
+        if let Some(m) = v.as_object_mut() {
+            m.remove("precision");
+        }
+        let old: FinetuneConfig = serde_json::from_value(v).expect("old");
+        assert_eq!(old.precision, Precision::F32);
+        assert_eq!(old, paper);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 use miram_cbis_ddsm::augment::AugmentConfig;
 use miram_cbis_ddsm::loader::{Batch, CropDataset, Loader};
-use miram_nn::ParamStore;
+use miram_nn::{ParamStore, Precision};
 use miram_rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,11 @@ pub struct PretrainConfig {
     pub checkpoint_every: u64,
     /// Step checkpoints kept.
     pub keep_last: usize,
+    /// Precision of the forward and backward passes (`f32`, or `bf16` mixed precision:
+    /// master weights, AdamW moments and the loss stay `f32`). Absent from the
+    /// configurations of earlier runs, which read as `f32` (and resume as such).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl PretrainConfig {
@@ -104,6 +109,7 @@ impl PretrainConfig {
             workers: 2,
             checkpoint_every: 1000,
             keep_last: 3,
+            precision: Precision::F32,
         }
     }
 
@@ -364,7 +370,7 @@ fn start_or_resume(
         weight_decay: cfg.weight_decay,
     };
     let Some(st) = resume else {
-        let model = Miram::init(mc, cfg.seed, dev)?;
+        let model = Miram::init(mc, cfg.seed, dev)?.with_precision(cfg.precision);
         let opt = AdamW::new(model.store().trainable(), opt_cfg)?;
         return Ok(Start {
             model,
@@ -380,7 +386,7 @@ fn start_or_resume(
         DType::F32,
         dev,
     );
-    let model = Miram::new(mc, store.root())?;
+    let model = Miram::new(mc, store.root())?.with_precision(cfg.precision);
     crate::checkpoint::ensure_loaded(&store.load_report(), &st.path, &|_| false)?;
     let mut opt = AdamW::new(model.store().trainable(), opt_cfg)?;
     opt.load_state(&st.optimizer, &st.metadata)?;
@@ -498,4 +504,52 @@ fn track_features(model: &Miram, step: u64, epoch: u64, io: &mut RunIo<'_>) -> R
         metrics,
     });
     io.emit(&ev)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::state::config_differences;
+
+    /// The recipe as a JSON object without its `precision` key (a run folder written before
+    /// the setting existed).
+    fn without_precision(cfg: &PretrainConfig) -> String {
+        let mut v = serde_json::to_value(cfg).expect("serialise");
+        if let Some(m) = v.as_object_mut() {
+            m.remove("precision");
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn a_configuration_without_precision_is_f32_and_bf16_round_trips() {
+        let f32 = PretrainConfig::paper(MiramConfig::micro());
+        let json = serde_json::to_string(&f32).expect("serialise");
+        assert!(json.contains(r#""precision":"f32""#), "{json}");
+        let old: PretrainConfig = serde_json::from_str(&without_precision(&f32)).expect("old");
+        assert_eq!(old.precision, Precision::F32);
+        assert_eq!(old, f32);
+        let bf16 = PretrainConfig {
+            precision: Precision::Bf16,
+            ..f32
+        };
+        let json = serde_json::to_string(&bf16).expect("serialise");
+        assert!(json.contains(r#""precision":"bf16""#), "{json}");
+        let back: PretrainConfig = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, bf16);
+    }
+
+    #[test]
+    fn an_old_run_resumes_at_f32_and_refuses_bf16() {
+        let f32 = PretrainConfig::paper(MiramConfig::micro());
+        let saved = without_precision(&f32);
+        let same = config_differences(&saved, &f32, &RESUME_FREE_KEYS).expect("compare");
+        assert!(same.is_empty(), "{same:?}");
+        let bf16 = PretrainConfig {
+            precision: Precision::Bf16,
+            ..f32
+        };
+        let diff = config_differences(&saved, &bf16, &RESUME_FREE_KEYS).expect("compare");
+        assert_eq!(diff, vec![r#"precision: "f32" -> "bf16""#.to_string()]);
+    }
 }

@@ -70,7 +70,12 @@ impl LinformerAttention {
     /// `[N, n, d] -> [N, k, d]` with the first `n` rows of `proj` (`[seq_len, k]`).
     fn project(x: &Tensor, proj: &Tensor) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
-        let p = proj.narrow(0, 0, n)?.t()?.contiguous()?; // [k, n]
+        // The projection in the activations' dtype (no cast at f32).
+        let p = proj
+            .to_dtype(x.dtype())?
+            .narrow(0, 0, n)?
+            .t()?
+            .contiguous()?; // [k, n]
         let k = p.dim(0)?;
         let p = p.unsqueeze(0)?.broadcast_as((b, k, n))?.contiguous()?; // [b, k, n]
         Ok(p.matmul(&x.contiguous()?)?.reshape((b, k, d))?) // [b, k, d]

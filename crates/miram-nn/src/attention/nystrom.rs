@@ -11,6 +11,7 @@ use candle_core::{Tensor, D};
 use super::{merge_heads, split_heads, NystromConfig};
 use crate::linear::Linear;
 use crate::ops::softmax_last_dim;
+use crate::precision::wide_dtype;
 use crate::vb::{Init, VarBuilder};
 use crate::Result;
 
@@ -102,7 +103,7 @@ impl NystromAttention {
         let k = w.dim(2)?;
         let half = k / 2;
         let vp = v.pad_with_zeros(2, half, half)?; // [b, h, n + k - 1, dh]
-        let w = w.reshape((h, k))?;
+        let w = w.to_dtype(v.dtype())?.reshape((h, k))?; // the activations' dtype
         let mut out: Option<Tensor> = None;
         for j in 0..k {
             let wj = w.narrow(1, j, 1)?.reshape((1, h, 1, 1))?;
@@ -133,13 +134,18 @@ impl NystromAttention {
         let v = split_heads(&qkv.narrow(2, 2 * c, c)?, h)?;
         let q = (q * (dh as f64).powf(-0.5))?;
         let l = np / m;
-        let ql = q.reshape((b, h, m, l, dh))?.mean(3)?; // [b, h, m, dh]
-        let kl = k.reshape((b, h, m, l, dh))?.mean(3)?; // [b, h, m, dh]
+        // The landmarks, their attention and its pseudo-inverse in f32 for bf16 activations
+        // (the iteration amplifies rounding); every cast below is a no-op at f32 and f64.
+        let (dt, wide) = (x.dtype(), wide_dtype(x.dtype()));
+        let landmarks = |t: &Tensor| t.to_dtype(wide)?.reshape((b, h, m, l, dh))?.mean(3);
+        let ql = landmarks(&q)?; // [b, h, m, dh]
+        let kl = landmarks(&k)?; // [b, h, m, dh]
         let klt = kl.t()?.contiguous()?; // [b, h, dh, m]
-        let a1 = softmax_last_dim(&q.matmul(&klt)?)?; // [b, h, np, m]
         let a2 = softmax_last_dim(&ql.matmul(&klt)?)?; // [b, h, m, m]
+        let a2_inv = pinv_iterative(&a2, self.iters)?.to_dtype(dt)?;
+        let (ql, klt) = (ql.to_dtype(dt)?, klt.to_dtype(dt)?);
+        let a1 = softmax_last_dim(&q.matmul(&klt)?)?; // [b, h, np, m]
         let a3 = softmax_last_dim(&ql.matmul(&k.t()?)?)?; // [b, h, m, np]
-        let a2_inv = pinv_iterative(&a2, self.iters)?;
         let mut out = a1.matmul(&a2_inv)?.matmul(&a3.matmul(&v)?)?; // [b, h, np, dh]
         if let Some(w) = &self.res_conv {
             out = (out + self.residual(&v, w)?)?;

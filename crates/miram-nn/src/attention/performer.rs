@@ -10,6 +10,7 @@ use miram_rand::Rng;
 use super::{merge_heads, split_heads, PerformerConfig};
 use crate::init::gaussian_orthogonal;
 use crate::linear::Linear;
+use crate::precision::wide_dtype;
 use crate::vb::VarBuilder;
 use crate::Result;
 
@@ -32,7 +33,8 @@ pub struct PerformerAttention {
 /// Positive random features of `data` (performer-pytorch's `softmax_kernel`).
 ///
 /// The stabiliser is the maximum over the features for queries, and over the tokens and the
-/// features for keys; it is detached, as in the reference.
+/// features for keys; it is detached, as in the reference. For bf16 data the exponential
+/// is computed in `f32` and the features returned in bf16.
 ///
 /// # Shapes
 /// - `data`: `[N, h, n, dh]`, `proj`: `[nb, dh]`, returns `[N, h, n, nb]`
@@ -44,9 +46,13 @@ pub fn softmax_kernel(data: &Tensor, proj: &Tensor, is_query: bool) -> Result<Te
     let scaled = (data * dn)?;
     let dash = scaled
         .reshape((b * h * n, dh))?
-        .matmul(&proj.t()?)?
+        .matmul(&proj.to_dtype(data.dtype())?.t()?)? // the projection in the data's dtype
         .reshape((b, h, n, nb))?; // [b, h, n, nb]
-    let diag = (data.sqr()?.sum_keepdim(D::Minus1)? * (0.5 * dn * dn))?; // [b, h, n, 1]
+
+    // The exponential's argument and the exponential in f32 for bf16 data (no cast at f32).
+    let (dt, wide) = (data.dtype(), wide_dtype(data.dtype()));
+    let dash = dash.to_dtype(wide)?;
+    let diag = (data.to_dtype(wide)?.sqr()?.sum_keepdim(D::Minus1)? * (0.5 * dn * dn))?; // [b, h, n, 1]
     let stab = if is_query {
         dash.max_keepdim(D::Minus1)?.detach() // [b, h, n, 1]
     } else {
@@ -55,7 +61,7 @@ pub fn softmax_kernel(data: &Tensor, proj: &Tensor, is_query: bool) -> Result<Te
             .detach() // [b, h, 1, 1]
     };
     let e = dash.broadcast_sub(&diag)?.broadcast_sub(&stab)?.exp()?;
-    Ok(((e + KERNEL_EPS)? * ratio)?)
+    Ok(((e + KERNEL_EPS)? * ratio)?.to_dtype(dt)?)
 }
 
 impl PerformerAttention {

@@ -134,7 +134,8 @@ pub(crate) fn column_sums(
 
 /// `x W^T (+ b)` over the last dimension (PyTorch's `nn.Linear`): with a bias, one
 /// differentiable op on the CPU for `f32` whose backward writes `dx`, `dW` and `db` together;
-/// candle's composed ops otherwise.
+/// candle's composed ops otherwise, in `x`'s dtype (an `f32` weight meeting a bf16 `x` is
+/// cast to bf16; its gradient arrives in `f32`).
 ///
 /// # Shapes
 /// - `x`: `[..., din]`, `w`: `[dout, din]`, `b`: `[dout]`; returns `[..., dout]`
@@ -147,8 +148,11 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result
         Some(b) if cpu_fast_path(&[x, w, b]) => {
             x2.apply_op3(&w.contiguous()?, &b.contiguous()?, LinearOp)?
         }
-        Some(b) => x2.matmul(&w.t()?)?.broadcast_add(b)?,
-        None => x2.matmul(&w.t()?)?,
+        // Composed: the parameters in the activation's dtype (no cast when they already are).
+        Some(b) => x2
+            .matmul(&w.to_dtype(x.dtype())?.t()?)?
+            .broadcast_add(&b.to_dtype(x.dtype())?)?,
+        None => x2.matmul(&w.to_dtype(x.dtype())?.t()?)?,
     };
     let mut out = dims.to_vec();
     if let Some(last) = out.last_mut() {

@@ -4,12 +4,15 @@
 //! them silently vanish. Here LayerNorm and the last-dimension softmax are candle custom ops
 //! with analytic backward passes: fused CPU kernels (rayon over rows, fixed chunking so the
 //! results are bit-for-bit reproducible) for contiguous `f32` on the CPU, and the composed,
-//! differentiable candle forms on every other device or dtype. Tests check both paths against
+//! differentiable candle forms on every other device or dtype (bf16 included: its LayerNorm
+//! and softmax compute in `f32`, its parameters are cast to the activation's dtype). Tests check both paths against
 //! each other and against finite differences.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::precision::widened;
 
 mod attention;
 mod block;
@@ -107,18 +110,23 @@ pub fn layer_norm(
 }
 
 /// The composed, differentiable LayerNorm (any device and dtype); the reference of the
-/// fused kernel.
+/// fused kernel. A bf16 (or f16) input is normalised in `f32` and the result returned in
+/// the input's dtype.
 pub fn layer_norm_composed(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     eps: f64,
 ) -> candle_core::Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let xc = x.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
-    xhat.broadcast_mul(weight)?.broadcast_add(bias)
+    widened(x, |x| {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xhat = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
+        // The parameters in the normalisation's dtype (no cast when they already are).
+        xhat.broadcast_mul(&weight.to_dtype(x.dtype())?)?
+            .broadcast_add(&bias.to_dtype(x.dtype())?)
+    })
 }
 
 struct LayerNormOp {
@@ -497,7 +505,8 @@ impl CustomOp2 for GeluBwdOp {
 // Softmax over the last dimension
 // ---------------------------------------------------------------------------------------
 
-/// Softmax over the last dimension, differentiable (fused on the CPU for `f32`).
+/// Softmax over the last dimension, differentiable (fused on the CPU for `f32`; a bf16 or
+/// f16 input is computed in `f32` and returned in its dtype).
 ///
 /// # Shapes
 /// - `x`: `[..., n]`, returns `[..., n]`
@@ -505,7 +514,7 @@ pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
     if cpu_fast_path(&[x]) {
         x.contiguous()?.apply_op1(SoftmaxOp)
     } else {
-        candle_nn::ops::softmax(x, D::Minus1)
+        widened(x, |x| candle_nn::ops::softmax(x, D::Minus1))
     }
 }
 
