@@ -1,6 +1,6 @@
-//! `miram selftest` on the CPU through the composed kernels (the path a GPU takes): every
-//! check passes on the fixtures of `$MIRAM_MODEL_FIXTURES` and `$MIRAM_FINETUNE_FIXTURES`,
-//! one line per fixture, the device steps, the resumed run and the timing rows with the
+//! `miram selftest` on the CPU through the composed kernels (the path a GPU takes), with
+//! bf16: every check passes on the fixtures of `$MIRAM_MODEL_FIXTURES` and
+//! `$MIRAM_FINETUNE_FIXTURES`, one line per fixture and precision, the device steps, the resumed run and the timing rows with the
 //! FLOPs of `miram_core::flops`, all in `selftest.json`; a fixture whose expected loss is
 //! wrong fails the command naming it; a folder without fixtures is refused naming it.
 
@@ -44,6 +44,7 @@ fn every_check_passes_through_the_composed_kernels() {
     let run = miram(&[
         "selftest",
         "--composed",
+        "--bf16",
         "--fixtures",
         &s(&fx),
         "--out",
@@ -64,23 +65,23 @@ fn every_check_passes_through_the_composed_kernels() {
         .unwrap_or_else(|| panic!("{report}"));
     let cases = fixture_files(&fx.join("model"), "safetensors").len()
         + fixture_files(&fx.join("finetune"), "safetensors").len();
-    // One per fixture, the masking, two steps, the resume.
-    assert_eq!(checks.len(), cases + 4, "{stdout}");
+    // One per fixture in f32 and in bf16, the masking, two steps, the resume.
+    assert_eq!(checks.len(), 2 * cases + 4, "{stdout}");
     assert!(checks.iter().all(|c| c["passed"] == true), "{stdout}");
-    assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-        cases + 4,
-        "{stdout}"
-    );
+    let ok_lines = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(ok_lines, 2 * cases + 4, "{stdout}");
+    let bf16 = checks.iter().filter(|c| c["section"] == "bf16").count();
+    assert_eq!(bf16, cases, "{stdout}");
     let timings = report["timings"]
         .as_array()
         .unwrap_or_else(|| panic!("{report}"));
-    assert_eq!(timings.len(), 2, "{report}");
+    assert_eq!(timings.len(), 4, "{report}");
     let cfg = miram_core::MiramConfig::micro();
-    for (t, mode) in timings
-        .iter()
-        .zip([BenchMode::Pretrain, BenchMode::Finetune])
-    {
+    let rows = [BenchMode::Pretrain, BenchMode::Finetune]
+        .into_iter()
+        .flat_map(|m| [(m, "f32"), (m, "bf16")]);
+    for (t, (mode, precision)) in timings.iter().zip(rows) {
+        assert_eq!(t["precision"], precision);
         assert_eq!(t["mode"], mode.name());
         let want = miram_core::flops::step_flops(&cfg, mode, 2).training_step() * 1e-12;
         let got = t["tflop_per_step"]

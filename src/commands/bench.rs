@@ -4,8 +4,8 @@
 //! memory and the matrix-product figures), so the two can be run back to back and divided.
 
 use clap::Args;
-use miram_core::bench::{BenchMode, BenchReport};
-use miram_core::MiramConfig;
+use miram_core::bench::{BenchMode, BenchReport, BenchSpec};
+use miram_core::{MiramConfig, Precision};
 
 use crate::commands::device;
 use crate::ui::{Mode, Ui};
@@ -26,7 +26,7 @@ Modes (the --mode of benches/torch/bench_step.py):
 The pre-training modes also time the masked-encoder forward; in finetune mode
 masked_encoder_ms_median is null.
 
-Output: one JSON line on standard output (impl, mode, preset, batch, threads, step_ms_median,
+Output: one JSON line on standard output (impl, mode, preset, precision, batch, threads, step_ms_median,
 masked_encoder_ms_median, classes, params, peak_rss_mib, matmul_share, matmul_gflops,
 step_gflops, gflop_per_step, config), and a table of the figures on standard error (not with
 --quiet); with --json-lines, one `result` event with the same fields instead.
@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// backward, AdamW) instead of pre-training.
     #[arg(long)]
     pub finetune: bool,
+    /// The training precision: f32, or bf16 mixed precision (a GPU only).
+    #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = crate::args::precision_parser())]
+    pub precision: Precision,
 }
 
 impl BenchArgs {
@@ -120,15 +123,13 @@ pub fn run(a: &BenchArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
         None => {}
     }
     // `--threads` sized the pool in `main`, before the command started on it.
-    let report = miram_core::bench::bench_step(
-        &a.preset,
-        &cfg,
-        mode,
-        a.batch,
-        a.steps,
-        g.seed.unwrap_or(0),
-        &dev,
-    )?;
+    crate::args::check_precision(a.precision, &dev)?;
+    let spec = BenchSpec {
+        seed: g.seed.unwrap_or(0),
+        precision: a.precision,
+        ..BenchSpec::new(&a.preset, &cfg, a.batch, a.steps)
+    };
+    let report = miram_core::bench::bench_step(&spec, mode, &dev)?;
     ui.result_text(format!("{}\n", serde_json::to_string(&report)?));
     if ui.mode() == Mode::Human {
         ui.info(table(&report));

@@ -4,15 +4,16 @@
 //! On the chosen device it runs, in order:
 //! 1. **parity**: every model fixture (forward, every gradient, one AdamW step) and every
 //!    fine-tuning fixture (logits, loss, every gradient) against PyTorch's values
-//!    ([`miram_core::parity`], the checks of the parity tests);
+//!    ([`miram_core::parity`], the checks of the parity tests); on a GPU also in bf16 mixed
+//!    precision against the f32 references;
 //! 2. **masking**: the random masking on the device against the CPU's, exactly;
 //! 3. **pretrain step** and **finetune step** (drop path, class weights, AdamW) on the device
 //!    against the same step on the CPU (same weights, batch and random numbers);
 //! 4. **resume**: `miram pretrain` of `micro` on a generated dataset, straight through and
 //!    stopped then resumed from its checkpoint, as child processes of this binary: the two
 //!    final models must agree;
-//! 5. **timing**: training steps of the given presets, with the achieved TFLOP/s
-//!    ([`miram_core::flops`]).
+//! 5. **timing**: training steps of the given presets, pre-training and fine-tuning, in f32
+//!    and (on a GPU) bf16, with the achieved TFLOP/s ([`miram_core::flops`]).
 //!
 //! It prints one line per check and a table, writes everything to `selftest.json` in
 //! `--out`, and fails when any check fails. On the CPU, `--composed` runs the composed
@@ -25,14 +26,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use miram_core::bench::BenchMode;
+use miram_core::bench::{BenchMode, BenchSpec};
 use miram_core::checkpoint::read_checkpoint;
 use miram_core::encoder::{ClassifierConfig, VitClassifier};
 use miram_core::nn::ParamStore;
 use miram_core::optim::{AdamW, AdamWConfig, Grads};
 use miram_core::parity::{self, CheckKind, ParityReport};
 use miram_core::rand::Rng;
-use miram_core::{Miram, MiramConfig};
+use miram_core::{Miram, MiramConfig, Precision};
 use serde::Serialize;
 use serde_json::json;
 
@@ -43,12 +44,18 @@ use crate::GlobalArgs;
 /// Arguments of `miram selftest`.
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
-Checks, in order: parity with PyTorch on every fixture of FIXTURES/model and
-FIXTURES/finetune; the masking on the device against the CPU's; a pre-training and a
-fine-tuning step on the device against the CPU; `miram pretrain` of micro straight and
-stopped + resumed (child processes of this binary, in OUT/resume); the timing of a training
-step of each --time-presets preset with its TFLOP/s. Every line is also in OUT/selftest.json.
-It exits non-zero when a check fails.
+Checks, in order:
+  parity   every fixture of FIXTURES/model and FIXTURES/finetune against PyTorch, in f32
+           (the fixtures' tolerances); on a GPU or with --bf16 also in bf16 mixed precision
+           against the f32 references (losses within 1e-2 relative, gradient cosines
+           >= 0.995)
+  device   the masking, a pre-training step and a fine-tuning step on the device against
+           the CPU
+  resume   `miram pretrain` of micro straight, and stopped + resumed (child processes of
+           this binary, in OUT/resume): the final models must agree
+  timing   a training step of each --time-presets preset (pretrain and finetune, at each
+           precision) with its TFLOP/s (model FLOPs: matrix products, forward + backward)
+Every line is also in OUT/selftest.json. It exits non-zero when a check fails.
 
 Examples:
   miram selftest --device cuda:0 --fixtures fixtures --out selftest-out
@@ -82,6 +89,10 @@ pub struct SelftestArgs {
     /// Skip the resume check (it runs this binary as child processes).
     #[arg(long)]
     pub no_resume: bool,
+    /// On the CPU, also check and time bf16 mixed precision (always done on a GPU; on the
+    /// CPU it runs through the library's slow composed path).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 /// One check's outcome.
@@ -129,7 +140,10 @@ pub fn run(a: &SelftestArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
         ui.event("check", serde_json::to_value(&c).unwrap_or_default());
         checks.push(c);
     };
-    for c in parity_checks(&a.fixtures, &dev)? {
+    // bf16 runs on the CPU only through the library's composed path, slowly: the CLI keeps it
+    // for GPUs, and so does the selftest unless asked.
+    let precisions = precisions(a, &dev);
+    for c in parity_checks(&a.fixtures, &dev, &precisions)? {
         say(c, ui);
     }
     for c in device_checks(&dev)? {
@@ -138,7 +152,7 @@ pub fn run(a: &SelftestArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     if !a.no_resume {
         say(resume_check(&a.out.join("resume"), g, ui)?, ui);
     }
-    let timings = timing(a, &dev, ui)?;
+    let timings = timing(a, &dev, &precisions, ui)?;
     if !timings.is_empty() {
         ui.result_text(timing_table(&timings));
     }
@@ -184,36 +198,49 @@ fn describe(dev: &Device, composed: bool) -> String {
     }
 }
 
-/// Every model and fine-tuning fixture.
-fn parity_checks(fixtures: &Path, dev: &Device) -> anyhow::Result<Vec<Check>> {
+/// Every model and fine-tuning fixture, in f32 (the fixtures' tolerances) and, on a GPU,
+/// in bf16 mixed precision (the bounds of [`parity::BF16_RTOL`] and
+/// [`parity::BF16_GRAD_COSINE`]).
+fn parity_checks(
+    fixtures: &Path,
+    dev: &Device,
+    precisions: &[Precision],
+) -> anyhow::Result<Vec<Check>> {
     let mut out = Vec::new();
-    type CheckFn = fn(&Path, &Device) -> miram_core::Result<ParityReport>;
+    type CheckFn = fn(&Path, &Device, Precision) -> miram_core::Result<ParityReport>;
     let kinds: [(&str, CheckFn); 2] = [
-        ("model", parity::check_model_fixture),
-        ("finetune", parity::check_finetune_fixture),
+        ("model", parity::check_model_fixture_at),
+        ("finetune", parity::check_finetune_fixture_at),
     ];
-    for (sub, check) in kinds {
-        let dir = fixtures.join(sub);
-        let files = parity::fixture_files(&dir, "safetensors")
-            .with_context(|| format!("the fixtures (--fixtures {})", fixtures.display()))?;
-        anyhow::ensure!(
-            !files.is_empty(),
-            "no *.safetensors fixture in {}",
-            dir.display()
-        );
-        for f in files {
-            let r = check(&f, dev).with_context(|| format!("fixture {}", f.display()))?;
-            out.push(Check {
-                section: "parity",
-                name: format!(
-                    "{sub}/{}",
-                    f.file_name()
-                        .map(|n| n.to_string_lossy())
-                        .unwrap_or_default()
-                ),
-                passed: r.passed(),
-                detail: parity_detail(&r),
-            });
+    for &precision in precisions {
+        for (sub, check) in kinds {
+            let dir = fixtures.join(sub);
+            let files = parity::fixture_files(&dir, "safetensors")
+                .with_context(|| format!("the fixtures (--fixtures {})", fixtures.display()))?;
+            anyhow::ensure!(
+                !files.is_empty(),
+                "no *.safetensors fixture in {}",
+                dir.display()
+            );
+            for f in files {
+                let r = check(&f, dev, precision)
+                    .with_context(|| format!("fixture {}", f.display()))?;
+                out.push(Check {
+                    section: if precision == Precision::F32 {
+                        "parity"
+                    } else {
+                        "bf16"
+                    },
+                    name: format!(
+                        "{sub}/{}",
+                        f.file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
+                    ),
+                    passed: r.passed(),
+                    detail: parity_detail(&r),
+                });
+            }
         }
     }
     Ok(out)
@@ -517,8 +544,22 @@ fn resume_check(dir: &Path, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<Check> {
     })
 }
 
-/// A timed training step of each `--time-presets` preset.
-fn timing(a: &SelftestArgs, dev: &Device, ui: &Ui) -> anyhow::Result<Vec<Timing>> {
+/// The precisions checked and timed: f32, and bf16 on a GPU or with `--bf16` on the CPU.
+fn precisions(a: &SelftestArgs, dev: &Device) -> Vec<Precision> {
+    if dev.is_cpu() && !a.bf16 {
+        vec![Precision::F32]
+    } else {
+        vec![Precision::F32, Precision::Bf16]
+    }
+}
+
+/// A timed training step of each `--time-presets` preset at each precision.
+fn timing(
+    a: &SelftestArgs,
+    dev: &Device,
+    precisions: &[Precision],
+    ui: &Ui,
+) -> anyhow::Result<Vec<Timing>> {
     let mut out = Vec::new();
     for preset in a
         .time_presets
@@ -526,22 +567,24 @@ fn timing(a: &SelftestArgs, dev: &Device, ui: &Ui) -> anyhow::Result<Vec<Timing>
         .filter(|p| p.as_str() != "none" && !p.is_empty())
     {
         let cfg = MiramConfig::preset(preset)?;
-        for mode in [BenchMode::Pretrain, BenchMode::Finetune] {
-            ui.info(format!("timing {preset} {mode} at {} images", a.time_batch));
-            let r = miram_core::bench::bench_step(
-                preset,
-                &cfg,
-                mode,
-                a.time_batch,
-                a.time_steps,
-                0,
-                dev,
-            )?;
+        for (mode, &precision) in [BenchMode::Pretrain, BenchMode::Finetune]
+            .into_iter()
+            .flat_map(|m| precisions.iter().map(move |p| (m, p)))
+        {
+            ui.info(format!(
+                "timing {preset} {mode} {precision} at {} images",
+                a.time_batch
+            ));
+            let spec = BenchSpec {
+                precision,
+                ..BenchSpec::new(preset, &cfg, a.time_batch, a.time_steps)
+            };
+            let r = miram_core::bench::bench_step(&spec, mode, dev)?;
             let flop = miram_core::flops::step_flops(&cfg, mode, a.time_batch).training_step();
             let t = Timing {
                 preset: preset.clone(),
                 mode: mode.name().into(),
-                precision: "f32".into(),
+                precision: precision.name().into(),
                 batch: a.time_batch,
                 step_ms: r.step_ms_median,
                 tflop_per_step: flop * 1e-12,

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use miram_core::bench::BenchSpec;
 use miram_core::cbis_ddsm::synth::{SynthConfig, SynthManifest};
 use miram_core::metrics::two_sided_p_value;
 use miram_core::train::{compare, DataConfig, PreparedData, RunOptions};
@@ -402,12 +403,19 @@ fn epochs_for_budget(
     for &s in &p.starts {
         if let Some(m) = s.model(&model) {
             pre_step += time(&|| {
-                miram_core::bench::pretrain_step(&p.preset, &m, p.pretrain_batch, 3, 0, device)
+                miram_core::bench::pretrain_step(
+                    &BenchSpec::new(&p.preset, &m, p.pretrain_batch, 3),
+                    device,
+                )
             })?;
         }
     }
     let ft_step = time(&|| {
-        miram_core::bench::finetune_step(&p.preset, &model, p.finetune_batch, 2, 3, 0, device)
+        miram_core::bench::finetune_step(
+            &BenchSpec::new(&p.preset, &model, p.finetune_batch, 3),
+            2,
+            device,
+        )
     })?;
     let pre_steps_per_epoch =
         miram_core::cbis_ddsm::loader::CropDataset::len(&data.pretraining_set())

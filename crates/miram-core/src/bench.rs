@@ -17,7 +17,7 @@ use miram_nn::{AttentionConfig, ParamStore};
 
 use crate::optim::{AdamW, AdamWConfig, Grads};
 use crate::rand::Rng;
-use crate::{Error, Miram, MiramConfig, Result};
+use crate::{Error, Miram, MiramConfig, Precision, Result};
 
 /// Which step is timed: the three `--mode`s of `benches/torch/bench_step.py`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,8 @@ pub struct BenchReport {
     pub mode: BenchMode,
     /// The preset name, or `custom`.
     pub preset: String,
+    /// The training precision (`f32`, or `bf16` mixed precision).
+    pub precision: Precision,
     /// Images per step.
     pub batch: usize,
     /// Worker threads of the pool.
@@ -427,6 +429,7 @@ fn timed<F: FnMut() -> Result<()>>(
 struct BenchSubject<'a> {
     mode: BenchMode,
     preset: &'a str,
+    precision: Precision,
     cfg: MiramConfig,
     batch: usize,
     classes: Option<usize>,
@@ -443,6 +446,7 @@ fn report(
     let BenchSubject {
         mode,
         preset,
+        precision,
         cfg,
         batch,
         classes,
@@ -454,6 +458,7 @@ fn report(
         implementation: format!("miram-rs {} (candle 0.11)", env!("CARGO_PKG_VERSION")),
         mode,
         preset: preset.to_string(),
+        precision,
         batch,
         threads: rayon::current_num_threads(),
         step_ms_median: median_ms(step),
@@ -469,27 +474,50 @@ fn report(
     }
 }
 
-/// Times `steps` steps of `mode` for the preset configuration `cfg` at `batch` images on
-/// `device`, after two warm-up steps, as `benches/torch/bench_step.py --mode` does:
-/// [`pretrain_step`] of `cfg` or of its 1x scale alone, or [`finetune_step`].
-pub fn bench_step(
-    preset: &str,
-    cfg: &MiramConfig,
-    mode: BenchMode,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<BenchReport> {
+/// What a benchmark times: a configuration at a batch size, a number of timed steps, the
+/// seed of the weights, images and masks, and the training precision.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchSpec<'a> {
+    /// The preset name (or `custom`), for the report.
+    pub preset: &'a str,
+    /// The model configuration.
+    pub cfg: &'a MiramConfig,
+    /// Images per step.
+    pub batch: usize,
+    /// Timed steps, after two warm-up steps.
+    pub steps: usize,
+    /// Seed of the weights, the images and the masks.
+    pub seed: u64,
+    /// `f32`, or `bf16` mixed precision (f32 master weights and optimiser).
+    pub precision: Precision,
+}
+
+impl<'a> BenchSpec<'a> {
+    /// `steps` steps of `cfg` at `batch` images in `f32`, seed 0.
+    pub fn new(preset: &'a str, cfg: &'a MiramConfig, batch: usize, steps: usize) -> Self {
+        Self {
+            preset,
+            cfg,
+            batch,
+            steps,
+            seed: 0,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// Times the steps of `spec` in `mode` on `device`, after two warm-up steps, as
+/// `benches/torch/bench_step.py --mode` does: [`pretrain_step`] of the configuration or of
+/// its 1x scale alone, or [`finetune_step`].
+pub fn bench_step(spec: &BenchSpec<'_>, mode: BenchMode, device: &Device) -> Result<BenchReport> {
     match mode {
         BenchMode::Pretrain | BenchMode::SingleScale => {
-            let mut r = pretrain_step(preset, &mode.model_config(cfg), batch, steps, seed, device)?;
+            let cfg = mode.model_config(spec.cfg);
+            let mut r = pretrain_step(&BenchSpec { cfg: &cfg, ..*spec }, device)?;
             r.mode = mode;
             Ok(r)
         }
-        BenchMode::Finetune => {
-            finetune_step(preset, cfg, batch, FINETUNE_CLASSES, steps, seed, device)
-        }
+        BenchMode::Finetune => finetune_step(spec, FINETUNE_CLASSES, device),
     }
 }
 
@@ -502,21 +530,22 @@ fn check_batch(batch: usize, steps: usize) -> Result<()> {
     Ok(())
 }
 
-/// Times `steps` pre-training steps (masking, forward of every decoder of `cfg`, loss,
-/// backward, AdamW with MAE's pre-training settings) and masked-encoder forwards of `cfg` at
-/// `batch` images on `device`, after two warm-up iterations of each. The report's mode is
+/// Times the steps of `spec` in pre-training (masking, forward of every decoder of the
+/// configuration, loss, backward, AdamW with MAE's pre-training settings) and masked-encoder
+/// forwards on `device`, after two warm-up iterations of each. The report's mode is
 /// [`BenchMode::Pretrain`]; give [`MiramConfig::single_scale`] for MAE's step (or call
 /// [`bench_step`]).
-pub fn pretrain_step(
-    preset: &str,
-    cfg: &MiramConfig,
-    batch: usize,
-    steps: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<BenchReport> {
+pub fn pretrain_step(spec: &BenchSpec<'_>, device: &Device) -> Result<BenchReport> {
+    let BenchSpec {
+        preset,
+        cfg,
+        batch,
+        steps,
+        seed,
+        precision,
+    } = *spec;
     check_batch(batch, steps)?;
-    let model = Miram::init(cfg, seed, device)?;
+    let model = Miram::init(cfg, seed, device)?.with_precision(precision);
     let params = model.store().trainable();
     let mut opt = AdamW::new(params.clone(), AdamWConfig::mae_pretrain(BENCH_LR))?;
     let mut rng = Rng::new(seed);
@@ -543,6 +572,7 @@ pub fn pretrain_step(
     let subject = BenchSubject {
         mode: BenchMode::Pretrain,
         preset,
+        precision,
         cfg: cfg.clone(),
         batch,
         classes: None,
@@ -551,21 +581,21 @@ pub fn pretrain_step(
     Ok(report(subject, step, Some(enc)))
 }
 
-/// Times `steps` fine-tuning steps of the classifier built on the encoder of `cfg` with a
-/// head of `classes` outputs, at `batch` unmasked images on `device`, after two warm-up
-/// steps: the forward (no drop path), the cross-entropy with class weights 1 against the
+/// Times the steps of `spec` in fine-tuning: the classifier built on the encoder of the
+/// configuration with a head of `classes` outputs, at unmasked images on `device`, after two
+/// warm-up steps: the forward (no drop path), the cross-entropy with class weights 1 against the
 /// labels `i % classes`, the backward and AdamW (MAE's fine-tuning betas (0.9, 0.999), weight
 /// decay 0.05 on MAE's decayed parameters), as `bench_step.py --mode finetune`. There is no
 /// masked-encoder figure (null).
-pub fn finetune_step(
-    preset: &str,
-    cfg: &MiramConfig,
-    batch: usize,
-    classes: usize,
-    steps: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<BenchReport> {
+pub fn finetune_step(spec: &BenchSpec<'_>, classes: usize, device: &Device) -> Result<BenchReport> {
+    let BenchSpec {
+        preset,
+        cfg,
+        batch,
+        steps,
+        seed,
+        precision,
+    } = *spec;
     check_batch(batch, steps)?;
     if classes == 0 {
         return Err(Error::Config(
@@ -578,7 +608,7 @@ pub fn finetune_step(
         drop_path: 0.0,
     };
     let store = ParamStore::new(seed, DType::F32, device);
-    let model = VitClassifier::new(&ccfg, store.root())?;
+    let model = VitClassifier::new(&ccfg, store.root())?.with_precision(precision);
     let params = store.trainable();
     let mut opt = AdamW::new(
         params.clone(),
@@ -603,6 +633,7 @@ pub fn finetune_step(
     let subject = BenchSubject {
         mode: BenchMode::Finetune,
         preset,
+        precision,
         cfg: cfg.clone(),
         batch,
         classes: Some(classes),

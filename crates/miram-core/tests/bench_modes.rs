@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use candle_core::Device;
-use miram_core::bench::{bench_step, BenchMode, BenchReport, FINETUNE_CLASSES};
+use miram_core::bench::{bench_step, BenchMode, BenchReport, BenchSpec, FINETUNE_CLASSES};
 use miram_core::losses::LossOn;
 use miram_core::{MiramConfig, ScaleConfig};
 
@@ -38,8 +38,12 @@ fn cfg() -> MiramConfig {
 }
 
 fn run(mode: BenchMode, batch: usize) -> BenchReport {
-    bench_step("custom", &cfg(), mode, batch, 2, 7, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{mode} at batch {batch}: {e}"))
+    let cfg = cfg();
+    let spec = BenchSpec {
+        seed: 7,
+        ..BenchSpec::new("custom", &cfg, batch, 2)
+    };
+    bench_step(&spec, mode, &Device::Cpu).unwrap_or_else(|e| panic!("{mode} at batch {batch}: {e}"))
 }
 
 /// The figures every CPU report must have, consistent with each other.
