@@ -20,7 +20,9 @@
 #   CUDA_COMPUTE_CAP    the GPU's compute capability without the dot (default 90: Hopper).
 # Variables it exports: CUDA_HOME, CUDA_PATH, CUDA_ROOT, CUDA_COMPUTE_CAP, PATH,
 #   LIBRARY_PATH (toolkit libraries and the driver stub), MIRAM_CUDA_LIB (the toolkit's
-#   libraries, for LD_LIBRARY_PATH where a program is run).
+#   libraries, for LD_LIBRARY_PATH where a program is run), MIRAM_CUDA_STUBS (the folder of
+#   the driver stub: on LD_LIBRARY_PATH it lets a CUDA build start without a GPU, for its
+#   CPU paths; every CUDA call then reports that there is no device).
 
 CUDA_WHEELS=(
   nvidia-cuda-nvcc==13.0.88
@@ -79,7 +81,7 @@ miram_cuda_env() {
 
   export CUDA_HOME="$root" CUDA_PATH="$root" CUDA_ROOT="$root"
   export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-  export MIRAM_CUDA_LIB="$root/lib"
+  export MIRAM_CUDA_LIB="$root/lib" MIRAM_CUDA_STUBS="$stubs"
   case ":$PATH:" in *":$root/bin:"*) ;; *) export PATH="$root/bin:$PATH" ;; esac
   export LIBRARY_PATH="$root/lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
   echo "cuda-env: $(nvcc --version | tail -n 2 | head -n 1); CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" >&2
@@ -112,7 +114,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   # Run rather than sourced: install, then print the variables for `eval`.
   set -euo pipefail
   miram_cuda_env
-  for v in CUDA_HOME CUDA_PATH CUDA_ROOT CUDA_COMPUTE_CAP PATH LIBRARY_PATH MIRAM_CUDA_LIB; do
+  for v in CUDA_HOME CUDA_PATH CUDA_ROOT CUDA_COMPUTE_CAP PATH LIBRARY_PATH MIRAM_CUDA_LIB MIRAM_CUDA_STUBS; do
     printf 'export %s=%q\n' "$v" "${!v}"
   done
 else

@@ -104,6 +104,45 @@ struct Check {
     detail: String,
 }
 
+impl Check {
+    /// A check that could not run: failed, with the error's chain.
+    fn error(section: &'static str, name: &str, e: &anyhow::Error) -> Self {
+        Self {
+            section,
+            name: name.to_string(),
+            passed: false,
+            detail: format!("{e:#}"),
+        }
+    }
+}
+
+/// The checks so far, each printed as it comes.
+struct Checks<'a> {
+    ui: &'a Ui,
+    all: Vec<Check>,
+}
+
+impl<'a> Checks<'a> {
+    fn new(ui: &'a Ui) -> Self {
+        Self {
+            ui,
+            all: Vec::new(),
+        }
+    }
+
+    /// Prints `c` (one line; a `check` event for scripts) and keeps it.
+    fn say(&mut self, c: Check) {
+        let mark = if c.passed { "ok  " } else { "FAIL" };
+        self.ui.result_text(format!(
+            "{mark} {:<9} {}: {}\n",
+            c.section, c.name, c.detail
+        ));
+        self.ui
+            .event("check", serde_json::to_value(&c).unwrap_or_default());
+        self.all.push(c);
+    }
+}
+
 /// One timed preset.
 #[derive(Debug, Clone, Serialize)]
 struct Timing {
@@ -130,32 +169,27 @@ pub fn run(a: &SelftestArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     let started = Instant::now();
     let device_name = describe(&dev, a.composed);
     ui.info(format!("selftest on {device_name}"));
-    let mut checks = Vec::new();
-    let mut say = |c: Check, ui: &Ui| {
-        let mark = if c.passed { "ok  " } else { "FAIL" };
-        ui.result_text(format!(
-            "{mark} {:<9} {}: {}\n",
-            c.section, c.name, c.detail
-        ));
-        ui.event("check", serde_json::to_value(&c).unwrap_or_default());
-        checks.push(c);
-    };
+    let mut checks = Checks::new(ui);
     // bf16 runs on the CPU only through the library's composed path, slowly: the CLI keeps it
     // for GPUs, and so does the selftest unless asked.
     let precisions = precisions(a, &dev);
     for c in parity_checks(&a.fixtures, &dev, &precisions)? {
-        say(c, ui);
+        checks.say(c);
     }
-    for c in device_checks(&dev)? {
-        say(c, ui);
+    // From here on a failure is a failed check, and the report is still written.
+    match device_checks(&dev) {
+        Ok(cs) => cs.into_iter().for_each(|c| checks.say(c)),
+        Err(e) => checks.say(Check::error("device", "steps against the CPU", &e)),
     }
     if !a.no_resume {
-        say(resume_check(&a.out.join("resume"), g, ui)?, ui);
+        let resume = resume_check(&a.out.join("resume"), g, ui);
+        checks.say(resume.unwrap_or_else(|e| Check::error("resume", "micro pretrain", &e)));
     }
-    let timings = timing(a, &dev, &precisions, ui)?;
+    let timings = timing(a, &dev, &precisions, &mut checks)?;
     if !timings.is_empty() {
         ui.result_text(timing_table(&timings));
     }
+    let checks = checks.all;
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.passed).collect();
     let report = json!({
         "device": device_name,
@@ -554,12 +588,15 @@ fn precisions(a: &SelftestArgs, dev: &Device) -> Vec<Precision> {
 }
 
 /// A timed training step of each `--time-presets` preset at each precision.
+/// A preset that cannot be timed (out of memory, say) is a failed check; the others are
+/// still timed.
 fn timing(
     a: &SelftestArgs,
     dev: &Device,
     precisions: &[Precision],
-    ui: &Ui,
+    checks: &mut Checks<'_>,
 ) -> anyhow::Result<Vec<Timing>> {
+    let ui = checks.ui;
     let mut out = Vec::new();
     for preset in a
         .time_presets
@@ -579,7 +616,14 @@ fn timing(
                 precision,
                 ..BenchSpec::new(preset, &cfg, a.time_batch, a.time_steps)
             };
-            let r = miram_core::bench::bench_step(&spec, mode, dev)?;
+            let r = match miram_core::bench::bench_step(&spec, mode, dev) {
+                Ok(r) => r,
+                Err(e) => {
+                    let name = format!("{preset} {mode} {precision} at {} images", a.time_batch);
+                    checks.say(Check::error("timing", &name, &e.into()));
+                    continue;
+                }
+            };
             let flop = miram_core::flops::step_flops(&cfg, mode, a.time_batch).training_step();
             let t = Timing {
                 preset: preset.clone(),
