@@ -616,16 +616,12 @@ fn adamw_step(
     Ok(r)
 }
 
-/// The `config` metadata of a `fixtures/finetune` file.
+/// The `config` metadata of a `fixtures/finetune` file: the encoder's fields, the head's
+/// classes, the task and the class weights.
 #[derive(Deserialize)]
 struct FinetuneFixtureConfig {
-    img_size: usize,
-    patch_size: usize,
-    in_chans: usize,
-    embed_dim: usize,
-    depth: usize,
-    num_heads: usize,
-    mlp_ratio: f64,
+    #[serde(flatten)]
+    encoder: EncoderConfig,
     num_classes: usize,
     task: String,
     class_weights: Option<Vec<f32>>,
@@ -650,15 +646,7 @@ pub fn check_finetune_fixture_at(
     let ck = read_checkpoint(path, device)?;
     let fc: FinetuneFixtureConfig = json(&ck, "config")?;
     let cfg = ClassifierConfig {
-        encoder: EncoderConfig {
-            img_size: fc.img_size,
-            patch_size: fc.patch_size,
-            in_chans: fc.in_chans,
-            embed_dim: fc.embed_dim,
-            depth: fc.depth,
-            num_heads: fc.num_heads,
-            mlp_ratio: fc.mlp_ratio,
-        },
+        encoder: fc.encoder.clone(),
         num_classes: fc.num_classes,
         drop_path: 0.0,
     };
