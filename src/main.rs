@@ -124,6 +124,12 @@ enum Command {
     /// MIRAM vs MAE vs from-scratch over several seeds on generated data: means, spreads,
     /// per-seed and combined DeLong tests, learning curves of the probe.
     Study(commands::study::StudyArgs),
+    /// Score new inputs with a fine-tuned run: a dataset folder, crop files, or a full
+    /// mammogram with its ROI mask or box, preprocessed as the run's training crops were.
+    Predict(commands::predict::PredictArgs),
+    /// Write a trained model for PyTorch: timm's VisionTransformer names (fine-tuned) or
+    /// MAE's (pre-trained), in f32, f16 or bf16.
+    Export(commands::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -192,6 +198,8 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Probe(a) => commands::probe::run(&a, g, ui),
         Command::Selftest(a) => commands::selftest::run(&a, g, ui),
         Command::Study(a) => commands::study::run(&a, g, ui),
+        Command::Predict(a) => commands::predict::run(&a, g, ui),
+        Command::Export(a) => commands::export::run(&a, g, ui),
     }
 }
 

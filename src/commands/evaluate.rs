@@ -56,16 +56,43 @@ pub struct EvaluateArgs {
 /// Reads the command configuration of a fine-tuning run folder; any other folder (a
 /// pre-training run, an evaluation's output, a folder that is no run) is refused by name.
 pub fn read_run(dir: &Path) -> Result<FinetuneCommand> {
-    runs::require_run_kind(dir, "run", RunKind::Finetune, "evaluate")?;
+    read_finetune_run(dir, "run", "evaluate")
+}
+
+/// [`read_run`] for `command`, naming the folder as `what` (`run`, `--model`).
+pub fn read_finetune_run(dir: &Path, what: &str, command: &str) -> Result<FinetuneCommand> {
+    runs::require_run_kind(dir, what, RunKind::Finetune, command)?;
     let p = dir.join("command.json");
     if !p.is_file() {
         bail!(
-            "run {}: no command.json; give folders written by `miram finetune` or `miram quickstart` (runs/finetune-*)",
+            "{what} {}: no command.json; give folders written by `miram finetune` or `miram quickstart` (runs/finetune-*)",
             dir.display()
         );
     }
     let text = std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}", p.display()))
+}
+
+/// The best weights of the fine-tuning run `dir`, checked to be a fine-tuned classifier's
+/// (`command` takes them) and finite.
+pub fn best_checkpoint(dir: &Path, command: &str) -> Result<PathBuf> {
+    let ck = dir.join("checkpoints").join("best.safetensors");
+    if !ck.is_file() {
+        bail!(
+            "run {}: no checkpoints/best.safetensors; has its fine-tuning finished?",
+            dir.display()
+        );
+    }
+    let weights = read_checkpoint(&ck, &candle_core::Device::Cpu)?;
+    if let Some(k) = runs::checkpoint_kind(&weights).filter(|&k| k != RunKind::Finetune) {
+        bail!(
+            "{} was written by {}; {command} takes fine-tuned classifiers",
+            ck.display(),
+            k.describe()
+        );
+    }
+    runs::check_finite_weights(&weights)?;
+    Ok(ck)
 }
 
 /// A run to evaluate: its folder, its recorded command and its best weights.
@@ -80,22 +107,7 @@ fn collect_runs(a: &EvaluateArgs) -> Result<Vec<RunToEvaluate>> {
         if let Some(d) = &a.data {
             cmd.data.root = d.clone();
         }
-        let ck = dir.join("checkpoints").join("best.safetensors");
-        if !ck.is_file() {
-            bail!(
-                "run {}: no checkpoints/best.safetensors; has its fine-tuning finished?",
-                dir.display()
-            );
-        }
-        let weights = read_checkpoint(&ck, &candle_core::Device::Cpu)?;
-        if let Some(k) = runs::checkpoint_kind(&weights).filter(|&k| k != RunKind::Finetune) {
-            bail!(
-                "{} was written by {}; evaluate takes fine-tuned classifiers",
-                ck.display(),
-                k.describe()
-            );
-        }
-        runs::check_finite_weights(&weights)?;
+        let ck = best_checkpoint(dir, "evaluate")?;
         runs.push((dir.clone(), cmd, ck));
     }
     Ok(runs)

@@ -3,10 +3,12 @@
 pub mod bench;
 pub mod device;
 pub mod evaluate;
+pub mod export;
 pub mod finetune;
 pub mod index;
 pub mod inspect;
 pub mod metrics;
+pub mod predict;
 pub mod pretrain;
 pub mod probe;
 pub mod quickstart;

@@ -135,6 +135,15 @@ pub enum DdsmError {
         /// What is wrong.
         message: String,
     },
+    /// A PNG file (a lesion crop or ROI mask given to `miram predict`) that cannot be
+    /// decoded.
+    #[error("PNG file {}: {message}", path.display())]
+    Png {
+        /// The PNG file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A path (from a CSV or an index) that resolves outside the dataset root.
     #[error("path {} leaves the dataset root {}", path.display(), root.display())]
     OutsideRoot {

@@ -392,6 +392,19 @@ impl CachedCrops {
         self
     }
 
+    /// How the samples are made: the cache's crop settings with this dataset's
+    /// normalisation, and the high-resolution crop only when the samples carry it. This is
+    /// what a model trained on these samples needs of any other input
+    /// (`miram_core::train::inference`).
+    pub fn preprocessing(&self) -> crate::crop::CropConfig {
+        let mut c = self.cache.crop_config().clone();
+        c.normalization = self.normalization;
+        if !self.with_hires {
+            c.hires_scale = None;
+        }
+        c
+    }
+
     /// The cache entry of sample `index`.
     pub fn cache_entry(&self, index: usize) -> Option<usize> {
         self.items.get(index).map(|i| i.entry)

@@ -229,8 +229,8 @@ impl Task {
         }
     }
 
-    /// The target kind of the task with `k` classes.
-    fn kind(&self, k: usize) -> TargetKind {
+    /// The target kind of the task with `k` classes (one class of `k`, or multi-hot).
+    pub fn kind(&self, k: usize) -> TargetKind {
         match self {
             Task::PathologyBinary | Task::Pathology4 => TargetKind::Classes(k),
             Task::MassMargins | Task::Categorical { .. } => TargetKind::MultiHot(k),

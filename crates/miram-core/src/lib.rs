@@ -32,6 +32,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod export;
 pub mod flops;
 mod model;
 pub mod optim;

@@ -23,6 +23,9 @@ use crate::dicom::GrayImage;
 use crate::error::{DdsmError, Result};
 use ndarray::{s, Array2, ArrayView2};
 
+/// The resizer the crop functions take (one per thread; it keeps its buffers).
+pub use fir::Resizer as CropResizer;
+
 pub use cache::{
     CacheAccess, CacheConfig, CacheEntry, CacheEntryKind, CacheSkipped, CropCache, CropJob,
     CropProgress,
@@ -422,18 +425,34 @@ pub fn lesion_crop(
     cfg: &CropConfig,
     resizer: &mut fir::Resizer,
 ) -> Result<LesionCrop> {
-    let bbox = mask_bbox(mask).ok_or_else(|| DdsmError::Invalid {
+    let bbox = nonempty_mask_bbox(mask)?;
+    lesion_crop_at(image, bbox, (mask.width(), mask.height()), cfg, resizer)
+}
+
+/// The bounding box of a mask's non-zero pixels; an empty mask is an error.
+fn nonempty_mask_bbox(mask: &GrayImage) -> Result<BBox> {
+    mask_bbox(mask).ok_or_else(|| DdsmError::Invalid {
         what: "ROI mask".into(),
         message: format!(
             "no non-zero pixel in a {} x {} mask",
             mask.width(),
             mask.height()
         ),
-    })?;
-    let bbox = bbox.rescaled(
-        (mask.width(), mask.height()),
-        (image.width(), image.height()),
-    );
+    })
+}
+
+/// The lesion crop of `image` for the lesion box `bbox`, given in the coordinates of an
+/// image of size `frame` (a mask's: rescaled to `image`'s when they differ; `image`'s own
+/// size for a box in its coordinates). The rule of every lesion crop: [`square_box`] with
+/// the margin, zero-padded, resized.
+pub fn lesion_crop_at(
+    image: &GrayImage,
+    bbox: BBox,
+    frame: (u32, u32),
+    cfg: &CropConfig,
+    resizer: &mut fir::Resizer,
+) -> Result<LesionCrop> {
+    let bbox = bbox.rescaled(frame, (image.width(), image.height()));
     let square = square_box(&bbox, cfg.margin);
     let (image_px, hires) = crop_square(
         image,
@@ -477,20 +496,37 @@ pub fn crop_file_with_mask(
     limits: &crate::dicom::DecodeLimits,
     resizer: &mut fir::Resizer,
 ) -> Result<LesionCrop> {
-    let mask_box = mask_bbox(mask).ok_or_else(|| DdsmError::Invalid {
-        what: "ROI mask".into(),
-        message: format!(
-            "no non-zero pixel in a {} x {} mask",
-            mask.width(),
-            mask.height()
-        ),
-    })?;
-    if crate::index::image_kind_of(full_image)? != crate::index::ImageKind::Dicom {
+    let mask_box = nonempty_mask_bbox(mask)?;
+    crop_file_at(
+        full_image,
+        mask_box,
+        (mask.width(), mask.height()),
+        cfg,
+        limits,
+        resizer,
+    )
+}
+
+/// The lesion crop of the full image at `full_image` for the lesion box `bbox`, given in
+/// the coordinates of an image of size `frame` (see [`lesion_crop_at`]; a mask's size, or
+/// the image's own). A DICOM full image is read only over the rows of the crop's square; a
+/// JPEG or PNG one is read whole.
+pub fn crop_file_at(
+    full_image: &std::path::Path,
+    bbox: BBox,
+    frame: (u32, u32),
+    cfg: &CropConfig,
+    limits: &crate::dicom::DecodeLimits,
+    resizer: &mut fir::Resizer,
+) -> Result<LesionCrop> {
+    if crate::index::image_kind_of(full_image)? != crate::index::ImageKind::Dicom
+        || crate::index::is_png(full_image)?
+    {
         let image = crate::index::read_image(full_image, limits)?;
-        return lesion_crop(&image, mask, cfg, resizer);
+        return lesion_crop_at(&image, bbox, frame, cfg, resizer);
     }
     let header = crate::dicom::read_header(full_image)?;
-    let bbox = mask_box.rescaled((mask.width(), mask.height()), (header.columns, header.rows));
+    let bbox = bbox.rescaled(frame, (header.columns, header.rows));
     let square = square_box(&bbox, cfg.margin);
     let Some(rows) = square.clipped(header.columns, header.rows) else {
         return Err(DdsmError::Invalid {

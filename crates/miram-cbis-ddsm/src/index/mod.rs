@@ -47,7 +47,7 @@ mod saved;
 mod tcia;
 
 pub use build::build_index;
-pub use image::{image_kind_of, read_image};
+pub use image::{image_kind_of, is_png, read_image, read_png};
 pub use saved::{index_path, load_index, load_or_build_index};
 use saved::{FileStamp, FolderListing};
 

@@ -85,6 +85,28 @@ impl DataConfig {
             .unwrap_or_else(|| self.root.join(".miram-cache"))
     }
 
+    /// The settings of the crop cache for crops of `size` pixels (and `hires_scale` times
+    /// that): the authors' crops with this margin. The cache stores 16-bit pixels; the
+    /// normalisation is applied when they are read (see [`DataConfig::preprocessing`]).
+    pub fn cache_crop(&self, size: u32, hires_scale: Option<u32>) -> CropConfig {
+        CropConfig {
+            size,
+            hires_scale,
+            margin: self.crop_margin,
+            ..CropConfig::paper()
+        }
+    }
+
+    /// How model inputs of `size` pixels are made from this data: the cache's crops with
+    /// this normalisation, no high-resolution crop (what a task's datasets give,
+    /// `CachedCrops::preprocessing`).
+    pub fn preprocessing(&self, size: u32) -> CropConfig {
+        CropConfig {
+            normalization: self.normalization,
+            ..self.cache_crop(size, None)
+        }
+    }
+
     /// Checks the numeric settings; the error ([`crate::Error::InvalidSettings`]) names each
     /// key at fault with its allowed range.
     pub fn validate(&self) -> Result<()> {
@@ -184,13 +206,7 @@ pub fn prepare_data(
     let index = load_or_build_index(&cfg.root, &opts, &|p: IndexProgress| {
         report("index", p.done, p.total)
     })?;
-    let crop = CropConfig {
-        size,
-        hires_scale,
-        margin: cfg.crop_margin,
-        ..CropConfig::paper()
-    };
-    let mut cache_cfg = CacheConfig::new(&cache_dir).with_crop(crop);
+    let mut cache_cfg = CacheConfig::new(&cache_dir).with_crop(cfg.cache_crop(size, hires_scale));
     cache_cfg.seed = seed;
     if cfg.background_per_image > 0 {
         cache_cfg = cache_cfg.with_background(BackgroundConfig {

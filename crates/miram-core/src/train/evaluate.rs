@@ -20,8 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use miram_cbis_ddsm::augment::AugmentConfig;
-use miram_cbis_ddsm::loader::{CropDataset, ItemMeta, Loader, LoaderConfig};
+use miram_cbis_ddsm::loader::{CropDataset, ItemMeta};
 use miram_cbis_ddsm::tasks::{Target, TargetKind};
 use miram_encoder::VitClassifier;
 use miram_metrics::{
@@ -79,20 +78,8 @@ pub fn predict<D: CropDataset + 'static>(
         }
     };
     let k = kind.num_outputs();
-    let mut lc = LoaderConfig::eval(batch_size);
-    lc.channels = model.config().encoder.in_chans;
-    lc.workers = 1;
-    let loader = Loader::new(dataset, AugmentConfig::none(), lc, device.clone())?;
     let mut rows = Vec::new();
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let logits = model.forward(&batch.images)?;
-        let probs = if multilabel {
-            candle_nn::ops::sigmoid(&logits)?
-        } else {
-            candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?
-        };
-        let probs = probs.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    crate::train::inference::for_each_batch(model, dataset, batch_size, device, |batch, probs| {
         let targets: Vec<Vec<f32>> = match &batch.targets {
             miram_cbis_ddsm::loader::BatchTargets::Classes(t) => t
                 .to_vec1::<u32>()?
@@ -111,13 +98,91 @@ pub fn predict<D: CropDataset + 'static>(
                 scores,
             });
         }
-    }
+        Ok(())
+    })?;
     Ok(Predictions {
         task: task.to_string(),
         multilabel,
         class_names: class_names.to_vec(),
         rows,
     })
+}
+
+/// The scores of a batch of images: probabilities, a softmax over the classes or, for a
+/// multi-label task, a sigmoid per label.
+///
+/// # Shapes
+/// `images` is `[N, C, H, W]`; returns `N` rows of `K` scores.
+pub fn probabilities(
+    model: &VitClassifier,
+    images: &candle_core::Tensor,
+    multilabel: bool,
+) -> Result<Vec<Vec<f64>>> {
+    let logits = model.forward(images)?;
+    let probs = if multilabel {
+        candle_nn::ops::sigmoid(&logits)?
+    } else {
+        candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?
+    };
+    Ok(probs.to_dtype(DType::F64)?.to_vec2::<f64>()?)
+}
+
+/// One row of a predictions CSV: the input file (only in files with a `file` column), the
+/// case when known, its target when known, and the scores.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvRow<'a> {
+    /// The input file (`miram predict`).
+    pub file: Option<&'a str>,
+    /// The case (patient, image folder, abnormality, label), when known.
+    pub item: Option<&'a ItemMeta>,
+    /// The target over the classes, when known.
+    pub target: Option<&'a [f32]>,
+    /// One score per class.
+    pub scores: &'a [f64],
+}
+
+/// The text of a predictions CSV: `file` first when `with_file`, then `patient_id,
+/// image_folder, abnormality_id, label`, `target_{class}` and `score_{class}` per class;
+/// what a row does not know is left empty.
+pub fn predictions_csv<'a>(
+    class_names: &[String],
+    with_file: bool,
+    rows: impl IntoIterator<Item = CsvRow<'a>>,
+) -> String {
+    let mut out = String::from(if with_file { "file," } else { "" });
+    out.push_str("patient_id,image_folder,abnormality_id,label");
+    for c in class_names {
+        out.push_str(&format!(",{}", csv_field(&format!("target_{c}"))));
+    }
+    for c in class_names {
+        out.push_str(&format!(",{}", csv_field(&format!("score_{c}"))));
+    }
+    out.push('\n');
+    for r in rows {
+        if with_file {
+            out.push_str(&csv_field(r.file.unwrap_or("")));
+            out.push(',');
+        }
+        match r.item {
+            Some(item) => out.push_str(&format!(
+                "{},{},{},{}",
+                csv_field(&item.patient_id),
+                csv_field(&item.image_folder),
+                item.abnormality_id,
+                csv_field(&item.label)
+            )),
+            None => out.push_str(",,,"),
+        }
+        match r.target {
+            Some(t) => t.iter().for_each(|t| out.push_str(&format!(",{t}"))),
+            None => class_names.iter().for_each(|_| out.push(',')),
+        }
+        for s in r.scores {
+            out.push_str(&format!(",{s}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn csv_field(s: &str) -> String {
@@ -147,30 +212,16 @@ impl Predictions {
     /// Writes one row per case: `patient_id, image_folder, abnormality_id, label`, then
     /// `target_{class}` and `score_{class}` per class.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
-        let mut out = String::from("patient_id,image_folder,abnormality_id,label");
-        for c in &self.class_names {
-            out.push_str(&format!(",{}", csv_field(&format!("target_{c}"))));
-        }
-        for c in &self.class_names {
-            out.push_str(&format!(",{}", csv_field(&format!("score_{c}"))));
-        }
-        out.push('\n');
-        for r in &self.rows {
-            out.push_str(&format!(
-                "{},{},{},{}",
-                csv_field(&r.item.patient_id),
-                csv_field(&r.item.image_folder),
-                r.item.abnormality_id,
-                csv_field(&r.item.label)
-            ));
-            for t in &r.target {
-                out.push_str(&format!(",{t}"));
-            }
-            for s in &r.scores {
-                out.push_str(&format!(",{s}"));
-            }
-            out.push('\n');
-        }
+        let out = predictions_csv(
+            &self.class_names,
+            false,
+            self.rows.iter().map(|r| CsvRow {
+                file: None,
+                item: Some(&r.item),
+                target: Some(&r.target),
+                scores: &r.scores,
+            }),
+        );
         let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
         f.write_all(out.as_bytes()).map_err(|e| Error::io(path, e))
     }

@@ -368,6 +368,13 @@ pub fn finetune(
         observer,
     };
     let resume = open_run(&mut io, &spec, cfg, &identity)?;
+    if opts.all_reduce.rank() == 0 {
+        // How the inputs are made, for using the model on new ones (`train::inference`).
+        run.write_json(
+            crate::train::inference::PREPROCESSING_FILE,
+            &data.test.preprocessing(),
+        )?;
+    }
     let mut step = 0;
     let mut best = BestEpoch::None;
     if let Some(st) = &resume {

@@ -7,6 +7,8 @@
 //!   last K and the best) and an [`Observer`] receiving progress [`Event`]s.
 //! - [`evaluate()`], [`compare()`]: figures with bootstrap intervals, DeLong's test,
 //!   predictions as CSV.
+//! - [`inference`]: a fine-tuned classifier on new inputs (crop files, full images with
+//!   an ROI mask or box), made as its training crops were.
 //! - [`distributed`]: the all-reduce point of data parallelism.
 //! - [`placement`]: the device audit of a run's first step.
 //!
@@ -18,6 +20,7 @@ pub mod distributed;
 pub mod evaluate;
 pub mod events;
 pub mod finetune;
+pub mod inference;
 pub mod placement;
 pub mod pretrain;
 pub mod probe;
