@@ -481,14 +481,14 @@ fn write_item(
             bar: Some((r_min, r_max)),
         },
         HeatRow {
-            label: format!("block {}: cls token, per head", cfg.depth),
+            label: format!("last block ({})", cfg.depth),
             tiles: maps
                 .heads
                 .iter()
                 .enumerate()
                 .map(|(h, m)| {
                     (
-                        format!("head {h}"),
+                        format!("head {h}: cls token"),
                         overlay(&crop, m, g, h_min, h_max, alpha),
                     )
                 })
