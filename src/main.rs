@@ -15,6 +15,7 @@
 mod args;
 mod commands;
 mod config;
+mod heatmap;
 mod plan;
 mod plot;
 mod report;
@@ -108,6 +109,9 @@ enum Command {
     Evaluate(commands::evaluate::EvaluateArgs),
     /// Save a PNG grid per image: original, masked input, reconstruction at each scale.
     Reconstruct(commands::reconstruct::ReconstructArgs),
+    /// Show where a model looks: per crop, its attention rollout and last-block attention
+    /// per head over the crop (PNG), and the raw maps (.npy or 16-bit PNG).
+    Explain(commands::explain::ExplainArgs),
     /// Time training steps of a preset (pre-training, `--single-scale` or `--finetune`) and
     /// print one JSON line (the fields of the comparison script `benches/torch/bench_step.py`,
     /// plus peak memory and the share and rate of the matrix products).
@@ -192,6 +196,7 @@ fn run(cli: Cli, ui: &ui::Ui) -> anyhow::Result<()> {
         Command::Finetune(a) => commands::finetune::run(&a, g, ui),
         Command::Evaluate(a) => commands::evaluate::run(&a, g, ui),
         Command::Reconstruct(a) => commands::reconstruct::run(&a, g, ui),
+        Command::Explain(a) => commands::explain::run(&a, g, ui),
         Command::Bench(a) => commands::bench::run(&a, g, ui),
         Command::Inspect(a) => commands::inspect::run(&a, ui),
         Command::Metrics(a) => commands::metrics::run(&a, g, ui),

@@ -1,6 +1,7 @@
 //! PNG pictures of the reports: line charts (loss per scale over steps, ROC and
-//! precision-recall curves) drawn with plotters, and grids of images (original, masked input,
-//! reconstruction at each scale) with captions.
+//! precision-recall curves) drawn with plotters, grids of images (original, masked input,
+//! reconstruction at each scale) with captions, and rows of colour maps with a colour bar
+//! each (attention maps, `miram explain`).
 //!
 //! Text is drawn with the bundled DejaVu Sans (`assets/fonts/`, Bitstream Vera licence)
 //! through plotters' `ab_glyph` backend, so no system font library is needed. Pictures are
@@ -326,6 +327,89 @@ pub fn image_grid(
     write_png(path, &buf, width as u32, height as u32)
 }
 
+/// One row of [`heat_grid`]: its label, captioned colour tiles, and the range its colour bar
+/// spans (none: no bar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatRow {
+    /// The row's label, left of its tiles.
+    pub label: String,
+    /// The tiles, each with the caption drawn above it.
+    pub tiles: Vec<(String, crate::heatmap::RgbTile)>,
+    /// The values of the bottom and top of the colour bar drawn after the tiles.
+    pub bar: Option<(f32, f32)>,
+}
+
+/// A colour bar's value as its label: three decimals, or two significant digits below 0.001.
+fn bar_label(v: f32) -> String {
+    if v == 0.0 || v.abs() >= 1e-3 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.1e}")
+    }
+}
+
+/// Draws rows of colour tiles into a PNG: a title, per row a label, the tiles in `cell x
+/// cell` squares (nearest-neighbour scaling) with their captions, and a colour bar
+/// ([`crate::heatmap::RgbTile::colour_bar`]) labelled with its top and bottom values.
+pub fn heat_grid(path: &Path, title: &str, rows: &[HeatRow], cell: usize) -> Result<()> {
+    register_font()?;
+    let ncols = rows.iter().map(|r| r.tiles.len()).max().unwrap_or(0);
+    let (left, top, caption, gap, bar_w, bar_text) = (170usize, 40, 22, 8, 14, 76);
+    let width = left + ncols * (cell + gap) + gap + bar_w + bar_text;
+    let row_h = caption + cell + gap;
+    let height = top + rows.len() * row_h + gap;
+    let mut buf = vec![255u8; width * height * 3];
+    let mut paint = |ox: usize, oy: usize, t: &crate::heatmap::RgbTile, w: usize, h: usize| {
+        for y in 0..h {
+            for x in 0..w {
+                let c = t.pixels[(y * t.height / h) * t.width + x * t.width / w];
+                let i = ((oy + y) * width + ox + x) * 3;
+                buf[i..i + 3].copy_from_slice(&c);
+            }
+        }
+    };
+    let bar = crate::heatmap::RgbTile::colour_bar(1, cell);
+    for (r, row) in rows.iter().enumerate() {
+        let oy = top + r * row_h + caption;
+        for (c, (_, t)) in row.tiles.iter().enumerate() {
+            paint(left + c * (cell + gap), oy, t, cell, cell);
+        }
+        if row.bar.is_some() {
+            paint(left + row.tiles.len() * (cell + gap), oy, &bar, bar_w, cell);
+        }
+    }
+    {
+        let (w, h) = (width as u32, height as u32);
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e}", path.display());
+        let font = |size| ("sans-serif", size).into_font().color(&BLACK);
+        root.draw_text(title, &font(18), (10, 8)).map_err(err)?;
+        for (r, row) in rows.iter().enumerate() {
+            let oy = (top + r * row_h) as i32;
+            root.draw_text(
+                &row.label,
+                &font(14),
+                (10, oy + (caption + cell / 2) as i32 - 8),
+            )
+            .map_err(err)?;
+            for (c, (name, _)) in row.tiles.iter().enumerate() {
+                let x = (left + c * (cell + gap)) as i32;
+                root.draw_text(name, &font(13), (x, oy + 4)).map_err(err)?;
+            }
+            if let Some((lo, hi)) = row.bar {
+                let x = (left + row.tiles.len() * (cell + gap) + bar_w + 4) as i32;
+                let y = oy + caption as i32;
+                root.draw_text(&bar_label(hi), &font(12), (x, y))
+                    .map_err(err)?;
+                root.draw_text(&bar_label(lo), &font(12), (x, y + cell as i32 - 12))
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    write_png(path, &buf, width as u32, height as u32)
+}
+
 /// Writes an RGB8 buffer as a PNG file.
 pub fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<()> {
     if let Some(dir) = path.parent() {
@@ -414,6 +498,46 @@ mod tests {
         let at = |x: usize, y: usize| &px[(y * w as usize + x) * 3..(y * w as usize + x) * 3 + 3];
         assert_eq!(at(150 + 5, 64 + 5), &[0, 0, 0]);
         assert_eq!(at(150 + 40 + 5, 64 + 5), &[255, 255, 255]);
+        Ok(())
+    }
+
+    #[test]
+    fn heat_rows_place_tiles_bars_and_labels() -> Result<()> {
+        use crate::heatmap::{viridis, RgbTile};
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("heat.png");
+        let red = RgbTile {
+            width: 2,
+            height: 2,
+            pixels: vec![[200, 0, 0]; 4],
+        };
+        let rows = [HeatRow {
+            label: "rollout".into(),
+            tiles: vec![("crop".into(), red.clone()), ("map".into(), red)],
+            bar: Some((0.0, 0.25)),
+        }];
+        heat_grid(&p, "title", &rows, 32)?;
+        let (w, h, px) = read_png(&p);
+        // left 170, two tiles of 32 + 8, gap 8, bar 14, bar labels 76; title 40, caption 22.
+        assert_eq!(
+            (w as usize, h as usize),
+            (170 + 2 * 40 + 8 + 14 + 76, 40 + 22 + 40 + 8)
+        );
+        let at = |x: usize, y: usize| &px[(y * w as usize + x) * 3..(y * w as usize + x) * 3 + 3];
+        assert_eq!(at(170 + 5, 40 + 22 + 5), &[200, 0, 0]);
+        assert_eq!(at(170 + 40 + 5, 40 + 22 + 5), &[200, 0, 0]);
+        // The bar: its top is the top colour, its bottom the bottom one.
+        let bx = 170 + 2 * 40 + 3;
+        assert_eq!(at(bx, 40 + 22), &viridis(1.0));
+        assert_eq!(at(bx, 40 + 22 + 31), &viridis(0.0));
+        // Text (dark pixels) right of the bar, where its labels go.
+        let dark = (40 + 22..40 + 22 + 32)
+            .flat_map(|y| (bx + 16..w as usize).map(move |x| (x, y)))
+            .filter(|&(x, y)| at(x, y).iter().all(|&c| c < 100))
+            .count();
+        assert!(dark > 10, "{dark} dark pixels: no bar labels");
+        assert_eq!(bar_label(0.25), "0.250");
+        assert_eq!(bar_label(0.00012), "1.2e-4");
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod device;
 pub mod evaluate;
+pub mod explain;
 pub mod export;
 pub mod finetune;
 pub mod index;

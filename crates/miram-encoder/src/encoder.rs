@@ -184,6 +184,29 @@ impl VitEncoder {
         self.forward_features_drop(imgs, None)
     }
 
+    /// [`VitEncoder::forward_features`] that also returns every block's softmax attention
+    /// probabilities, for inference (attention maps): the blocks run composed
+    /// ([`Block::forward_with_attention`]) from the same weights, so the tokens equal those
+    /// of [`VitEncoder::forward_features`] up to rounding.
+    ///
+    /// # Shapes
+    /// - `imgs`: `[N, C, H, W]`; returns the tokens `[N, 1 + L, D]` and one
+    ///   `[N, heads, 1 + L, 1 + L]` tensor per block (token 0 is the cls token)
+    pub fn forward_with_attention(&self, imgs: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut x = self.with_cls(&self.embed(imgs)?)?;
+        let mut probs = Vec::with_capacity(self.blocks.len());
+        for blk in &self.blocks {
+            let (y, p) = blk.forward_with_attention(&x)?;
+            x = y;
+            probs.push(p);
+        }
+        let x = match &self.norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        Ok((x, probs))
+    }
+
     /// [`VitEncoder::forward_features`] with drop-path masks, one per block (training).
     pub fn forward_features_drop(
         &self,

@@ -8,6 +8,8 @@
 //! - [`VitClassifier`]: MAE's fine-tuning model (`models_vit.VisionTransformer` with global
 //!   pooling): the encoder without its final norm, mean of the patch tokens, `fc_norm`,
 //!   `head`, with stochastic depth during training.
+//! - [`attention_maps`]: where either model looks (attention rollout over the blocks and
+//!   the last block's cls-token attention per head).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -28,10 +30,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod attention_maps;
 mod classifier;
 mod config;
 mod encoder;
 
+pub use attention_maps::{attention_maps, attention_rollout, AttentionMaps, AttentionSource};
 pub use classifier::{ClassifierConfig, VitClassifier};
 pub use config::EncoderConfig;
 pub use encoder::VitEncoder;

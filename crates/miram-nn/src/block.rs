@@ -183,6 +183,54 @@ impl Block {
         Ok((x + m)?)
     }
 
+    /// The forward pass that also returns the block's softmax attention probabilities, for
+    /// inference (attention maps): the layers composed as candle ops from the same weights
+    /// (as [`Block::forward_drop_composed`] without drop path), since the fused branches of
+    /// [`Block::forward`] never keep the probabilities. The linear-attention kinds form no
+    /// `n x n` attention matrix and are refused.
+    ///
+    /// # Shapes
+    /// - `x`: `[N, n, dim]`; returns the output `[N, n, dim]` and the probabilities
+    ///   `[N, heads, n, n]`
+    pub fn forward_with_attention(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let Attention::Softmax(attn) = &self.attn else {
+            return Err(crate::Error::invalid_config(
+                "attention kind of the block",
+                self.attention_kind(),
+                "softmax (the linear-attention kinds form no attention matrix)",
+            ));
+        };
+        let (a, probs) = attn.forward_with_probs(&self.norm1.forward(x)?)?;
+        let x = (x + a)?;
+        let m = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        Ok(((x + m)?, probs))
+    }
+
+    /// The short name of the block's attention kind.
+    fn attention_kind(&self) -> &'static str {
+        match &self.attn {
+            Attention::Softmax(_) => "softmax",
+            Attention::Linformer(_) => "linformer",
+            Attention::Nystrom(_) => "nystrom",
+            Attention::Performer(_) => "performer",
+        }
+    }
+
+    /// The first LayerNorm (before the attention).
+    pub fn norm1(&self) -> &LayerNorm {
+        &self.norm1
+    }
+
+    /// The second LayerNorm (before the MLP).
+    pub fn norm2(&self) -> &LayerNorm {
+        &self.norm2
+    }
+
+    /// The MLP.
+    pub fn mlp(&self) -> &Mlp {
+        &self.mlp
+    }
+
     /// The parameters of the softmax attention branch, when it has both biases.
     fn attention_params(&self) -> Option<BranchParams<'_>> {
         let Attention::Softmax(a) = &self.attn else {
@@ -224,6 +272,76 @@ mod tests {
             }
         }
         assert!(DropPathMasks::draw_rows(&[8], 8, 0.5, &mut Rng::new(3), &Device::Cpu).is_err());
+        Ok(())
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
+    }
+
+    #[test]
+    fn returned_probabilities_reproduce_the_fused_block() -> Result<()> {
+        use crate::vb::ParamStore;
+        let (dim, heads, n) = (16, 4, 9);
+        let store = ParamStore::new(11, candle_core::DType::F32, &Device::Cpu);
+        let blk = Block::new(dim, heads, 2.0, &AttentionConfig::Softmax, n, store.root())?;
+        // Biases are zero at initialisation: give every parameter non-trivial values.
+        let mut rng = Rng::new(5);
+        for (name, var) in store.trainable() {
+            let v = rng.normal_vec(var.elem_count(), 0.0, 0.3);
+            let v = if name.ends_with("norm1.weight") || name.ends_with("norm2.weight") {
+                v.into_iter().map(|x| x + 1.0).collect()
+            } else {
+                v
+            };
+            store.set(&name, &Tensor::from_vec(v, var.dims(), &Device::Cpu)?)?;
+        }
+        let x = Tensor::from_vec(
+            rng.normal_vec(2 * n * dim, 0.0, 1.0),
+            (2, n, dim),
+            &Device::Cpu,
+        )?;
+        let (y, probs) = blk.forward_with_attention(&x)?;
+        assert_eq!(probs.dims(), &[2, heads, n, n]);
+        // Each row is a distribution.
+        let rows = probs.sum(3)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(rows.iter().all(|r| (r - 1.0).abs() < 1e-5), "{rows:?}");
+        assert!(probs.flatten_all()?.min(0)?.to_scalar::<f32>()? >= 0.0);
+        // The block's normal (fused, on the CPU at f32) forward.
+        let fused = blk.forward(&x)?;
+        let d = max_abs_diff(&y, &fused)?;
+        assert!(d < 1e-5, "composed vs fused block: {d}");
+        // probs @ v, then the rest of the block by hand, from the returned probabilities.
+        let Attention::Softmax(a) = blk.attention() else {
+            panic!("a softmax block");
+        };
+        let (_, _, v) = a.split_qkv(&blk.norm1().forward(&x)?)?;
+        let attn = crate::attention::merge_heads(&probs.matmul(&v)?)?;
+        let h = (&x + a.proj().forward(&attn)?)?;
+        let by_hand = (&h + blk.mlp().forward(&blk.norm2().forward(&h)?)?)?;
+        let d = max_abs_diff(&by_hand, &fused)?;
+        assert!(
+            d < 1e-5,
+            "probs @ v and the rest of the block vs the block: {d}"
+        );
+        // A wrong set of probabilities (uniform attention) would not reproduce it.
+        let uniform = (probs.ones_like()? / n as f64)?;
+        let attn = crate::attention::merge_heads(&uniform.matmul(&v)?)?;
+        let h = (&x + a.proj().forward(&attn)?)?;
+        let other = (&h + blk.mlp().forward(&blk.norm2().forward(&h)?)?)?;
+        assert!(max_abs_diff(&other, &fused)? > 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn linear_attention_blocks_have_no_attention_matrix() -> Result<()> {
+        use crate::vb::ParamStore;
+        let store = ParamStore::new(1, candle_core::DType::F32, &Device::Cpu);
+        let cfg = AttentionConfig::Performer(crate::attention::PerformerConfig::default());
+        let blk = Block::new(8, 2, 2.0, &cfg, 5, store.root())?;
+        let x = Tensor::zeros((1, 5, 8), candle_core::DType::F32, &Device::Cpu)?;
+        let e = blk.forward_with_attention(&x).expect_err("performer");
+        assert!(e.to_string().contains("performer"), "{e}");
         Ok(())
     }
 }
