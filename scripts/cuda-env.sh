@@ -19,10 +19,11 @@
 #                       downloaded wheels are kept in $MIRAM_CUDA_DIR/wheels and reused.
 #   CUDA_COMPUTE_CAP    the GPU's compute capability without the dot (default 90: Hopper).
 # Variables it exports: CUDA_HOME, CUDA_PATH, CUDA_ROOT, CUDA_COMPUTE_CAP, PATH,
-#   LIBRARY_PATH (toolkit libraries and the driver stub), MIRAM_CUDA_LIB (the toolkit's
-#   libraries, for LD_LIBRARY_PATH where a program is run), MIRAM_CUDA_STUBS (the folder of
-#   the driver stub: on LD_LIBRARY_PATH it lets a CUDA build start without a GPU, for its
-#   CPU paths; every CUDA call then reports that there is no device).
+#   LIBRARY_PATH (toolkit libraries, NCCL and the driver stub), MIRAM_CUDA_LIB (the folders
+#   of the toolkit's libraries and of NCCL's, colon-separated, for LD_LIBRARY_PATH where a
+#   program is run), MIRAM_CUDA_STUBS (the folder of the driver stub: on LD_LIBRARY_PATH it
+#   lets a CUDA build start without a GPU, for its CPU paths; every CUDA call then reports
+#   that there is no device).
 
 CUDA_WHEELS=(
   nvidia-cuda-nvcc==13.0.88
@@ -33,12 +34,17 @@ CUDA_WHEELS=(
   nvidia-cuda-nvrtc==13.0.88
   nvidia-cublas==13.0.2.14
   nvidia-curand==10.4.0.35
+  # NCCL for the `nccl` feature: 2.28.9 is the newest release built with CUDA 13.0
+  # (`strings libnccl.so.2 | grep 'NCCL version'`: 2.28.9+cuda13.0); its library goes to
+  # nvidia/nccl/lib, not nvidia/cu13/lib.
+  nvidia-nccl-cu13==2.28.9
 )
 
 miram_cuda_env() {
   local dir="${MIRAM_CUDA_DIR:-$HOME/.cache/miram/cuda-13.0}"
   local prefix="$dir/prefix"
   local root="$prefix/nvidia/cu13"
+  local nccl="$prefix/nvidia/nccl/lib"
   local stubs="$dir/stubs"
   local stamp="$dir/installed.txt"
   local want
@@ -71,7 +77,7 @@ miram_cuda_env() {
     # The wheels carry only versioned libraries (libcudart.so.13, ...); the linker asks
     # for the unversioned names.
     local lib base
-    for lib in "$root"/lib/lib*.so.*; do
+    for lib in "$root"/lib/lib*.so.* "$nccl"/lib*.so.*; do
       base="${lib%%.so.*}.so"
       [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
     done
@@ -81,9 +87,9 @@ miram_cuda_env() {
 
   export CUDA_HOME="$root" CUDA_PATH="$root" CUDA_ROOT="$root"
   export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
-  export MIRAM_CUDA_LIB="$root/lib" MIRAM_CUDA_STUBS="$stubs"
+  export MIRAM_CUDA_LIB="$root/lib:$nccl" MIRAM_CUDA_STUBS="$stubs"
   case ":$PATH:" in *":$root/bin:"*) ;; *) export PATH="$root/bin:$PATH" ;; esac
-  export LIBRARY_PATH="$root/lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+  export LIBRARY_PATH="$root/lib:$nccl:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
   echo "cuda-env: $(nvcc --version | tail -n 2 | head -n 1); CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" >&2
 }
 

@@ -145,10 +145,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // Under `mpirun` (a build with the `mpi` feature), MPI lives as long as the command:
-    // every rank trains, rank 0 alone prints and writes.
+    // every rank trains, rank 0 alone prints and writes (ranks from MPI, or from a
+    // torchrun-style launcher's variables).
     #[cfg(feature = "mpi")]
     let _mpi = launched_by_mpi().then(mpi::initialize).flatten();
-    let rank = miram_core::train::distributed::from_env().map_or(0, |a| a.rank());
+    let rank = miram_core::train::distributed::rank();
     let ui = ui::Ui::new(ui::Mode::from_flags(
         cli.global.quiet || rank != 0,
         cli.global.json_lines,

@@ -306,10 +306,13 @@ pub fn resolve_checkpoint(path: &Path, what: &str) -> Result<PathBuf> {
     bail!("{what} {}: no such file or folder", path.display())
 }
 
-/// The processes training together: MPI's under `mpirun` (a build with the `mpi` feature),
-/// else this one alone (refused when `WORLD_SIZE` asks for more).
-pub fn processes() -> Result<Arc<dyn miram_core::train::AllReduce>> {
-    Ok(Arc::from(miram_core::train::distributed::from_env()?))
+/// The processes training together on `device`: NCCL's on a CUDA device under a launcher
+/// (a build with the `nccl` feature), MPI's under `mpirun` (the `mpi` feature), else this
+/// one alone (refused when the launcher asks for more).
+pub fn processes(device: &Device) -> Result<Arc<dyn miram_core::train::AllReduce>> {
+    Ok(Arc::from(miram_core::train::distributed::for_device(
+        device,
+    )?))
 }
 
 /// A training command's run folder and data on every process: rank 0 opens (and locks) the

@@ -247,7 +247,7 @@ pub fn run(a: &FinetuneArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     crate::args::check_precision(cfg.finetune.precision, &opts.device)?;
-    opts.all_reduce = study::processes()?;
+    opts.all_reduce = study::processes(&opts.device)?;
     ui.config("finetune", &cfg);
     opts.resume = !a.restart;
     let (run, data) = study::open_shared_run(ui, &*opts.all_reduce, &cfg.out, a.restart, &|| {

@@ -185,7 +185,7 @@ pub fn run(a: &PretrainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
     let cfg = resolve(a, g)?;
     let mut opts = RunOptions::new(study::device(g.device.as_deref())?);
     crate::args::check_precision(cfg.pretrain.precision, &opts.device)?;
-    opts.all_reduce = study::processes()?;
+    opts.all_reduce = study::processes(&opts.device)?;
     ui.config("pretrain", &cfg);
     opts.resume = !a.restart;
     opts.stop_after = a.stop_after;

@@ -1,6 +1,8 @@
 //! The all-reduce over MPI (rsmpi over the system's MPI library, e.g. Debian's OpenMPI):
-//! gradients are flattened into a few large `f32` buckets, each summed with one
-//! `MPI_Allreduce` over `MPI_COMM_WORLD` and divided by the number of processes.
+//! gradients are flattened into a few large `f32` buckets
+//! ([`super::all_reduce_in_buckets`]), each summed with one `MPI_Allreduce` over
+//! `MPI_COMM_WORLD` and divided by the number of processes. Also the broadcast of NCCL's
+//! unique id under `mpirun` ([`broadcast_from_root`]).
 //!
 //! The binary initialises MPI (`mpi::initialize`) and keeps its `Universe` for the whole
 //! run; this type only names the world communicator. A process that dies makes MPI's runtime
@@ -8,15 +10,12 @@
 //! collective; the run then resumes from its last checkpoint.
 
 use candle_core::Tensor;
-use mpi::collective::{CommunicatorCollectives, SystemOperation};
+use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
 use mpi::topology::{Communicator, SimpleCommunicator};
 
-use super::AllReduce;
+use super::{all_reduce_in_buckets, AllReduce, BUCKET_BYTES};
 use crate::optim::Grads;
 use crate::Result;
-
-/// Bytes per all-reduce bucket (as PyTorch's DDP, 25 MB): few collectives, bounded buffers.
-pub const BUCKET_BYTES: usize = 25 << 20;
 
 /// The processes of `MPI_COMM_WORLD`.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +43,15 @@ fn sum_in_place(buf: &mut Vec<f32>) {
     *buf = out;
 }
 
+/// Gives every process rank 0's `buf` (`MPI_Bcast` over `MPI_COMM_WORLD`). MPI must be
+/// initialised.
+#[cfg_attr(not(feature = "nccl"), allow(dead_code))]
+pub(super) fn broadcast_from_root(buf: &mut [u8]) {
+    SimpleCommunicator::world()
+        .process_at_rank(0)
+        .broadcast_into(buf);
+}
+
 impl AllReduce for Mpi {
     fn rank(&self) -> usize {
         self.rank
@@ -57,38 +65,14 @@ impl AllReduce for Mpi {
         if self.world == 1 {
             return Ok(());
         }
-        // The same order on every process: the set's (sorted) names.
-        let names: Vec<String> = grads.iter().map(|(n, _)| n.clone()).collect();
-        let per_bucket = (BUCKET_BYTES / size_of::<f32>()).max(1);
         let inv = 1.0 / self.world as f32;
-        let mut start = 0;
-        while start < names.len() {
-            // One bucket: whole tensors up to the bucket size (at least one tensor).
-            let mut buf: Vec<f32> = Vec::new();
-            let mut end = start;
-            while end < names.len() {
-                let g = grads.get(&names[end]).map_or(0, Tensor::elem_count);
-                if end > start && buf.len() + g > per_bucket {
-                    break;
-                }
-                if let Some(t) = grads.get(&names[end]) {
-                    let flat = t.flatten_all()?.to_dtype(candle_core::DType::F32)?;
-                    buf.extend(flat.to_vec1::<f32>()?);
-                }
-                end += 1;
-            }
+        // Through host memory: no CUDA-aware MPI is assumed.
+        all_reduce_in_buckets(grads, BUCKET_BYTES, |bucket| {
+            let mut buf = bucket.to_vec1::<f32>()?;
             sum_in_place(&mut buf);
-            let mut offset = 0;
-            // `iter_mut` walks the same sorted names: this bucket's are `start..end`.
-            for (_, g) in grads.iter_mut().skip(start).take(end - start) {
-                let n = g.elem_count();
-                let mean: Vec<f32> = buf[offset..offset + n].iter().map(|v| v * inv).collect();
-                *g = Tensor::from_vec(mean, g.dims(), g.device())?.to_dtype(g.dtype())?;
-                offset += n;
-            }
-            start = end;
-        }
-        Ok(())
+            let mean: Vec<f32> = buf.iter().map(|v| v * inv).collect();
+            Ok(Tensor::from_vec(mean, bucket.dims(), bucket.device())?)
+        })
     }
 
     fn mean_scalar(&self, value: f64) -> Result<f64> {
