@@ -92,34 +92,6 @@ fn metrics_refuses_duplicate_columns_and_binary_rows_without_one_target() {
     ));
 }
 
-/// Generates a small dataset, pre-trains `micro` for one epoch and fine-tunes from it.
-fn pipeline(root: &Path) {
-    let cfg = root.join("synth.toml");
-    std::fs::write(
-        &cfg,
-        "patients = 6\nimage_width = 256\nimage_height = 416\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let data = root.join("data");
-    ok(&miram(&[
-        "--quiet",
-        "synth",
-        "--out",
-        &s(&data),
-        "--config",
-        &s(&cfg),
-        "--seed",
-        "3",
-    ]));
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "pretrain", "--data", &s(&data), "--preset", "micro", "--epochs", "1",
-        "--batch-size", "8", "--accum-iter", "1", "--out", &s(&root.join("pre"))]));
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "finetune", "--data", &s(&data), "--init", &s(&root.join("pre")),
-        "--task", "pathology", "--epochs", "1", "--batch-size", "8", "--bootstrap", "0",
-        "--out", &s(&root.join("ft"))]));
-}
-
 /// Copies checkpoint `from` to `to` with its first floating-point tensor (by name) set to
 /// NaN; returns that tensor's name.
 fn poison(from: &Path, to: &Path) -> String {

@@ -11,15 +11,7 @@ const REFUSAL: [&str; 3] = ["--precision bf16 needs a GPU", "--device cuda", "fu
 fn bf16_is_refused_on_the_cpu_and_f32_trains() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let root = tmp.path();
-    let cfg = root.join("synth.toml");
-    std::fs::write(
-        &cfg,
-        "patients = 6\nimage_width = 256\nimage_height = 416\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let data = root.join("data");
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "synth", "--out", &s(&data), "--config", &s(&cfg), "--seed", "3"]));
+    let data = synth_small(root);
     let pre = root.join("pre");
 
     // bf16 on the CPU: refused before the run folder is made.

@@ -12,31 +12,15 @@ use miram_core::cbis_ddsm::crop::{extract_square, mask_bbox, square_box};
 use miram_core::cbis_ddsm::index::{build_index, no_progress, IndexOptions};
 use miram_core::cbis_ddsm::records::OfficialSplit;
 use miram_core::cbis_ddsm::{read_image, write_gray_u16, DecodeLimits, DicomUids, GrayImage};
-use miram_core::checkpoint::{read_checkpoint, reference_name, round_f32_to, SaveDtype};
+use miram_core::checkpoint::{
+    is_computed_table, read_checkpoint, reference_name, round_f32_to, SaveDtype,
+};
 use miram_core::encoder::ClassifierConfig;
 use miram_core::export::timm_pos_embed;
+use miram_core::nn::pos_embed::sincos_2d;
+use miram_core::MiramConfig;
 use miram_core::{Device, Tensor};
-use support::{assert_error_line, assert_one_line_error, miram, ok, s};
-
-/// Generates a small dataset, pre-trains `micro` for one epoch and fine-tunes from it.
-fn pipeline(root: &Path) {
-    let cfg = root.join("synth.toml");
-    std::fs::write(
-        &cfg,
-        "patients = 6\nimage_width = 256\nimage_height = 416\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let data = root.join("data");
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "synth", "--out", &s(&data), "--config", &s(&cfg), "--seed", "3"]));
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "pretrain", "--data", &s(&data), "--preset", "micro", "--epochs", "1",
-        "--batch-size", "8", "--accum-iter", "1", "--out", &s(&root.join("pre"))]));
-    #[rustfmt::skip]
-    ok(&miram(&["--quiet", "finetune", "--data", &s(&data), "--init", &s(&root.join("pre")),
-        "--task", "pathology", "--epochs", "1", "--batch-size", "8", "--bootstrap", "0",
-        "--out", &s(&root.join("ft"))]));
-}
+use support::{assert_error_line, assert_one_line_error, miram, ok, pipeline, s};
 
 /// The rows of a predictions CSV as maps from column to value.
 fn read_rows(path: &Path) -> Vec<HashMap<String, String>> {
@@ -77,6 +61,30 @@ fn score(rows: &[HashMap<String, String>], i: usize) -> f64 {
     rows[i]["score_MALIGNANT"]
         .parse()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A `.npy` file of little-endian `f32` (what `--save-inputs` writes): its shape and values.
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&b[..8], b"\x93NUMPY\x01\x00", "{}", path.display());
+    let len = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + len]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    let (_, rest) = header
+        .split_once("'shape': (")
+        .unwrap_or_else(|| panic!("{header}"));
+    let (dims, _) = rest.split_once(')').unwrap_or_else(|| panic!("{header}"));
+    let shape: Vec<usize> = dims
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| d.trim().parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let values: Vec<f32> = b[10 + len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(values.len(), shape.iter().product::<usize>());
+    (shape, values)
 }
 
 fn assert_close(a: f64, b: f64, what: &str) {
@@ -155,12 +163,25 @@ fn predict_reproduces_the_runs_scores_from_folders_crops_masks_and_boxes() {
     assert!(ft.join("preprocessing.json").is_file());
 
     // The dataset folder: the run's own test scores.
-    let folder_csv = root.join("folder.csv");
+    let (folder_csv, folder_npy) = (root.join("folder.csv"), root.join("folder.npy"));
     #[rustfmt::skip]
-    ok(&miram(&["--quiet", "predict", "--model", &s(&ft), &s(&data), "--out", &s(&folder_csv)]));
+    ok(&miram(&["--quiet", "predict", "--model", &s(&ft), &s(&data), "--out", &s(&folder_csv),
+        "--save-inputs", &s(&folder_npy)]));
     let want = scores_by_case(&read_rows(&ft.join("predictions.csv")));
     let folder = read_rows(&folder_csv);
     let got = scores_by_case(&folder);
+    // --save-inputs: one model input per row, in the rows' order.
+    let (shape, folder_inputs) = read_npy(&folder_npy);
+    assert_eq!(shape[0], folder.len());
+    let per = shape[1..].iter().product::<usize>();
+    let input_of: HashMap<(String, String), &[f32]> = folder
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = (r["image_folder"].clone(), r["abnormality_id"].clone());
+            (key, &folder_inputs[i * per..(i + 1) * per])
+        })
+        .collect();
     assert_eq!(got.len(), want.len());
     for (k, v) in &want {
         assert_close(got[k], *v, &format!("{k:?}"));
@@ -200,10 +221,20 @@ fn predict_reproduces_the_runs_scores_from_folders_crops_masks_and_boxes() {
             assert_close(by_file[&s(f)], want[&l.key], &s(f));
         }
         let one = root.join(format!("one{i}.csv"));
+        let one_npy = root.join(format!("one{i}.npy"));
         #[rustfmt::skip]
         ok(&miram(&["--quiet", "predict", "--model", &s(&ft), &s(&l.full), "--roi", &s(&l.mask),
-            "--out", &s(&one)]));
+            "--out", &s(&one), "--save-inputs", &s(&one_npy)]));
         assert_close(score(&read_rows(&one), 0), want[&l.key], "--roi");
+        // The same model input as the dataset folder's row of that lesion.
+        let (one_shape, one_input) = read_npy(&one_npy);
+        assert_eq!(one_shape, [&[1], &shape[1..]].concat());
+        assert_eq!(
+            one_input.as_slice(),
+            input_of[&l.key],
+            "--save-inputs {:?}",
+            l.key
+        );
         let (x, y, w, h) = l.bbox;
         #[rustfmt::skip]
         ok(&miram(&["--quiet", "predict", "--model", &s(&ft), &s(&l.full), "--box",
@@ -346,13 +377,42 @@ fn bad_inputs_get_one_clear_error_each_and_exports_read_back() {
     assert!(back
         .tensors
         .contains_key("decoder_blocks.0.attn.qkv.weight"));
-    assert_eq!(back.tensors.len(), model.tensors.len());
+    // Every tensor of the model, plus the sin-cos tables MAE's state_dict holds (computed
+    // here, so not in the model's file): the encoder's and one per decoder.
+    let pre_cfg =
+        MiramConfig::from_json(&model.metadata["config"]).unwrap_or_else(|e| panic!("{e}"));
+    let tables = 1 + pre_cfg.scales.len();
+    let stored = model
+        .tensors
+        .keys()
+        .filter(|k| is_computed_table(k))
+        .count();
+    assert_eq!(back.tensors.len(), model.tensors.len() + tables - stored);
+    let g = pre_cfg.img_size / pre_cfg.patch_size;
     for (name, t) in &back.tensors {
-        assert_eq!(
-            values(t),
-            values(&model.tensors[&reference_name(name)]),
-            "{name}"
-        );
+        let ours = reference_name(name);
+        let want = match model.tensors.get(&ours) {
+            Some(t) => values(t),
+            None => {
+                assert!(is_computed_table(&ours), "{name} is not the model's");
+                let dim = if name == "pos_embed" {
+                    pre_cfg.embed_dim
+                } else {
+                    pre_cfg.decoder_embed_dim
+                };
+                assert_eq!(t.dims(), &[1, 1 + g * g, dim], "{name}");
+                values(&sincos_2d(dim, g, g, true, &Device::Cpu).unwrap_or_else(|e| panic!("{e}")))
+            }
+        };
+        assert_eq!(values(t), want, "{name}");
+    }
+    for name in [
+        "pos_embed",
+        "decoder_pos_embed",
+        "mask_token",
+        "decoder_embed.weight",
+    ] {
+        assert!(back.tensors.contains_key(name), "MAE's `{name}`");
     }
     // Each format takes its kind of run.
     let r = miram(&[

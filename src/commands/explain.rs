@@ -4,22 +4,23 @@
 //! viridis with a colour bar, and the raw maps as `.npy` (or 16-bit PNG) files, for a
 //! fine-tuned classifier or a pre-trained encoder.
 //!
-//! Inputs are crop files (DICOM, 8/16-bit PNG, JPEG: each file one lesion crop, squared and
-//! resized as training resized its crops) or folders of them, and/or the lesion crops of a
-//! dataset (`--data`, the crops training made). Both are normalised as the run normalised
-//! its crops: the `data` settings recorded in the run's `command.json`.
+//! Inputs are crop files (DICOM, 8/16-bit PNG, JPEG: each file one lesion crop, made into
+//! the model's input as `miram predict` makes it) or folders of them, and/or the lesion
+//! crops of a dataset (`--data`, the crops training made). Both are normalised as the run
+//! normalised its crops: its `preprocessing.json`, else the `data` settings of its
+//! `command.json`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
-use miram_core::cbis_ddsm::crop::{crop_square, normalize, square_box, BBox, CropConfig};
-use miram_core::cbis_ddsm::index::read_image;
+use miram_core::cbis_ddsm::crop::CropConfig;
 use miram_core::cbis_ddsm::loader::CropDataset;
 use miram_core::cbis_ddsm::split::SplitConfig;
 use miram_core::cbis_ddsm::tasks::Task;
-use miram_core::cbis_ddsm::{DecodeLimits, GrayImage};
+use miram_core::cbis_ddsm::DecodeLimits;
 use miram_core::encoder::{attention_maps, AttentionMaps, EncoderConfig};
+use miram_core::train::inference::{input_pixels, read_preprocessing, Input};
 use miram_core::train::DataConfig;
 use miram_core::{Device, Tensor};
 use serde_json::{json, Value};
@@ -65,8 +66,9 @@ The raw maps go to <k>_<name>_rollout.npy [grid, grid] and <k>_<name>_heads.npy
 [heads, grid, grid] (--maps png16: 16-bit PNG files, white = the maximum), and
 <out>/explain.json lists every file with each map's maximum and peak patch.
 
-Crop files are squared (centred, zero-padded), resized to the model's input size with the
-crop filter and normalised as the run's training normalised its crops (command.json). An
+Crop files are made into model inputs as `miram predict` makes them: squared (centred,
+zero-padded) and enlarged by the run's crop margin, resized with the crop filter and
+normalised as training normalised its crops (preprocessing.json, else command.json). An
 input that cannot be read is named with its cause; the command stops before writing anything
 unless --keep-going, which skips it. See docs/explain.md.
 
@@ -120,6 +122,18 @@ struct RunRecord {
     split: SplitConfig,
     /// The `command.json` it was read from (none: the defaults).
     file: Option<PathBuf>,
+    /// The fine-tuning run's `preprocessing.json`, where it has one.
+    recorded: Option<CropConfig>,
+}
+
+impl RunRecord {
+    /// How the run made its model inputs of side `size`: its `preprocessing.json`, else
+    /// what its data settings give.
+    fn preprocessing(&self, size: u32) -> CropConfig {
+        self.recorded
+            .clone()
+            .unwrap_or_else(|| self.data.preprocessing(size))
+    }
 }
 
 /// Refuses a `--model` folder that is not a pre-training or fine-tuning run.
@@ -163,6 +177,7 @@ fn run_record(model: &Path, classifier: bool) -> Result<RunRecord> {
         task: Task::PathologyBinary,
         split: SplitConfig::default(),
         file: None,
+        recorded: None,
     };
     let Some(file) = command_file(model) else {
         return Ok(rec);
@@ -183,101 +198,22 @@ fn run_record(model: &Path, classifier: bool) -> Result<RunRecord> {
         rec.split = serde_json::from_value(field(&ft, "split")?)
             .with_context(|| format!("{}: finetune.split", file.display()))?;
     }
+    if let Some(dir) = file.parent() {
+        rec.recorded = read_preprocessing(dir)?;
+    }
     rec.file = Some(file);
     Ok(rec)
 }
 
-/// A PNG file as a grayscale image: 8- or 16-bit gray (with or without alpha) as it is,
-/// colour as the mean of red, green and blue; white is 255 or 65535.
-fn read_png(path: &Path) -> Result<GrayImage> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let mut dec = png::Decoder::new(std::io::BufReader::new(file));
-    dec.set_transformations(png::Transformations::EXPAND);
-    let mut r = dec
-        .read_info()
-        .with_context(|| format!("{}: not a PNG file", path.display()))?;
-    let size = r
-        .output_buffer_size()
-        .ok_or_else(|| anyhow!("{}: the picture is too large", path.display()))?;
-    let mut buf = vec![0u8; size];
-    let info = r
-        .next_frame(&mut buf)
-        .with_context(|| format!("{}", path.display()))?;
-    let samples: Vec<u16> = match info.bit_depth {
-        png::BitDepth::Sixteen => buf[..info.buffer_size()]
-            .chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-            .collect(),
-        _ => buf[..info.buffer_size()]
-            .iter()
-            .map(|&b| b as u16)
-            .collect(),
-    };
-    let max_value = if info.bit_depth == png::BitDepth::Sixteen {
-        u16::MAX
-    } else {
-        255
-    };
-    let gray: Vec<u16> = match info.color_type {
-        png::ColorType::Grayscale => samples,
-        png::ColorType::GrayscaleAlpha => samples.chunks_exact(2).map(|c| c[0]).collect(),
-        png::ColorType::Rgb | png::ColorType::Rgba => {
-            let step = if info.color_type == png::ColorType::Rgb {
-                3
-            } else {
-                4
-            };
-            samples
-                .chunks_exact(step)
-                .map(|c| ((c[0] as u32 + c[1] as u32 + c[2] as u32 + 1) / 3) as u16)
-                .collect()
-        }
-        png::ColorType::Indexed => bail!("{}: a palette PNG left unexpanded", path.display()),
-    };
-    Ok(GrayImage::from_vec(
-        info.width,
-        info.height,
-        gray,
-        max_value,
-    )?)
-}
-
-/// A crop file as the model's input: read (DICOM with its photometric handling, JPEG, PNG),
-/// made square around its centre (zero-padded), resized to `size` with the crops' filter and
-/// normalised as `data` says.
+/// A crop file as the model's input, made as `miram predict` makes it
+/// ([`input_pixels`]: the file's extent as the lesion box, squared and enlarged by the run's
+/// margin, resized and normalised as `pre` records).
 ///
 /// # Shapes
 /// Returns `size * size` values, row-major.
-fn read_crop_file(path: &Path, size: u32, data: &DataConfig) -> Result<Vec<f32>> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let img = if ext == "png" {
-        read_png(path)?
-    } else {
-        read_image(path, &DecodeLimits::default())?
-    };
-    let whole = BBox {
-        x0: 0,
-        y0: 0,
-        x1: img.width(),
-        y1: img.height(),
-    };
-    let filter = CropConfig::paper().filter;
-    let mut resizer = fast_image_resize::Resizer::new();
-    let (px, _) = crop_square(
-        &img,
-        &square_box(&whole, 0.0),
-        size,
-        None,
-        filter,
-        &mut resizer,
-    )?;
-    let px: Vec<u16> = px.iter().copied().collect();
-    let mut out = vec![0f32; px.len()];
-    normalize(&px, img.max_value, &data.normalization, &mut out);
-    Ok(out)
+fn read_crop_file(path: &Path, pre: &CropConfig) -> Result<Vec<f32>> {
+    let input = Input::Crop(path.to_path_buf());
+    Ok(input_pixels(&input, pre, &DecodeLimits::mammogram())?)
 }
 
 /// Whether a file is one of the crop formats, by its extension.
@@ -328,10 +264,10 @@ fn slug(s: &str) -> String {
 }
 
 /// The items of the crop files; those that cannot be read are returned apart, with the cause.
-fn file_items(files: &[PathBuf], size: u32, data: &DataConfig) -> (Vec<Item>, Vec<String>) {
+fn file_items(files: &[PathBuf], pre: &CropConfig) -> (Vec<Item>, Vec<String>) {
     let (mut items, mut failed) = (Vec::new(), Vec::new());
     for f in files {
-        match read_crop_file(f, size, data) {
+        match read_crop_file(f, pre) {
             Ok(pixels) => {
                 let stem = f
                     .file_stem()
@@ -554,7 +490,7 @@ fn readable_file_items(
     rec: &RunRecord,
     ui: &Ui,
 ) -> Result<(Vec<Item>, Vec<String>)> {
-    let (items, failed) = file_items(files, size as u32, &rec.data);
+    let (items, failed) = file_items(files, &rec.preprocessing(size as u32));
     if !failed.is_empty() {
         if !a.keep_going {
             bail!(
@@ -665,53 +601,6 @@ mod tests {
     }
 
     #[test]
-    fn png_crops_keep_their_bit_depth_and_colour_becomes_gray() -> Result<()> {
-        use png::{BitDepth, ColorType};
-        let dir = tempfile::tempdir()?;
-        let p = dir.path().join("a.png");
-        png_file(
-            &p,
-            ColorType::Grayscale,
-            BitDepth::Eight,
-            &[0, 10, 200, 255],
-            2,
-        );
-        let g = read_png(&p)?;
-        assert_eq!((g.width(), g.height(), g.max_value), (2, 2, 255));
-        assert_eq!(g.as_slice(), &[0, 10, 200, 255]);
-        // 16-bit samples are big-endian in the file: 0x0102 = 258, 0xffff.
-        png_file(
-            &p,
-            ColorType::Grayscale,
-            BitDepth::Sixteen,
-            &[1, 2, 255, 255],
-            2,
-        );
-        let g = read_png(&p)?;
-        assert_eq!((g.as_slice(), g.max_value), (&[258u16, 65535][..], 65535));
-        // Colour: the mean of red, green and blue, rounded; alpha is ignored.
-        png_file(
-            &p,
-            ColorType::Rgba,
-            BitDepth::Eight,
-            &[30, 60, 91, 7, 0, 0, 0, 255],
-            2,
-        );
-        assert_eq!(read_png(&p)?.as_slice(), &[60, 0]);
-        png_file(
-            &p,
-            ColorType::GrayscaleAlpha,
-            BitDepth::Eight,
-            &[9, 1, 8, 2],
-            2,
-        );
-        assert_eq!(read_png(&p)?.as_slice(), &[9, 8]);
-        std::fs::write(&p, "text")?;
-        assert!(read_png(&p).is_err());
-        Ok(())
-    }
-
-    #[test]
     fn crop_files_are_squared_resized_and_normalised_as_the_run_did() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("c.png");
@@ -725,13 +614,14 @@ mod tests {
         );
         let unit = DataConfig {
             normalization: miram_core::cbis_ddsm::crop::Normalization::UnitRange,
+            crop_margin: 0.0,
             ..DataConfig::new("")
         };
-        let px = read_crop_file(&p, 4, &unit)?;
+        let px = read_crop_file(&p, &unit.preprocessing(4))?;
         let rows: Vec<f32> = px.chunks(4).map(|r| r.iter().sum::<f32>() / 4.0).collect();
         assert_eq!(rows, vec![0.0, 1.0, 1.0, 0.0]);
         // The default (per-crop) normalisation: zero mean, unit variance.
-        let px = read_crop_file(&p, 4, &DataConfig::new(""))?;
+        let px = read_crop_file(&p, &DataConfig::new("").preprocessing(4))?;
         let mean = px.iter().sum::<f32>() / 16.0;
         let var = px.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 16.0;
         assert!(

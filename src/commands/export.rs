@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use miram_core::checkpoint::{read_checkpoint, write_safetensors, SaveDtype};
+use miram_core::checkpoint::{read_checkpoint, stored_as, write_safetensors, SaveDtype};
 use miram_core::encoder::ClassifierConfig;
-use miram_core::export::{mae_tensors, stored_as, timm_kwargs, timm_tensors};
+use miram_core::export::{mae_tensors, timm_kwargs, timm_tensors};
+use miram_core::MiramConfig;
 use serde_json::json;
 
 use crate::commands::evaluate::best_checkpoint;
@@ -99,10 +100,13 @@ pub fn run(a: &ExportArgs, _g: &GlobalArgs, ui: &Ui) -> Result<()> {
             }
             let ck = read_checkpoint(&path, &cpu)?;
             runs::check_finite_weights(&ck)?;
-            if let Some(cfg) = ck.metadata.get("config") {
-                meta.insert("miram_config".into(), cfg.clone());
-            }
-            mae_tensors(&ck)?
+            let Some(cfg_text) = ck.metadata.get("config") else {
+                bail!("{}: no model configuration in its metadata", path.display());
+            };
+            let cfg = MiramConfig::from_json(cfg_text)
+                .with_context(|| format!("{}: its model configuration", path.display()))?;
+            meta.insert("miram_config".into(), cfg_text.clone());
+            mae_tensors(&ck, &cfg)?
         }
     };
     meta.insert(

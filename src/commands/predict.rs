@@ -86,10 +86,17 @@ pub struct PredictArgs {
     /// Succeed even when inputs were skipped (they are still reported).
     #[arg(long)]
     pub keep_going: bool,
+    /// Also writes the model's inputs, as preprocessed, to FILE (NumPy `.npy`, `f32`
+    /// `[N, C, S, S]` in the order of the CSV's rows): what another framework needs to
+    /// score the same inputs (benches/torch/check_timm_export.py feeds them to timm).
+    #[arg(long, value_name = "FILE.npy")]
+    pub save_inputs: Option<PathBuf>,
 }
 
 /// One scored row of the output.
 struct Scored {
+    /// The model's input (normalised crop, `C x S x S` values), kept for `--save-inputs`.
+    input: Option<Vec<f32>>,
     file: String,
     item: Option<ItemMeta>,
     target: Option<Vec<f32>>,
@@ -244,6 +251,14 @@ fn score_dataset(
         a.batch_size,
         dev,
         |batch, probs| {
+            let n = batch.items.len();
+            let inputs: Vec<Option<Vec<f32>>> = if a.save_inputs.is_some() {
+                let flat = batch.images.flatten_all()?.to_vec1::<f32>()?;
+                let per = flat.len() / n.max(1);
+                flat.chunks(per.max(1)).map(|c| Some(c.to_vec())).collect()
+            } else {
+                vec![None; n]
+            };
             let targets: Vec<Option<Vec<f32>>> = match &batch.targets {
                 BatchTargets::Classes(t) => t
                     .to_vec1::<u32>()?
@@ -253,9 +268,11 @@ fn score_dataset(
                 BatchTargets::MultiHot(t) => t.to_vec2::<f32>()?.into_iter().map(Some).collect(),
                 BatchTargets::None => vec![None; batch.items.len()],
             };
-            for ((item, target), scores) in batch.items.into_iter().zip(targets).zip(probs) {
+            let rows = batch.items.into_iter().zip(targets).zip(probs).zip(inputs);
+            for (((item, target), scores), input) in rows {
                 let key = (item.image_folder.clone(), item.abnormality_id);
                 out.push(Scored {
+                    input,
                     file: files.get(&key).cloned().unwrap_or_default(),
                     item: Some(item),
                     target,
@@ -306,12 +323,16 @@ fn score_images(
         }
     }
     let bar = ui.progress("predict", files.len() as u64, "images");
+    let kept = a.save_inputs.as_ref().map(|_| pixels.clone());
     let scores = clf.score(pixels, a.batch_size, dev, &mut |n| bar.set(n as u64))?;
     bar.finish(format!("{} images", files.len()));
+    let per = kept.as_ref().map_or(0, |k| k.len() / files.len().max(1));
     let rows = files
         .into_iter()
         .zip(scores)
-        .map(|(file, scores)| Scored {
+        .enumerate()
+        .map(|(i, (file, scores))| Scored {
+            input: kept.as_ref().map(|k| k[i * per..(i + 1) * per].to_vec()),
             file,
             item: None,
             target: None,
@@ -319,6 +340,27 @@ fn score_images(
         })
         .collect();
     Ok((rows, skipped))
+}
+
+/// Writes the rows' model inputs to `path` as one `.npy` array `[N, C, S, S]`.
+fn save_inputs(path: &Path, rows: &[Scored], channels: usize, size: u32) -> Result<()> {
+    let size = size as usize;
+    let mut values = Vec::with_capacity(rows.len() * channels * size * size);
+    for r in rows {
+        let input = r
+            .input
+            .as_deref()
+            .context("--save-inputs: an input was not kept")?;
+        if input.len() != channels * size * size {
+            bail!(
+                "--save-inputs: an input of {} values, not {channels} x {size} x {size}",
+                input.len()
+            );
+        }
+        values.extend_from_slice(input);
+    }
+    crate::heatmap::write_npy(path, &[rows.len(), channels, size, size], &values)
+        .with_context(|| format!("--save-inputs {}", path.display()))
 }
 
 /// The image inputs of the command line (dataset folders aside).
@@ -410,6 +452,14 @@ pub fn run(a: &PredictArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
         }),
     );
     std::fs::write(&a.out, text).with_context(|| format!("{}", a.out.display()))?;
+    if let Some(path) = &a.save_inputs {
+        save_inputs(
+            path,
+            &rows,
+            clf.config.encoder.in_chans,
+            clf.preprocessing.size,
+        )?;
+    }
     ui.result_text(format!(
         "{} inputs scored{}: {}\n",
         rows.len(),

@@ -59,3 +59,31 @@ pub fn assert_error_line(out: &Output, needles: &[&str]) {
         assert!(lines[0].contains(n), "`{n}` is not in: {err}");
     }
 }
+
+/// Generates the small dataset of the command-line tests at `root/data` (6 patients,
+/// 256 x 416 images, seed 3); returns its folder.
+pub fn synth_small(root: &Path) -> std::path::PathBuf {
+    let cfg = root.join("synth.toml");
+    std::fs::write(
+        &cfg,
+        "patients = 6\nimage_width = 256\nimage_height = 416\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let data = root.join("data");
+    #[rustfmt::skip]
+    ok(&miram(&["--quiet", "synth", "--out", &s(&data), "--config", &s(&cfg), "--seed", "3"]));
+    data
+}
+
+/// [`synth_small`], then one epoch of `micro` pre-training (`root/pre`) and one epoch of
+/// pathology fine-tuning from it (`root/ft`).
+pub fn pipeline(root: &Path) {
+    let data = synth_small(root);
+    #[rustfmt::skip]
+    ok(&miram(&["--quiet", "pretrain", "--data", &s(&data), "--preset", "micro", "--epochs", "1",
+        "--batch-size", "8", "--accum-iter", "1", "--out", &s(&root.join("pre"))]));
+    #[rustfmt::skip]
+    ok(&miram(&["--quiet", "finetune", "--data", &s(&data), "--init", &s(&root.join("pre")),
+        "--task", "pathology", "--epochs", "1", "--batch-size", "8", "--bootstrap", "0",
+        "--out", &s(&root.join("ft"))]));
+}

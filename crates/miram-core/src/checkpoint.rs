@@ -146,18 +146,27 @@ pub fn resave_as(path: &Path, dtype: SaveDtype) -> Result<()> {
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let ck = read_safetensors_bytes(path, &bytes, &Device::Cpu)?;
-    let tensors = widen_half(ck.tensors)?
+    write_safetensors(path, &stored_as(ck.tensors, dtype)?, &ck.metadata)
+}
+
+/// `tensors` with their floating-point values (f32, f16 or bf16) stored as `dtype`
+/// ([`round_f32_to`]), on the CPU; other tensors as they are. What `resave_as` and `miram
+/// export` write.
+pub fn stored_as(
+    tensors: impl IntoIterator<Item = (String, Tensor)>,
+    dtype: SaveDtype,
+) -> Result<BTreeMap<String, Tensor>> {
+    tensors
         .into_iter()
         .map(|(k, t)| {
-            let t = if t.dtype() == DType::F32 {
+            let t = if t.dtype().is_float() {
                 round_f32_to(&t, dtype)?
             } else {
                 t
             };
             Ok((k, t))
         })
-        .collect::<Result<BTreeMap<_, _>>>()?;
-    write_safetensors(path, &tensors, &ck.metadata)
+        .collect()
 }
 
 /// f16 and bf16 tensors widened (exactly) to f32; others unchanged.

@@ -2,7 +2,7 @@
 //! names of timm's `VisionTransformer` (`global_pool='avg'`: `fc_norm` and no final `norm`),
 //! a pre-trained model under the names of the official MAE code (the 1x decoder as MAE's
 //! `decoder_*`, [`crate::checkpoint::MAE_DECODER_NAMES`]). The weights are stored as f32,
-//! f16 or bf16 ([`SaveDtype`], rounded as [`round_f32_to`] rounds).
+//! f16 or bf16 ([`crate::checkpoint::stored_as`]).
 //!
 //! The classifier's names are timm's already (MAE's encoder is timm's), except that timm
 //! loads the position table `pos_embed` `[1, 1 + L, D]` (the class token's row first, zeros
@@ -15,8 +15,8 @@ use miram_encoder::ClassifierConfig;
 use miram_nn::mlp_hidden;
 use miram_nn::pos_embed::sincos_2d;
 
-use crate::checkpoint::{mae_name, round_f32_to, Checkpoint, SaveDtype};
-use crate::{Error, Result};
+use crate::checkpoint::{mae_name, Checkpoint};
+use crate::{Error, MiramConfig, Result};
 
 /// The tensors of timm's `VisionTransformer(num_classes=K, global_pool='avg', in_chans=C,
 /// img_size=S, patch_size=P, embed_dim=D, depth=N, num_heads=H, mlp_ratio=R)` with their
@@ -107,32 +107,33 @@ pub fn timm_tensors(ck: &Checkpoint, cfg: &ClassifierConfig) -> Result<BTreeMap<
     Ok(out)
 }
 
-/// The tensors of a pre-trained model under the official MAE names ([`mae_name`]): the
-/// encoder's as they are, the 1x decoder's as MAE's `decoder_*`; the decoders of other
-/// scales keep their names (`decoders.{i}.*`, which MAE's code does not have).
-pub fn mae_tensors(ck: &Checkpoint) -> Result<BTreeMap<String, Tensor>> {
-    ck.tensors
+/// The tensors of a pre-trained model `ck` (configuration `cfg`) under the official MAE
+/// names ([`mae_name`]): the encoder's as they are, the 1x decoder's as MAE's `decoder_*`;
+/// the decoders of other scales keep their names (`decoders.{i}.*`, which MAE's code does
+/// not have). The fixed sin-cos tables that MAE's `state_dict()` holds and this model
+/// computes (`pos_embed` `[1, 1 + L, D]`, `decoder_pos_embed` `[1, 1 + L, D_dec]`, and
+/// `decoders.{i}.pos_embed` for the other scales) are written, so that MAE's
+/// `MaskedAutoencoderViT` loads the file with every one of its keys present.
+pub fn mae_tensors(ck: &Checkpoint, cfg: &MiramConfig) -> Result<BTreeMap<String, Tensor>> {
+    let mut out: BTreeMap<String, Tensor> = ck
+        .tensors
         .iter()
         .map(|(k, t)| Ok((mae_name(k), t.to_device(&Device::Cpu)?)))
-        .collect()
-}
-
-/// `tensors` with their floating-point values stored as `dtype` ([`round_f32_to`]).
-pub fn stored_as(
-    tensors: BTreeMap<String, Tensor>,
-    dtype: SaveDtype,
-) -> Result<BTreeMap<String, Tensor>> {
-    tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let t = if t.dtype().is_float() {
-                round_f32_to(&t, dtype)?
-            } else {
-                t
-            };
-            Ok((k, t))
-        })
-        .collect()
+        .collect::<Result<_>>()?;
+    let g = cfg.img_size / cfg.patch_size;
+    let mut tables = vec![("pos_embed".to_string(), cfg.embed_dim)];
+    for i in 0..cfg.scales.len() {
+        tables.push((
+            mae_name(&format!("decoders.{i}.pos_embed")),
+            cfg.decoder_embed_dim,
+        ));
+    }
+    for (name, dim) in tables {
+        if let std::collections::btree_map::Entry::Vacant(e) = out.entry(name) {
+            e.insert(sincos_2d(dim, g, g, true, &Device::Cpu)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The keyword arguments of `timm.create_model` for `cfg` (a JSON object; also written in

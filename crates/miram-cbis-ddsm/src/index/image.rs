@@ -136,3 +136,72 @@ pub fn read_png(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
     let max_value = if sixteen { u16::MAX } else { 255 };
     GrayImage::from_vec(w as u32, h as u32, pixels, max_value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use png::{BitDepth, ColorType};
+
+    fn png_file(path: &Path, color: ColorType, depth: BitDepth, data: &[u8], w: u32) {
+        let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
+        let h = data.len() as u32 / w / color.samples() as u32 / (depth as u32 / 8);
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        let mut wr = enc.write_header().unwrap_or_else(|e| panic!("{e}"));
+        wr.write_image_data(data).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn pngs_keep_their_bit_depth_and_colour_becomes_luma() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| DdsmError::io(Path::new("tmp"), e))?;
+        let p = dir.path().join("a.png");
+        let limits = DecodeLimits::mammogram();
+        png_file(
+            &p,
+            ColorType::Grayscale,
+            BitDepth::Eight,
+            &[0, 10, 200, 255],
+            2,
+        );
+        let g = read_png(&p, &limits)?;
+        assert_eq!((g.width(), g.height(), g.max_value), (2, 2, 255));
+        assert_eq!(g.as_slice(), &[0, 10, 200, 255]);
+        // 16-bit samples are big-endian in the file: 0x0102 = 258, 0xffff.
+        png_file(
+            &p,
+            ColorType::Grayscale,
+            BitDepth::Sixteen,
+            &[1, 2, 255, 255],
+            2,
+        );
+        let g = read_png(&p, &limits)?;
+        assert_eq!((g.as_slice(), g.max_value), (&[258u16, 65535][..], 65535));
+        // Colour: BT.601 luma, rounded (0.299 * 30 + 0.587 * 60 + 0.114 * 91 = 54.56); alpha
+        // is ignored.
+        let rgba = [30, 60, 91, 7, 0, 0, 0, 255];
+        png_file(&p, ColorType::Rgba, BitDepth::Eight, &rgba, 2);
+        assert_eq!(read_png(&p, &limits)?.as_slice(), &[55, 0]);
+        png_file(
+            &p,
+            ColorType::GrayscaleAlpha,
+            BitDepth::Eight,
+            &[9, 1, 8, 2],
+            2,
+        );
+        assert_eq!(read_png(&p, &limits)?.as_slice(), &[9, 8]);
+        // Not a PNG, and one over the pixel limit, are errors naming the file.
+        let small = DecodeLimits {
+            max_pixels: 1,
+            ..DecodeLimits::mammogram()
+        };
+        assert!(
+            read_png(&p, &small).is_err_and(|e| e.to_string().contains(&p.display().to_string()))
+        );
+        std::fs::write(&p, "text").map_err(|e| DdsmError::io(&p, e))?;
+        assert!(
+            read_png(&p, &limits).is_err_and(|e| e.to_string().contains(&p.display().to_string()))
+        );
+        Ok(())
+    }
+}
