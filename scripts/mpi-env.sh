@@ -6,7 +6,9 @@ set -euo pipefail
 need=()
 command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
 [ -e /usr/include/mpi.h ] || [ -n "$(ls /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h 2>/dev/null)" ] || need+=(libopenmpi-dev)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+# libclang itself (libclang.so / libclang-N.so), not libclang-cpp, which some images carry alone.
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+  /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 if [ ${#need[@]} -eq 0 ]; then
   echo "mpi-env: OpenMPI and libclang are installed"
   exit 0
