@@ -9,10 +9,12 @@
 //! 2. **masking**: the random masking on the device against the CPU's, exactly;
 //! 3. **pretrain step** and **finetune step** (drop path, class weights, AdamW) on the device
 //!    against the same step on the CPU (same weights, batch and random numbers);
-//! 4. **resume**: `miram pretrain` of `micro` on a generated dataset, straight through and
+//! 4. **nccl** (a build with the `nccl` feature, on a GPU): one rank's all-reduce of
+//!    gradients (`f32`, `bf16`, a bucket beyond 25 MiB), mean and barrier through NCCL;
+//! 5. **resume**: `miram pretrain` of `micro` on a generated dataset, straight through and
 //!    stopped then resumed from its checkpoint, as child processes of this binary: the two
 //!    final models must agree;
-//! 5. **timing**: training steps of the given presets, pre-training and fine-tuning, in f32
+//! 6. **timing**: training steps of the given presets, pre-training and fine-tuning, in f32
 //!    and (on a GPU) bf16, with the achieved TFLOP/s ([`miram_core::flops`]).
 //!
 //! It prints one line per check and a table, writes everything to `selftest.json` in
@@ -180,6 +182,20 @@ pub fn run(a: &SelftestArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     match device_checks(&dev) {
         Ok(cs) => cs.into_iter().for_each(|c| checks.say(c)),
         Err(e) => checks.say(Check::error("device", "steps against the CPU", &e)),
+    }
+    #[cfg(feature = "nccl")]
+    if dev.is_cuda() {
+        checks.say(
+            match miram_core::train::distributed::nccl_single_rank_check(&dev) {
+                Ok(detail) => Check {
+                    section: "nccl",
+                    name: "one rank".into(),
+                    passed: true,
+                    detail,
+                },
+                Err(e) => Check::error("nccl", "one rank", &e.into()),
+            },
+        );
     }
     if !a.no_resume {
         let resume = resume_check(&a.out.join("resume"), g, ui);

@@ -200,7 +200,7 @@ pub use self::mpi_backend::Mpi;
 mod mpi_backend;
 
 #[cfg(feature = "nccl")]
-pub use self::nccl_backend::Nccl;
+pub use self::nccl_backend::{single_rank_check as nccl_single_rank_check, Nccl};
 
 #[cfg(feature = "nccl")]
 #[path = "nccl.rs"]

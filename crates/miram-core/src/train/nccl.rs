@@ -287,36 +287,73 @@ where
     Ok(CudaStorage::wrap_cuda_slice(dst, s.device.clone()))
 }
 
+/// One rank on `device` with every collective through NCCL, checked against what one
+/// process must give (the sum over one rank is the identity): an all-reduce of an `f32`
+/// gradient, a `bf16` one and one of 28 MiB (a bucket of its own beyond the 25 MiB of the
+/// others), `mean_scalar` and `barrier`. What `miram selftest` runs in a `nccl` build on a
+/// GPU; returns what it checked.
+pub fn single_rank_check(device: &Device) -> Result<String> {
+    let nccl = Nccl::new(device, 0, 1, IdExchange::Alone.exchange(0, 1)?)?;
+    let mut problems = Vec::new();
+    if (nccl.rank(), nccl.world_size()) != (0, 1) {
+        problems.push(format!("rank {} of {}", nccl.rank(), nccl.world_size()));
+    }
+    let a = [1.0f32, -2.0, 3.5];
+    let b = [[0.5f32, -1.5], [2.0, 4.0]];
+    let n = 7 << 20;
+    let c: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.25).collect();
+    let mut grads = Grads::new();
+    grads.insert("a", Tensor::new(&a, device)?);
+    grads.insert("b", Tensor::new(&b, device)?.to_dtype(DType::BF16)?);
+    grads.insert("c", Tensor::from_vec(c.clone(), (n / 4, 4), device)?);
+    nccl.all_reduce_mean(&mut grads)?;
+    let get = |k: &str| {
+        grads
+            .get(k)
+            .cloned()
+            .ok_or_else(|| Error::Train(format!("NCCL check: gradient `{k}` is gone")))
+    };
+    if get("a")?.to_vec1::<f32>()? != a {
+        problems.push("the f32 gradient changed".to_string());
+    }
+    let gb = get("b")?;
+    if gb.dtype() != DType::BF16 || gb.to_dtype(DType::F32)?.to_vec2::<f32>()? != b {
+        problems.push(format!(
+            "the bf16 gradient came back as {:?}, changed",
+            gb.dtype()
+        ));
+    }
+    let gc = get("c")?;
+    if gc.dims() != [n / 4, 4] || gc.flatten_all()?.to_vec1::<f32>()? != c {
+        problems.push("the 28 MiB gradient changed".to_string());
+    }
+    let mean = nccl.mean_scalar(2.75)?;
+    if mean != 2.75 {
+        problems.push(format!("mean_scalar(2.75) = {mean}"));
+    }
+    nccl.barrier()?;
+    if !problems.is_empty() {
+        return Err(Error::Train(format!(
+            "NCCL one-rank check: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(format!(
+        "one rank: all-reduce of f32, bf16 and 28 MiB gradients unchanged (buckets of {} MiB), mean_scalar, barrier",
+        BUCKET_BYTES >> 20
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// One rank on GPU 0, every collective through NCCL: `cargo test --release --features nccl
-    /// -p miram-core --lib nccl -- --ignored` on a machine with a GPU.
+    /// `cargo test --release --features nccl -p miram-core --lib nccl -- --ignored` on a
+    /// machine with a GPU.
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn one_rank_all_reduces_through_nccl_to_the_same_values() -> Result<()> {
-        let dev = Device::new_cuda(0)?;
-        let nccl = Nccl::new(&dev, 0, 1, IdExchange::Alone.exchange(0, 1)?)?;
-        assert_eq!((nccl.rank(), nccl.world_size()), (0, 1));
-        let mut grads = Grads::new();
-        grads.insert("a", Tensor::new(&[1.0f32, -2.0, 3.5], &dev)?);
-        let b = Tensor::new(&[[0.5f32, -1.5], [2.0, 4.0]], &dev)?.to_dtype(DType::BF16)?;
-        grads.insert("b", b);
-        // 7 Mi values, 28 MiB: a bucket of its own beyond the 25 MB of the others.
-        let n = 7 << 20;
-        let c: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.25).collect();
-        grads.insert("c", Tensor::from_vec(c.clone(), (n / 4, 4), &dev)?);
-        nccl.all_reduce_mean(&mut grads)?;
-        let get = |k: &str| grads.get(k).expect("gradient").clone();
-        assert_eq!(get("a").to_vec1::<f32>()?, [1.0, -2.0, 3.5]);
-        assert_eq!(get("b").dtype(), DType::BF16);
-        let b = get("b").to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        assert_eq!(b, [[0.5, -1.5], [2.0, 4.0]]);
-        assert_eq!(get("c").dims(), [n / 4, 4]);
-        assert_eq!(get("c").flatten_all()?.to_vec1::<f32>()?, c);
-        assert_eq!(nccl.mean_scalar(2.75)?, 2.75);
-        nccl.barrier()?;
+        single_rank_check(&Device::new_cuda(0)?)?;
         Ok(())
     }
 }
