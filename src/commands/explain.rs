@@ -590,28 +590,20 @@ pub fn run(a: &ExplainArgs, g: &GlobalArgs, ui: &Ui) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn png_file(path: &Path, color: png::ColorType, depth: png::BitDepth, data: &[u8], w: u32) {
-        let file = std::fs::File::create(path).unwrap_or_else(|e| panic!("{e}"));
-        let h = data.len() as u32 / w / color.samples() as u32 / (depth as u32 / 8);
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-        enc.set_color(color);
-        enc.set_depth(depth);
-        let mut wr = enc.write_header().unwrap_or_else(|e| panic!("{e}"));
-        wr.write_image_data(data).unwrap_or_else(|e| panic!("{e}"));
-    }
-
     #[test]
     fn crop_files_are_squared_resized_and_normalised_as_the_run_did() -> Result<()> {
+        use miram_core::cbis_ddsm::{write_gray_u16, DicomUids, GrayImage};
         let dir = tempfile::tempdir()?;
-        let p = dir.path().join("c.png");
+        let p = dir.path().join("c.dcm");
         // A 4 x 2 picture: the square of side 4 around it pads a zero row above and below.
-        png_file(
-            &p,
-            png::ColorType::Grayscale,
-            png::BitDepth::Eight,
-            &[255; 8],
-            4,
-        );
+        let img = GrayImage::from_vec(4, 2, vec![65535; 8], 65535)?;
+        let ids = DicomUids {
+            study_instance_uid: "2.25.1".into(),
+            series_instance_uid: "2.25.2".into(),
+            sop_instance_uid: "2.25.3".into(),
+            ..DicomUids::default()
+        };
+        write_gray_u16(&p, &img, &ids)?;
         let unit = DataConfig {
             normalization: miram_core::cbis_ddsm::crop::Normalization::UnitRange,
             crop_margin: 0.0,
