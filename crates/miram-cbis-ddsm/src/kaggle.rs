@@ -187,16 +187,7 @@ pub fn read_jpeg(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
             .info()
             .ok_or_else(|| jpeg_err("no frame header".into()))?;
         let (w, h) = (u64::from(info.width), u64::from(info.height));
-        if w * h > limits.max_pixels {
-            return Err(DdsmError::TooLarge {
-                path: path.to_path_buf(),
-                rows: h,
-                columns: w,
-                frames: 1,
-                samples: 1,
-                limit: limits.max_pixels,
-            });
-        }
+        limits.check_picture(path, w, h)?;
         let data = decoder.decode().map_err(|e| jpeg_err(e.to_string()))?;
         let n = (w * h) as usize;
         let short = |got: usize| jpeg_err(format!("decoded {got} bytes for {w} x {h} pixels"));

@@ -37,6 +37,22 @@ impl DecodeLimits {
         }
     }
 
+    /// Checks a one-frame grayscale picture of `width x height` (a PNG or JPEG file's
+    /// header) against the limits: [`DdsmError::TooLarge`] if it has more pixels.
+    pub fn check_picture(&self, path: &Path, width: u64, height: u64) -> Result<()> {
+        if width.saturating_mul(height) > self.max_pixels {
+            return Err(DdsmError::TooLarge {
+                path: path.to_path_buf(),
+                rows: height,
+                columns: width,
+                frames: 1,
+                samples: 1,
+                limit: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks a header against the limits: [`DdsmError::TooLarge`] if it declares more.
     pub fn check(&self, path: &Path, header: &DicomHeader) -> Result<()> {
         let (rows, columns, frames, samples) = (

@@ -89,16 +89,7 @@ pub fn read_png(path: &Path, limits: &DecodeLimits) -> Result<GrayImage> {
         let info = reader.info();
         (u64::from(info.width), u64::from(info.height))
     };
-    if w * h > limits.max_pixels {
-        return Err(DdsmError::TooLarge {
-            path: path.to_path_buf(),
-            rows: h,
-            columns: w,
-            frames: 1,
-            samples: 1,
-            limit: limits.max_pixels,
-        });
-    }
+    limits.check_picture(path, w, h)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| bad(format!("{w} x {h} pixels do not fit in memory")))?;
