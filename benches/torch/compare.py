@@ -60,6 +60,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--matmul", choices=["own", "gemm"],
+                    help="miram's CPU product kernel (`miram bench --matmul`; default: the binary's default, own)")
     ap.add_argument("--json", action="store_true", help="print the table as JSON lines too")
     a = ap.parse_args()
     if not pathlib.Path(a.miram).exists():
@@ -81,6 +83,8 @@ def main():
                 continue
             cmd = [a.miram, "bench", "--preset", preset, "--batch", str(batch), "--steps", str(a.steps),
                    "--threads", str(a.threads)] + MIRAM_MODE_FLAGS[mode]
+            if a.matmul:
+                cmd += ["--matmul", a.matmul]
             ours, err = run_json(cmd)
             if ours is None:
                 res["error"] = f"miram: {err}"

@@ -28,7 +28,7 @@ masked_encoder_ms_median is null.
 
 Output: one JSON line on standard output (impl, mode, preset, precision, batch, threads, step_ms_median,
 masked_encoder_ms_median, classes, params, peak_rss_mib, matmul_share, matmul_gflops,
-step_gflops, gflop_per_step, config), and a table of the figures on standard error (not with
+step_gflops, gflop_per_step, matmul_kernel, config), and a table of the figures on standard error (not with
 --quiet); with --json-lines, one `result` event with the same fields instead.
 
 Matrix products: over the timed steps, matmul_share is the time spent in matrix products over
@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// backward, AdamW) instead of pre-training.
     #[arg(long)]
     pub finetune: bool,
+    /// The CPU matrix-product kernel: `own` (the project's AVX2/FMA kernel, where the CPU
+    /// has AVX2 and FMA; otherwise the gemm crate's) or `gemm` (the gemm crate's), to compare
+    /// the two.
+    #[arg(long, value_name = "KERNEL", default_value = "own", value_parser = ["own", "gemm"])]
+    pub matmul: String,
     /// The training precision: f32, or bf16 mixed precision (a GPU only).
     #[arg(long, value_name = "PRECISION", default_value = "f32", value_parser = crate::args::precision_parser())]
     pub precision: Precision,
@@ -124,6 +129,7 @@ pub fn run(a: &BenchArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     }
     // `--threads` sized the pool in `main`, before the command started on it.
     crate::args::check_precision(a.precision, &dev)?;
+    miram_core::nn::ops::gemm::set_own_kernel(a.matmul == "own");
     let spec = BenchSpec {
         seed: g.seed.unwrap_or(0),
         precision: a.precision,
@@ -169,6 +175,12 @@ fn table(r: &BenchReport) -> String {
         ("matrix products rate", num(r.matmul_gflops, 1, " GFLOP/s")),
         ("rate over the step", num(r.step_gflops, 1, " GFLOP/s")),
         ("product FLOPs / step", num(r.gflop_per_step, 3, " GFLOP")),
+        (
+            "product kernel",
+            r.matmul_kernel
+                .clone()
+                .unwrap_or_else(|| "- (not counted on this device)".to_string()),
+        ),
         ("parameters", r.params.to_string()),
         (
             "peak resident memory",

@@ -119,6 +119,9 @@ pub struct BenchReport {
     pub step_gflops: Option<f64>,
     /// FLOPs of those products per step, in GFLOP.
     pub gflop_per_step: Option<f64>,
+    /// The CPU matrix-product kernel of those products (`miram avx2+fma` or `gemm crate`,
+    /// [`miram_nn::ops::gemm::kernel_name`]); `None` off the CPU.
+    pub matmul_kernel: Option<String>,
     /// The model configuration that was timed (what `benches/torch/bench_step.py` builds;
     /// for [`BenchMode::SingleScale`] the one-scale configuration, for
     /// [`BenchMode::Finetune`] the configuration whose encoder the classifier uses).
@@ -470,6 +473,7 @@ fn report(
         matmul_gflops: figures.and_then(|f| f.matmul_gflops),
         step_gflops: figures.map(|f| f.step_gflops),
         gflop_per_step: figures.map(|f| f.gflop_per_step),
+        matmul_kernel: figures.map(|_| miram_nn::ops::gemm::kernel_name().to_string()),
         config: cfg,
     }
 }

@@ -1,13 +1,18 @@
-//! Matrix products of the fused CPU kernels: the `gemm` crate (the same one candle's CPU
-//! backend calls) behind bounds-checked, strided matrix views, so that a kernel can multiply
-//! a head's columns of a packed `qkv` buffer, or accumulate a weight gradient into its slot of
-//! a packed gradient, without copies and without `unsafe` of its own.
+//! Matrix products of the fused CPU kernels behind bounds-checked, strided matrix views, so
+//! that a kernel can multiply a head's columns of a packed `qkv` buffer, or accumulate a
+//! weight gradient into its slot of a packed gradient, without copies and without `unsafe`
+//! of its own.
+//!
+//! The product itself is the project's own AVX2/FMA kernel (`sgemm.rs`: packed operands, a
+//! 6 x 16 register tile) on x86-64 CPUs that have AVX2 and FMA, and the `gemm` crate (the
+//! one candle's CPU backend calls) elsewhere; [`set_own_kernel`] chooses for benchmarks, and
+//! [`kernel_name`] says which runs.
 //!
 //! Every product can be counted (FLOPs and wall time, process-wide) for `miram bench`'s
 //! "share of the step in matrix products" and achieved GFLOP/s: see [`MatmulStats`].
 //!
-//! Results do not depend on the thread count: `gemm` splits the output into blocks and
-//! never splits the inner (`k`) dimension across threads, so every output element is
+//! Results do not depend on the thread count: both kernels split the output into blocks and
+//! never split the inner (`k`) dimension across threads, so every output element is
 //! accumulated in the same order whatever the parallelism.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -177,6 +182,33 @@ pub enum Par {
     Pool,
 }
 
+/// Whether products take the project's own kernel where the CPU has one ([`set_own_kernel`]).
+static OWN_KERNEL: AtomicBool = AtomicBool::new(true);
+
+/// Chooses, for the whole process, between the project's own AVX2/FMA product (`true`, the
+/// default, where the CPU has AVX2 and FMA) and the `gemm` crate's (`false`): for
+/// benchmarks and for tests of both.
+pub fn set_own_kernel(on: bool) {
+    OWN_KERNEL.store(on, Ordering::Relaxed);
+}
+
+/// The kernel that CPU products take now: `"miram avx2+fma"` (the project's own, for every
+/// product of at least 16384 multiply-adds) or `"gemm crate"`.
+pub fn kernel_name() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() && OWN_KERNEL.load(Ordering::Relaxed) {
+        return "miram avx2+fma";
+    }
+    "gemm crate"
+}
+
+/// Products smaller than this many multiply-adds take the `gemm` crate's kernels even where
+/// the own kernel runs: its unpacked small-matrix paths are faster there (`cargo bench
+/// --bench matmul`, the encoder's 13-token attention scores, 13 x 64 x 13: 0.57-0.63 us
+/// against 0.82-0.96 us for the own kernel, whose 6-row tiles and packing dominate at that
+/// size).
+const OWN_MIN_MACS: usize = 1 << 14;
+
 /// Products smaller than this many multiply-adds run on the calling thread.
 const PAR_MIN_MACS: usize = 1 << 16;
 
@@ -219,17 +251,74 @@ pub fn matmul(
     }
     let macs = m.saturating_mul(n).saturating_mul(k);
     let threads = rayon::current_num_threads();
-    let parallelism = if par == Par::Pool && threads > 1 && macs >= PAR_MIN_MACS {
+    let threads = if par == Par::Pool && threads > 1 && macs >= PAR_MIN_MACS {
+        threads
+    } else {
+        1
+    };
+    let clock = STATS_ON.load(Ordering::Relaxed).then(Instant::now);
+    #[cfg(target_arch = "x86_64")]
+    if macs >= OWN_MIN_MACS && super::sgemm::available() && OWN_KERNEL.load(Ordering::Relaxed) {
+        super::sgemm::gemm(
+            m,
+            n,
+            k,
+            dst.data,
+            dst.rs,
+            dst.cs,
+            accumulate,
+            super::sgemm::Operand {
+                data: a.data,
+                rs: a.rs,
+                cs: a.cs,
+            },
+            super::sgemm::Operand {
+                data: b.data,
+                rs: b.rs,
+                cs: b.cs,
+            },
+            alpha,
+            threads,
+        );
+    } else {
+        crate_gemm(m, n, k, dst, a, b, alpha, accumulate, threads);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    crate_gemm(m, n, k, dst, a, b, alpha, accumulate, threads);
+    if let Some(t) = clock {
+        // The wall time of products run inside a parallel kernel overlaps across threads;
+        // only products on the pool (or outside any kernel) measure the step's wall time.
+        if par == Par::Pool {
+            STATS_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+        STATS_FLOPS.fetch_add(2 * macs as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The product through the `gemm` crate: CPUs without AVX2 and FMA, other architectures.
+#[allow(clippy::too_many_arguments)]
+fn crate_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    alpha: f32,
+    accumulate: bool,
+    threads: usize,
+) {
+    let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    let clock = STATS_ON.load(Ordering::Relaxed).then(Instant::now);
     // SAFETY: the three views were bounds-checked when they were made: every index
     // `i * rs + j * cs` for `i < rows`, `j < cols` lies inside its slice, and `dst`'s indices
     // are pairwise distinct (`MatMut::new`). `dst` is borrowed mutably, so it cannot alias
     // `a` or `b` (shared borrows). The shapes agree (`a` is m x k, `b` k x n, `dst` m x n),
-    // checked above, and all strides fit in `isize` because they index live slices.
+    // checked by `matmul`, and all strides fit in `isize` because they index live slices.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -254,15 +343,6 @@ pub fn matmul(
             parallelism,
         );
     }
-    if let Some(t) = clock {
-        // The wall time of products run inside a parallel kernel overlaps across threads;
-        // only products on the pool (or outside any kernel) measure the step's wall time.
-        if par == Par::Pool {
-            STATS_NANOS.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        }
-        STATS_FLOPS.fetch_add(2 * macs as u64, Ordering::Relaxed);
-    }
-    Ok(())
 }
 
 static STATS_ON: AtomicBool = AtomicBool::new(false);

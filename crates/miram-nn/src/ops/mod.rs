@@ -19,6 +19,7 @@ mod block;
 pub mod gemm;
 mod linear;
 pub mod math;
+mod sgemm;
 
 pub use attention::{attention_packed, attention_packed_composed};
 pub use block::{attention_branch, mlp_branch, BranchParams};
