@@ -204,8 +204,8 @@ pub fn kernel_name() -> &'static str {
 
 /// Products smaller than this many multiply-adds take the `gemm` crate's kernels even where
 /// the own kernel runs: its unpacked small-matrix paths are faster there (`cargo bench
-/// --bench matmul`, the encoder's 13-token attention scores, 13 x 64 x 13: 0.57-0.63 us
-/// against 0.82-0.96 us for the own kernel, whose 6-row tiles and packing dominate at that
+/// --bench matmul`, the encoder's 13-token attention scores, 13 x 64 x 13: 0.57-0.67 us
+/// against 0.74-0.96 us for the own kernel, whose 6-row tiles and packing dominate at that
 /// size).
 const OWN_MIN_MACS: usize = 1 << 14;
 

@@ -48,87 +48,65 @@ impl Operand<'_> {
     fn offset(self, row: usize, col: usize) -> usize {
         row * self.rs + col * self.cs
     }
-}
 
-/// Packs rows `i0..i0 + mc` and columns `p0..p0 + kc` of `a` into panels of [`MR`] rows:
-/// panel `p`, depth `kk`, row `i` at `out[p * kc * MR + kk * MR + i]`, zeros past `mc`.
-fn pack_a(out: &mut [f32], a: Operand<'_>, i0: usize, p0: usize, mc: usize, kc: usize) {
-    for (p, panel) in out
-        .chunks_exact_mut(kc * MR)
-        .take(mc.div_ceil(MR))
-        .enumerate()
-    {
-        let rows = (mc - p * MR).min(MR);
-        if a.rs == 1 {
-            // Columns contiguous: each depth's `rows` values are one run (copied as a
-            // fixed-size array when the panel is full: no call per depth).
-            for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
-                let start = a.offset(i0 + p * MR, p0 + kk);
-                if rows == MR {
-                    dst.copy_from_slice(&a.data[start..start + MR]);
-                } else {
-                    dst[..rows].copy_from_slice(&a.data[start..start + rows]);
-                    dst[rows..].fill(0.0);
-                }
-            }
-        } else {
-            for i in 0..MR {
-                if i < rows {
-                    let start = a.offset(i0 + p * MR + i, p0);
-                    let mut idx = start;
-                    for dst in panel.chunks_exact_mut(MR) {
-                        dst[i] = a.data[idx];
-                        idx += a.cs;
-                    }
-                } else {
-                    for dst in panel.chunks_exact_mut(MR) {
-                        dst[i] = 0.0;
-                    }
-                }
-            }
+    /// The transposed operand (no copy).
+    fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
         }
     }
 }
 
-/// Packs rows `p0..p0 + kc` and columns `j0..j0 + nc` of `b` into panels of [`NR`] columns:
-/// panel `q`, depth `kk`, column `j` at `out[q * kc * NR + kk * NR + j]`, zeros past `nc`.
-fn pack_b(out: &mut [f32], b: Operand<'_>, p0: usize, j0: usize, kc: usize, nc: usize) {
+/// Packs depths (rows) `d0..d0 + depth` and columns `w0..w0 + width` of `x` into panels of
+/// `W` columns: panel `q`, depth `kk`, column `j` at `out[q * depth * W + kk * W + j]`, zeros
+/// past `width`. `b` is packed as it is (`W` = [`NR`]), `a` through its transpose (`W` =
+/// [`MR`]: panel rows of `a` become columns).
+fn pack<const W: usize>(
+    out: &mut [f32],
+    x: Operand<'_>,
+    d0: usize,
+    w0: usize,
+    depth: usize,
+    width: usize,
+) {
     for (q, panel) in out
-        .chunks_exact_mut(kc * NR)
-        .take(nc.div_ceil(NR))
+        .chunks_exact_mut(depth * W)
+        .take(width.div_ceil(W))
         .enumerate()
     {
-        let cols = (nc - q * NR).min(NR);
-        if b.cs == 1 {
-            // Rows contiguous: each depth's `cols` values are one run (copied as a
-            // fixed-size array when the panel is full: no call per depth).
-            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
-                let start = b.offset(p0 + kk, j0 + q * NR);
-                if cols == NR {
-                    dst.copy_from_slice(&b.data[start..start + NR]);
+        let cols = (width - q * W).min(W);
+        if x.cs == 1 {
+            // Rows contiguous: each depth's `cols` values are one run (a fixed-length copy
+            // when the panel is full: no call per depth).
+            for (kk, dst) in panel.chunks_exact_mut(W).enumerate() {
+                let start = x.offset(d0 + kk, w0 + q * W);
+                if cols == W {
+                    dst.copy_from_slice(&x.data[start..start + W]);
                 } else {
-                    dst[..cols].copy_from_slice(&b.data[start..start + cols]);
+                    dst[..cols].copy_from_slice(&x.data[start..start + cols]);
                     dst[cols..].fill(0.0);
                 }
             }
         } else {
-            // Columns of `b` (each a run when `b.rs == 1`): depth by depth, so that the
-            // panel is written in order and the `cols` source columns stay in L1.
-            let runs: [&[f32]; NR] = std::array::from_fn(|j| {
+            // Column by column (each a run when `x.rs == 1`), written depth by depth so that
+            // the panel is written in order and the `cols` source columns stay in L1.
+            let runs: [&[f32]; W] = std::array::from_fn(|j| {
                 if j < cols {
-                    let start = b.offset(p0, j0 + q * NR + j);
-                    &b.data[start..start + (kc - 1) * b.rs + 1]
+                    let start = x.offset(d0, w0 + q * W + j);
+                    &x.data[start..start + (depth - 1) * x.rs + 1]
                 } else {
                     &[]
                 }
             });
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
-            if b.rs == 1 && cols == NR && available() {
-                done = x86::transpose_runs(panel, &runs, kc);
+            if W == NR && x.rs == 1 && cols == NR && available() {
+                done = x86::transpose_runs(panel, &runs, depth);
             }
-            for (kk, dst) in panel.chunks_exact_mut(NR).enumerate().skip(done) {
-                let at = kk * b.rs;
+            for (kk, dst) in panel.chunks_exact_mut(W).enumerate().skip(done) {
+                let at = kk * x.rs;
                 for (d, run) in dst.iter_mut().zip(&runs) {
                     *d = run.get(at).copied().unwrap_or(0.0);
                 }
@@ -139,7 +117,7 @@ fn pack_b(out: &mut [f32], b: Operand<'_>, p0: usize, j0: usize, kc: usize, nc: 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{pack_a, pack_b, Operand, KC, MC, MR, NC, NR};
+    use super::{pack, Operand, KC, MC, MR, NC, NR};
     use rayon::prelude::*;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
@@ -271,11 +249,11 @@ mod x86 {
                 for p0 in (0..k).step_by(KC) {
                     let kc = (k - p0).min(KC);
                     let add = accumulate || p0 > 0;
-                    pack_b(pb, b, p0, j0, kc, nc);
+                    pack::<NR>(pb, b, p0, j0, kc, nc);
                     for i0 in rows.clone().step_by(MC) {
                         let mc = (rows.end - i0).min(MC);
                         if pack_a_too {
-                            pack_a(pa, a, i0, p0, mc, kc);
+                            pack::<MR>(pa, a.t(), p0, i0, kc, mc);
                         }
                         for q in 0..nc.div_ceil(NR) {
                             let nr = (nc - q * NR).min(NR);
@@ -363,7 +341,7 @@ mod x86 {
     /// # Panics
     /// When a run is shorter than `kc` or `panel` than `kc * NR` (the caller's slices are
     /// exact, so neither happens).
-    pub(crate) fn transpose_runs(panel: &mut [f32], runs: &[&[f32]; NR], kc: usize) -> usize {
+    pub(crate) fn transpose_runs(panel: &mut [f32], runs: &[&[f32]], kc: usize) -> usize {
         assert!(available(), "transpose_runs without AVX2");
         let depth = kc / 8 * 8;
         assert!(
@@ -392,7 +370,7 @@ mod x86 {
     /// `(k0 + 8) * NR` floats.
     #[allow(unsafe_code)]
     #[target_feature(enable = "avx2")]
-    unsafe fn transpose8(panel: &mut [f32], runs: &[&[f32]; NR], k0: usize, half: usize) {
+    unsafe fn transpose8(panel: &mut [f32], runs: &[&[f32]], k0: usize, half: usize) {
         let j0 = 8 * half;
         // SAFETY: in bounds by this function's contract.
         unsafe {
