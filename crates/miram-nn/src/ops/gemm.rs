@@ -281,10 +281,10 @@ pub fn matmul(
             threads,
         );
     } else {
-        crate_gemm(m, n, k, dst, a, b, alpha, accumulate, threads);
+        crate_gemm(dst, a, b, alpha, accumulate, threads);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    crate_gemm(m, n, k, dst, a, b, alpha, accumulate, threads);
+    crate_gemm(dst, a, b, alpha, accumulate, threads);
     if let Some(t) = clock {
         // The wall time of products run inside a parallel kernel overlaps across threads;
         // only products on the pool (or outside any kernel) measure the step's wall time.
@@ -296,12 +296,9 @@ pub fn matmul(
     Ok(())
 }
 
-/// The product through the `gemm` crate: CPUs without AVX2 and FMA, other architectures.
-#[allow(clippy::too_many_arguments)]
+/// The product of views whose shapes agree (checked by [`matmul`]) through the `gemm` crate:
+/// small products, CPUs without AVX2 and FMA, other architectures.
 fn crate_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
     dst: MatMut<'_>,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -309,6 +306,7 @@ fn crate_gemm(
     accumulate: bool,
     threads: usize,
 ) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {

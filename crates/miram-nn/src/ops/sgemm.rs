@@ -153,6 +153,17 @@ mod x86 {
     #[allow(unsafe_code)]
     unsafe impl Sync for Dst {}
 
+    /// What every part of one product shares: its depth, destination, operands and scale.
+    #[derive(Clone, Copy)]
+    struct Job<'a> {
+        k: usize,
+        d: Dst,
+        accumulate: bool,
+        a: Operand<'a>,
+        b: Operand<'a>,
+        alpha: f32,
+    }
+
     /// `dst = (accumulate ? dst : 0) + alpha * a b` for `a` `m x k`, `b` `k x n`, with `k >
     /// 0`, on up to `threads` threads of the current rayon pool.
     ///
@@ -195,8 +206,16 @@ mod x86 {
             (n.div_ceil(NR), NR)
         };
         let parts = threads.clamp(1, tiles);
+        let job = Job {
+            k,
+            d,
+            accumulate,
+            a,
+            b,
+            alpha,
+        };
         if parts == 1 {
-            seq(0..m, 0..n, k, d, accumulate, a, b, alpha);
+            seq(0..m, 0..n, job);
             return;
         }
         let extent = if split_rows { m } else { n };
@@ -204,9 +223,9 @@ mod x86 {
             let lo = (tiles * p / parts * tile).min(extent);
             let hi = (tiles * (p + 1) / parts * tile).min(extent);
             if split_rows {
-                seq(lo..hi, 0..n, k, d, accumulate, a, b, alpha);
+                seq(lo..hi, 0..n, job);
             } else {
-                seq(0..m, lo..hi, k, d, accumulate, a, b, alpha);
+                seq(0..m, lo..hi, job);
             }
         });
     }
@@ -219,17 +238,15 @@ mod x86 {
     /// contiguous (the kernel broadcasts one element at a time, so any layout serves), and
     /// when its columns are and the product has few column panels to reuse a packed copy;
     /// otherwise it is packed.
-    #[allow(clippy::too_many_arguments)]
-    fn seq(
-        rows: std::ops::Range<usize>,
-        cols: std::ops::Range<usize>,
-        k: usize,
-        d: Dst,
-        accumulate: bool,
-        a: Operand<'_>,
-        b: Operand<'_>,
-        alpha: f32,
-    ) {
+    fn seq(rows: std::ops::Range<usize>, cols: std::ops::Range<usize>, job: Job<'_>) {
+        let Job {
+            k,
+            d,
+            accumulate,
+            a,
+            b,
+            alpha,
+        } = job;
         let pack_a_too = a.cs != 1 && !(a.rs == 1 && cols.len() < 4 * NR);
         PACKS.with(|packs| {
             let mut packs = packs.borrow_mut();
