@@ -24,22 +24,22 @@ use candle_core::{bail, Result};
 /// `data[i * row_stride + j * col_stride]`.
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 /// A writable `rows x cols` matrix inside a slice, whose elements are distinct positions of
 /// the slice (checked when it is made).
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(super) data: &'a mut [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 /// The last index a view touches (`None` for an empty view).
@@ -100,6 +100,11 @@ impl<'a> MatRef<'a> {
     ) -> Result<Self> {
         check_columns(width, start, cols)?;
         Self::new(data.get(start..).unwrap_or(&[]), rows, cols, width, 1)
+    }
+
+    /// The position of element `(row, col)` in the slice.
+    pub(super) fn offset(&self, row: usize, col: usize) -> usize {
+        row * self.rs + col * self.cs
     }
 
     /// The transposed view (no copy).
@@ -195,11 +200,20 @@ pub fn set_own_kernel(on: bool) {
 /// The kernel that CPU products take now: `"miram avx2+fma"` (the project's own, for every
 /// product of at least 16384 multiply-adds) or `"gemm crate"`.
 pub fn kernel_name() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() && OWN_KERNEL.load(Ordering::Relaxed) {
-        return "miram avx2+fma";
+    if own_kernel_on() {
+        "miram avx2+fma"
+    } else {
+        "gemm crate"
     }
-    "gemm crate"
+}
+
+/// Whether the own kernel is chosen ([`set_own_kernel`]) and this CPU runs it.
+fn own_kernel_on() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        return OWN_KERNEL.load(Ordering::Relaxed);
+    }
+    false
 }
 
 /// Products smaller than this many multiply-adds take the `gemm` crate's kernels even where
@@ -258,28 +272,8 @@ pub fn matmul(
     };
     let clock = STATS_ON.load(Ordering::Relaxed).then(Instant::now);
     #[cfg(target_arch = "x86_64")]
-    if macs >= OWN_MIN_MACS && super::sgemm::available() && OWN_KERNEL.load(Ordering::Relaxed) {
-        super::sgemm::gemm(
-            m,
-            n,
-            k,
-            dst.data,
-            dst.rs,
-            dst.cs,
-            accumulate,
-            super::sgemm::Operand {
-                data: a.data,
-                rs: a.rs,
-                cs: a.cs,
-            },
-            super::sgemm::Operand {
-                data: b.data,
-                rs: b.rs,
-                cs: b.cs,
-            },
-            alpha,
-            threads,
-        );
+    if macs >= OWN_MIN_MACS && own_kernel_on() {
+        super::sgemm::gemm(dst, a, b, alpha, accumulate, threads);
     } else {
         crate_gemm(dst, a, b, alpha, accumulate, threads);
     }

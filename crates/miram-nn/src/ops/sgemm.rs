@@ -24,6 +24,8 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::{available, gemm};
 
+use super::gemm::MatRef;
+
 /// Rows of the micro-kernel's tile (the packed `a` panels' height).
 pub(crate) const MR: usize = 6;
 /// Columns of the micro-kernel's tile (the packed `b` panels' width).
@@ -35,37 +37,13 @@ pub(crate) const MC: usize = 144;
 /// Columns of `b` packed at once: `KC x NC` floats (2 MiB) stay in L3.
 pub(crate) const NC: usize = 2048;
 
-/// A strided read-only operand: element `(i, j)` is `data[i * rs + j * cs]`. Bounds were
-/// checked by the caller (`MatRef::new`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Operand<'a> {
-    pub data: &'a [f32],
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl Operand<'_> {
-    fn offset(self, row: usize, col: usize) -> usize {
-        row * self.rs + col * self.cs
-    }
-
-    /// The transposed operand (no copy).
-    fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-}
-
 /// Packs depths (rows) `d0..d0 + depth` and columns `w0..w0 + width` of `x` into panels of
 /// `W` columns: panel `q`, depth `kk`, column `j` at `out[q * depth * W + kk * W + j]`, zeros
 /// past `width`. `b` is packed as it is (`W` = [`NR`]), `a` through its transpose (`W` =
 /// [`MR`]: panel rows of `a` become columns).
 fn pack<const W: usize>(
     out: &mut [f32],
-    x: Operand<'_>,
+    x: MatRef<'_>,
     d0: usize,
     w0: usize,
     depth: usize,
@@ -117,7 +95,8 @@ fn pack<const W: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{pack, Operand, KC, MC, MR, NC, NR};
+    use super::super::gemm::{MatMut, MatRef};
+    use super::{pack, KC, MC, MR, NC, NR};
     use rayon::prelude::*;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
@@ -159,42 +138,35 @@ mod x86 {
         k: usize,
         d: Dst,
         accumulate: bool,
-        a: Operand<'a>,
-        b: Operand<'a>,
+        a: MatRef<'a>,
+        b: MatRef<'a>,
         alpha: f32,
     }
 
-    /// `dst = (accumulate ? dst : 0) + alpha * a b` for `a` `m x k`, `b` `k x n`, with `k >
-    /// 0`, on up to `threads` threads of the current rayon pool.
+    /// `dst = (accumulate ? dst : 0) + alpha * a b` for views whose shapes agree (`a` `m x
+    /// k`, `b` `k x n`, `dst` `m x n`: checked by [`super::gemm::matmul`]), on up to `threads`
+    /// threads of the current rayon pool. The views' bounds were checked when they were made.
     ///
     /// # Panics
-    /// When [`available`] is false, or when a view reaches past its slice (the callers
-    /// check the views first, so neither happens).
-    #[allow(clippy::too_many_arguments)]
+    /// When [`available`] is false.
     pub(crate) fn gemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        dst: &mut [f32],
-        drs: usize,
-        dcs: usize,
-        accumulate: bool,
-        a: Operand<'_>,
-        b: Operand<'_>,
+        dst: MatMut<'_>,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
         alpha: f32,
+        accumulate: bool,
         threads: usize,
     ) {
         assert!(available(), "sgemm without AVX2 and FMA");
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        debug_assert!(b.rows == k && dst.rows == m && dst.cols == n);
         if m == 0 || n == 0 || k == 0 {
             return;
         }
-        let last = (m - 1) * drs + (n - 1) * dcs;
-        assert!(last < dst.len(), "destination view past its slice");
-        assert!(a.offset(m - 1, k - 1) < a.data.len() && b.offset(k - 1, n - 1) < b.data.len());
         let d = Dst {
-            ptr: dst.as_mut_ptr(),
-            rs: drs,
-            cs: dcs,
+            ptr: dst.data.as_mut_ptr(),
+            rs: dst.rs,
+            cs: dst.cs,
         };
         // Split the rows when `b` is the cheaper operand to pack once per part, else the
         // columns; parts start at multiples of the tile so that tiles are the same as on
@@ -297,12 +269,13 @@ mod x86 {
                                 // kernel reads `ap[off[r] + kk * acs]` for `r < MR`, `kk <
                                 // kc`: a packed panel holds `kc * MR` floats; in place, these
                                 // are elements `(i + min(r, mr - 1), p0 + kk)` of `a`, inside
-                                // its slice (its last element was checked in `gemm`). `bp`
+                                // its slice (`MatRef::new` checked the view's bounds, and the
+                                // `assert!` above checks the tile's reads). `bp`
                                 // holds `kc * NR` floats. A full tile of a row-contiguous
                                 // destination is written in place: its elements `(i + r, j +
                                 // c)`, `r < MR`, `c < NR`, lie inside the destination slice
-                                // (the view's last element was checked against its length in
-                                // `gemm`) and belong to this part only (parts are disjoint
+                                // (`MatMut::new` checked the view's bounds and that its
+                                // elements are distinct) and belong to this part only (parts are disjoint
                                 // ranges of rows or columns). Other tiles go through `tile`,
                                 // a local `MR x NR` array.
                                 #[allow(unsafe_code)]
@@ -514,6 +487,7 @@ mod x86 {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::ops::gemm::MatMut;
     use miram_rand::Rng;
 
     /// A matrix stored in one of four layouts inside a slice of exactly the length it
@@ -573,24 +547,11 @@ mod tests {
             .expect("pool");
         pool.install(|| {
             gemm(
-                m,
-                n,
-                k,
-                &mut c.data,
-                c.rs,
-                c.cs,
-                accumulate,
-                Operand {
-                    data: &a.data,
-                    rs: a.rs,
-                    cs: a.cs,
-                },
-                Operand {
-                    data: &b.data,
-                    rs: b.rs,
-                    cs: b.cs,
-                },
+                MatMut::new(&mut c.data, m, n, c.rs, c.cs).expect("destination view"),
+                MatRef::new(&a.data, m, k, a.rs, a.cs).expect("a view"),
+                MatRef::new(&b.data, k, n, b.rs, b.cs).expect("b view"),
                 alpha,
+                accumulate,
                 threads,
             )
         });
