@@ -251,22 +251,24 @@ impl AdamWCoefs {
     }
 }
 
-/// One AdamW update over one chunk, in the composed path's order of operations:
-/// `m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p = p (1 - lr wd);
-/// p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.
-fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamWCoefs) {
-    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        let mi = (*m * c.b1 + 0.0) + (g * c.one_minus_b1 + 0.0);
-        let vi = (*v * c.b2 + 0.0) + ((g * g) * c.one_minus_b2 + 0.0);
-        *m = mi;
-        *v = vi;
-        let pi = match c.decay {
-            Some(d) => *p * d + 0.0,
-            None => *p,
-        };
-        let denom = (vi.sqrt() * c.inv_bc2_sqrt + 0.0) + c.eps;
-        let upd = (mi / denom) * c.step_size + 0.0;
-        *p = pi - upd;
+miram_nn::wide_fn! {
+    /// One AdamW update over one chunk, in the composed path's order of operations:
+    /// `m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p = p (1 - lr wd);
+    /// p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)`.
+    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamWCoefs) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let mi = (*m * c.b1 + 0.0) + (g * c.one_minus_b1 + 0.0);
+            let vi = (*v * c.b2 + 0.0) + ((g * g) * c.one_minus_b2 + 0.0);
+            *m = mi;
+            *v = vi;
+            let pi = match c.decay {
+                Some(d) => *p * d + 0.0,
+                None => *p,
+            };
+            let denom = (vi.sqrt() * c.inv_bc2_sqrt + 0.0) + c.eps;
+            let upd = (mi / denom) * c.step_size + 0.0;
+            *p = pi - upd;
+        }
     }
 }
 

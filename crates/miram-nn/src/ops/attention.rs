@@ -1,12 +1,13 @@
 //! Softmax attention over packed `qkv` (timm's layout: `[N, n, 3 * h * dh]` with q, k and v
 //! side by side, heads inside each): one graph node instead of a dozen (split, scale, two
-//! matrix products, softmax, merge) and their gradient bookkeeping. The backward pass
-//! recomputes each head's attention matrix from q and k (as flash attention does) instead of
-//! keeping it alive between the passes.
+//! matrix products, softmax, merge) and their gradient bookkeeping. The backward pass of this
+//! op recomputes each head's attention matrix from q and k (as flash attention does) instead
+//! of keeping it alive between the passes.
 //!
 //! On the CPU for `f32` the op runs the slice kernels [`attention_core`] and
 //! [`attention_core_backward`] (one rayon task per sample and head, products through
-//! [`super::gemm`]), which the fused attention branch of [`super::block`] shares; on other
+//! [`super::gemm`]), which the fused attention branch of [`super::block`] shares (that branch
+//! keeps the probabilities when they fit [`KEEP_PROBS_BYTES`]); on other
 //! devices the composed, differentiable form is used. Tests check both against each other,
 //! forward and backward.
 
@@ -14,7 +15,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, timed_region, MatMut, MatRef, Par};
-use super::{cpu_fast_path, slice, softmax_backward_row, softmax_last_dim, softmax_row};
+use super::{cpu_fast_path, slice, softmax_backward_rows, softmax_last_dim, softmax_rows};
 
 /// Softmax attention of packed `qkv`, heads merged back.
 ///
@@ -84,7 +85,13 @@ impl CustomOp1 for PackedAttention {
         let (b, n, dh) = packed_dims(l, self.heads)?;
         let qkv = slice(s, l, "attention qkv")?;
         let mut out = vec![0f32; b * n * self.heads * dh];
-        attention_core(qkv, b, n, self.heads, dh, &mut out)?;
+        let dims = AttnDims {
+            bsz: b,
+            n,
+            heads: self.heads,
+            dh,
+        };
+        attention_core(qkv, dims, &mut out, None)?;
         Ok((CpuStorage::F32(out), Shape::from((b, n, self.heads * dh))))
     }
 
@@ -120,57 +127,108 @@ impl CustomOp2 for PackedAttentionBwd {
         let qkv = slice(s1, l1, "attention_bwd qkv")?;
         let g = slice(s2, l2, "attention_bwd grad")?;
         let mut d_qkv = vec![0f32; qkv.len()];
-        attention_core_backward(qkv, g, b, n, self.heads, dh, &mut d_qkv)?;
+        let dims = AttnDims {
+            bsz: b,
+            n,
+            heads: self.heads,
+            dh,
+        };
+        attention_core_backward(qkv, g, dims, &mut d_qkv, None)?;
         Ok((CpuStorage::F32(d_qkv), l1.shape().clone()))
     }
 }
 
+/// The sizes of one packed attention: samples, tokens, heads and head width.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttnDims {
+    /// Samples.
+    pub(crate) bsz: usize,
+    /// Tokens per sample.
+    pub(crate) n: usize,
+    /// Heads.
+    pub(crate) heads: usize,
+    /// Width of one head.
+    pub(crate) dh: usize,
+}
+
+/// The most bytes of attention probabilities that one fused attention keeps from its forward
+/// pass for its backward pass; above it the backward pass recomputes them per head (two
+/// matrices per worker thread at any length). 64 MiB keeps them for every preset's
+/// pre-training and fine-tuning steps at batch 8 to 32 (`tiny`'s 2x decoder at batch 8:
+/// 5 MiB per block; `micro`'s at batch 32: 32 MiB), where keeping saves the backward pass a
+/// product and a softmax per head, and leaves 785 tokens and up at the paper's sizes to the
+/// recomputation.
+pub(crate) const KEEP_PROBS_BYTES: usize = 64 << 20;
+
+impl AttnDims {
+    /// Values of the attention probabilities of all samples and heads.
+    pub(crate) fn probs_len(&self) -> usize {
+        self.bsz * self.heads * self.n * self.n
+    }
+
+    /// Whether the forward pass keeps the probabilities ([`KEEP_PROBS_BYTES`]).
+    pub(crate) fn keeps_probs(&self) -> bool {
+        self.probs_len() * size_of::<f32>() <= KEEP_PROBS_BYTES
+    }
+}
+
 /// Softmax attention of packed `qkv` (`[N n, 3 d]`, q, k, v side by side, heads inside each)
-/// into `out` (`[N n, d]`, heads merged), one rayon task per (sample, head).
+/// into `out` (`[N n, d]`, heads merged), one rayon task per (sample, head). With `keep`
+/// (`[N h, n, n]`, [`AttnDims::probs_len`] values) each head's probabilities are written there
+/// for [`attention_core_backward`].
 pub(crate) fn attention_core(
     qkv: &[f32],
-    bsz: usize,
-    n: usize,
-    heads: usize,
-    dh: usize,
+    dims: AttnDims,
     out: &mut [f32],
+    keep: Option<&mut [f32]>,
 ) -> candle_core::Result<()> {
+    let AttnDims { bsz, n, heads, dh } = dims;
     let d = heads * dh;
     let scale = (dh as f64).powf(-0.5) as f32;
     let mut per_head = vec![0f32; bsz * heads * n * dh];
-    timed_region(|| {
-        per_head
-            .par_chunks_mut(n * dh)
+    let head = |scores: &mut [f32], task: usize, o: &mut [f32]| -> candle_core::Result<()> {
+        let (bi, hi) = (task / heads, task % heads);
+        let rows = &qkv[bi * n * 3 * d..(bi + 1) * n * 3 * d];
+        let q = MatRef::cols_of(rows, n, 3 * d, hi * dh, dh)?;
+        let k = MatRef::cols_of(rows, n, 3 * d, d + hi * dh, dh)?;
+        let v = MatRef::cols_of(rows, n, 3 * d, 2 * d + hi * dh, dh)?;
+        matmul(
+            MatMut::rows(scores, n, n)?,
+            q,
+            k.t(),
+            scale,
+            false,
+            Par::Seq,
+        )?;
+        softmax_rows(scores, n);
+        matmul(
+            MatMut::rows(o, n, dh)?,
+            MatRef::rows(scores, n, n)?,
+            v,
+            1.0,
+            false,
+            Par::Seq,
+        )
+    };
+    let (per_task, per_probs) = ((n * dh).max(1), (n * n).max(1));
+    timed_region(|| match keep {
+        Some(probs) => {
+            if probs.len() != dims.probs_len() {
+                candle_core::bail!("attention: {} kept probabilities for {dims:?}", probs.len());
+            }
+            per_head
+                .par_chunks_mut(per_task)
+                .zip(probs.par_chunks_mut(per_probs))
+                .enumerate()
+                .try_for_each(|(task, (o, scores))| head(scores, task, o))
+        }
+        None => per_head
+            .par_chunks_mut(per_task)
             .enumerate()
             .try_for_each_init(
                 || vec![0f32; n * n],
-                |scores, (task, o)| -> candle_core::Result<()> {
-                    let (bi, hi) = (task / heads, task % heads);
-                    let rows = &qkv[bi * n * 3 * d..(bi + 1) * n * 3 * d];
-                    let q = MatRef::cols_of(rows, n, 3 * d, hi * dh, dh)?;
-                    let k = MatRef::cols_of(rows, n, 3 * d, d + hi * dh, dh)?;
-                    let v = MatRef::cols_of(rows, n, 3 * d, 2 * d + hi * dh, dh)?;
-                    matmul(
-                        MatMut::rows(scores, n, n)?,
-                        q,
-                        k.t(),
-                        scale,
-                        false,
-                        Par::Seq,
-                    )?;
-                    for row in scores.chunks_mut(n) {
-                        softmax_row(row);
-                    }
-                    matmul(
-                        MatMut::rows(o, n, dh)?,
-                        MatRef::rows(scores, n, n)?,
-                        v,
-                        1.0,
-                        false,
-                        Par::Seq,
-                    )
-                },
-            )
+                |scores, (task, o)| head(scores, task, o),
+            ),
     })?;
     // Merge the heads: out[b, i, h dh + j] = per_head[b, h, i, j].
     out.par_chunks_mut(d).enumerate().for_each(|(r, orow)| {
@@ -184,27 +242,32 @@ pub(crate) fn attention_core(
 }
 
 /// The gradient of [`attention_core`] with respect to the packed `qkv`, from the gradient of
-/// its output `d_out` (`[N n, d]`); the attention matrix is recomputed per head.
+/// its output `d_out` (`[N n, d]`); the attention probabilities are `kept` ones of the
+/// forward pass, or else recomputed per head.
 pub(crate) fn attention_core_backward(
     qkv: &[f32],
     d_out: &[f32],
-    bsz: usize,
-    n: usize,
-    heads: usize,
-    dh: usize,
+    dims: AttnDims,
     d_qkv: &mut [f32],
+    kept: Option<&[f32]>,
 ) -> candle_core::Result<()> {
+    let AttnDims { bsz, n, heads, dh } = dims;
     let d = heads * dh;
     let scale = (dh as f64).powf(-0.5) as f32;
+    if let Some(p) = kept {
+        if p.len() != dims.probs_len() {
+            candle_core::bail!("attention_bwd: {} kept probabilities for {dims:?}", p.len());
+        }
+    }
     // Per (sample, head): [dq; dk; dv], each [n, dh].
     let mut per_head = vec![0f32; bsz * heads * 3 * n * dh];
     timed_region(|| {
         per_head
-            .par_chunks_mut(3 * n * dh)
+            .par_chunks_mut((3 * n * dh).max(1))
             .enumerate()
             .try_for_each_init(
-                || (vec![0f32; n * n], vec![0f32; n * n]),
-                |(probs, dprobs), (task, o)| -> candle_core::Result<()> {
+                || (Vec::new(), vec![0f32; n * n]),
+                |(scratch, dprobs), (task, o)| -> candle_core::Result<()> {
                     let (bi, hi) = (task / heads, task % heads);
                     let rows = &qkv[bi * n * 3 * d..(bi + 1) * n * 3 * d];
                     let q = MatRef::cols_of(rows, n, 3 * d, hi * dh, dh)?;
@@ -212,19 +275,29 @@ pub(crate) fn attention_core_backward(
                     let v = MatRef::cols_of(rows, n, 3 * d, 2 * d + hi * dh, dh)?;
                     let go =
                         MatRef::cols_of(&d_out[bi * n * d..(bi + 1) * n * d], n, d, hi * dh, dh)?;
-                    matmul(MatMut::rows(probs, n, n)?, q, k.t(), scale, false, Par::Seq)?;
-                    for row in probs.chunks_mut(n) {
-                        softmax_row(row);
-                    }
+                    let probs: &[f32] = match kept {
+                        Some(all) => &all[task * n * n..(task + 1) * n * n],
+                        None => {
+                            scratch.resize(n * n, 0.0);
+                            matmul(
+                                MatMut::rows(scratch, n, n)?,
+                                q,
+                                k.t(),
+                                scale,
+                                false,
+                                Par::Seq,
+                            )?;
+                            softmax_rows(scratch, n);
+                            scratch
+                        }
+                    };
                     let (dq, rest) = o.split_at_mut(n * dh);
                     let (dk, dv) = rest.split_at_mut(n * dh);
                     let p = MatRef::rows(probs, n, n)?;
                     // dv = P^T dO ; dP = dO v^T ; dS = P * (dP - rowsum(dP * P)).
                     matmul(MatMut::rows(dv, n, dh)?, p.t(), go, 1.0, false, Par::Seq)?;
                     matmul(MatMut::rows(dprobs, n, n)?, go, v.t(), 1.0, false, Par::Seq)?;
-                    for (pr, gr) in probs.chunks(n).zip(dprobs.chunks_mut(n)) {
-                        softmax_backward_row(pr, gr);
-                    }
+                    softmax_backward_rows(probs, dprobs, n);
                     let ds = MatRef::rows(dprobs, n, n)?;
                     // S = scale q k^T: dq = scale dS k ; dk = scale dS^T q.
                     matmul(MatMut::rows(dq, n, dh)?, ds, k, scale, false, Par::Seq)?;
@@ -282,6 +355,40 @@ mod tests {
         let c = g2.get(&qkv).expect("grad");
         let d = (a - c)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(d < 1e-5, "{d}");
+        Ok(())
+    }
+
+    /// The backward pass from kept probabilities gives the same bits as the one that
+    /// recomputes them (the same products and softmax, in the same order), at odd sizes.
+    #[test]
+    fn kept_probabilities_give_the_recomputed_gradients() -> candle_core::Result<()> {
+        let mut r = miram_rand::Rng::new(5);
+        let dims = AttnDims {
+            bsz: 3,
+            n: 37,
+            heads: 2,
+            dh: 5,
+        };
+        let d = dims.heads * dims.dh;
+        let rows = dims.bsz * dims.n;
+        let qkv = r.normal_vec(rows * 3 * d, 0.0, 1.0);
+        let d_out = r.normal_vec(rows * d, 0.0, 1.0);
+        let (mut out_kept, mut out) = (vec![0f32; rows * d], vec![0f32; rows * d]);
+        let mut probs = vec![0f32; dims.probs_len()];
+        attention_core(&qkv, dims, &mut out_kept, Some(&mut probs))?;
+        attention_core(&qkv, dims, &mut out, None)?;
+        assert_eq!(out_kept, out);
+        for row in probs.chunks(dims.n) {
+            let s: f32 = row.iter().sum();
+            assert!((s - 1.0).abs() < 1e-5, "{s}");
+        }
+        let (mut g_kept, mut g) = (vec![0f32; rows * 3 * d], vec![0f32; rows * 3 * d]);
+        attention_core_backward(&qkv, &d_out, dims, &mut g_kept, Some(&probs))?;
+        attention_core_backward(&qkv, &d_out, dims, &mut g, None)?;
+        assert_eq!(g_kept, g);
+        assert!(g.iter().any(|&v| v != 0.0));
+        // Kept probabilities of the wrong size are refused.
+        assert!(attention_core_backward(&qkv, &d_out, dims, &mut g, Some(&probs[1..])).is_err());
         Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! for softmax attention, and the MLP branch `x + drop * fc2(gelu(fc1(LN(x))))` for every
 //! block. On the CPU for `f32` each branch is three graph nodes whose forward keeps only
 //! what its backward needs (the normalised input and its row statistics, `qkv` or the MLP's
-//! hidden layer before and after the GELU, the attention output); the attention matrix is
-//! recomputed per head in the backward pass instead of kept. All matrix products go through
+//! hidden layer before and after the GELU, the attention output, and the attention
+//! probabilities up to [`KEEP_PROBS_BYTES`](super::attention::KEEP_PROBS_BYTES), above which
+//! they are recomputed per head in the backward pass). All matrix products go through
 //! [`super::gemm`]. A branch is two ops, `LN + input projection` and `attention (or GELU) +
 //! output projection + drop path`, then candle's residual add: that way each op takes the
 //! weight matrices as stored (a custom op has at most three inputs; packing six parameters
@@ -21,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{attention_core, attention_core_backward};
+use super::attention::{attention_core, attention_core_backward, AttnDims};
 use super::linear::LinearDims;
 use super::{
-    attention_packed, cpu_fast_path, gelu, gelu_slope, gelu_value, layer_norm, linear, ln_backward,
-    ln_forward, slice, LnGrads, RowStats,
+    attention_packed, cpu_fast_path, gelu, gelu_backward_in_place, gelu_values, layer_norm, linear,
+    ln_backward, ln_forward, slice, LnGrads, RowStats,
 };
 
 /// The parameters of one residual branch: the pre-norm LayerNorm, the input projection
@@ -380,9 +381,12 @@ impl CustomOp3 for NormProjBwdOp {
     }
 }
 
-/// What the second op keeps: the attention output or the GELU output, `[rows, width]`.
+/// What the second op keeps: the attention output or the GELU output, `[rows, width]`, and
+/// the attention probabilities `[N h, n, n]` when they fit
+/// [`KEEP_PROBS_BYTES`](super::attention::KEEP_PROBS_BYTES).
 struct MixSaved {
     act: Vec<f32>,
+    probs: Option<Vec<f32>>,
 }
 
 /// `drop * (core(hidden) W_out^T + b_out)`, where `core` is softmax attention of the packed
@@ -418,9 +422,18 @@ impl CustomOp3 for MixProjOp {
         let b = slice(s3, l3, "mix_proj bias")?;
         let rows = bsz * n;
         let mut act = vec![0f32; rows * width];
+        let mut probs = None;
         match self.kind {
             Kind::Attention { heads } => {
-                attention_core(hidden, bsz, n, heads, d / heads, &mut act)?
+                let dims = AttnDims {
+                    bsz,
+                    n,
+                    heads,
+                    dh: d / heads,
+                };
+                let mut kept = dims.keeps_probs().then(|| vec![0f32; dims.probs_len()]);
+                attention_core(hidden, dims, &mut act, kept.as_deref_mut())?;
+                probs = kept;
             }
             Kind::Mlp => {
                 if width != inner {
@@ -428,11 +441,7 @@ impl CustomOp3 for MixProjOp {
                 }
                 act.par_chunks_mut(ELEM_CHUNK)
                     .zip(hidden.par_chunks(ELEM_CHUNK))
-                    .for_each(|(a, h)| {
-                        for (av, &hv) in a.iter_mut().zip(h) {
-                            *av = gelu_value(hv);
-                        }
-                    })
+                    .for_each(|(a, h)| gelu_values(a, h))
             }
         }
         let mut out = vec![0f32; rows * d];
@@ -445,7 +454,7 @@ impl CustomOp3 for MixProjOp {
         if let Some(m) = &self.mask {
             scale_samples(&mut out, n * d, m);
         }
-        keep(&self.saved, MixSaved { act });
+        keep(&self.saved, MixSaved { act, probs });
         Ok((CpuStorage::F32(out), Shape::from((bsz, n, d))))
     }
 
@@ -531,17 +540,20 @@ impl CustomOp3 for MixProjBwdOp {
         linear::backward(act, w, dy, dims, Some((d_act, false)), dw, Some(db))?;
         match self.kind {
             Kind::Attention { heads } => {
-                attention_core_backward(hidden, &d_attention, bsz, n, heads, d / heads, d_hidden)?;
+                let dims = AttnDims {
+                    bsz,
+                    n,
+                    heads,
+                    dh: d / heads,
+                };
+                let kept = self.saved.probs.as_deref();
+                attention_core_backward(hidden, &d_attention, dims, d_hidden, kept)?;
             }
             Kind::Mlp => {
                 d_hidden
                     .par_chunks_mut(ELEM_CHUNK)
                     .zip(hidden.par_chunks(ELEM_CHUNK))
-                    .for_each(|(dh, h)| {
-                        for (dv, &hv) in dh.iter_mut().zip(h) {
-                            *dv *= gelu_slope(hv);
-                        }
-                    });
+                    .for_each(|(dh, h)| gelu_backward_in_place(dh, h));
             }
         }
         let len = out.len();

@@ -20,10 +20,12 @@ pub mod gemm;
 mod linear;
 pub mod math;
 mod sgemm;
+mod simd;
 
 pub use attention::{attention_packed, attention_packed_composed};
 pub use block::{attention_branch, mlp_branch, BranchParams};
 pub use linear::linear;
+pub use simd::{set_wide_kernels, wide_available};
 
 /// Runs `f` on a worker thread of rayon's global pool (directly when already on one) and
 /// returns its result.
@@ -134,6 +136,7 @@ struct LayerNormOp {
     eps: f64,
 }
 
+#[inline(always)]
 fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     let d = row.len() as f64;
     let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d;
@@ -223,22 +226,36 @@ pub(crate) fn ln_forward(
             mean.par_chunks_mut(ROW_CHUNK)
                 .zip(rstd.par_chunks_mut(ROW_CHUNK)),
         )
-        .for_each(|((o, xi), (mc, rc))| {
-            for (((orow, xrow), m), r) in o
-                .chunks_mut(d)
-                .zip(xi.chunks(d))
-                .zip(mc.iter_mut())
-                .zip(rc.iter_mut())
-            {
-                let (mu, rs) = ln_row_stats(xrow, eps);
-                for j in 0..d {
-                    orow[j] = (xrow[j] - mu) * rs * w[j] + b[j];
-                }
-                *m = mu;
-                *r = rs;
-            }
-        });
+        .for_each(|((o, xi), stats)| ln_forward_rows(o, xi, stats, (w, b), eps));
     Ok(())
+}
+
+crate::wide_fn! {
+    /// [`ln_forward`] of the rows of `x` (width `w.len()`): normalised rows to `out`, each
+    /// row's mean and `1 / std` to `stats`.
+    pub(crate) fn ln_forward_rows(
+        out: &mut [f32],
+        x: &[f32],
+        stats: (&mut [f32], &mut [f32]),
+        affine: (&[f32], &[f32]),
+        eps: f64,
+    ) {
+        let (w, b) = affine;
+        let d = w.len().max(1);
+        for (((orow, xrow), m), r) in out
+            .chunks_mut(d)
+            .zip(x.chunks(d))
+            .zip(stats.0.iter_mut())
+            .zip(stats.1.iter_mut())
+        {
+            let (mu, rs) = ln_row_stats(xrow, eps);
+            for j in 0..w.len() {
+                orow[j] = (xrow[j] - mu) * rs * w[j] + b[j];
+            }
+            *m = mu;
+            *r = rs;
+        }
+    }
 }
 
 /// The gradients of [`ln_forward`] from the upstream gradient `g` into `grads`. Rows are
@@ -277,40 +294,7 @@ pub(crate) fn ln_backward(
         .zip(x.par_chunks(d * ROW_CHUNK))
         .zip(g.par_chunks(d * ROW_CHUNK))
         .zip(mean.par_chunks(ROW_CHUNK).zip(rstd.par_chunks(ROW_CHUNK)))
-        .map(|(((dxc, xc), gc), (mc, rc))| {
-            let mut pw = vec![0f32; d];
-            let mut pb = vec![0f32; d];
-            let mut xhat = vec![0f32; d];
-            for ((((dxr, xr), gr), &mu), &rs) in dxc
-                .chunks_mut(d)
-                .zip(xc.chunks(d))
-                .zip(gc.chunks(d))
-                .zip(mc)
-                .zip(rc)
-            {
-                let mut s_gy = 0f64;
-                let mut s_gyx = 0f64;
-                for j in 0..d {
-                    xhat[j] = (xr[j] - mu) * rs;
-                    let gy = gr[j] * w[j];
-                    s_gy += gy as f64;
-                    s_gyx += (gy * xhat[j]) as f64;
-                    pw[j] += gr[j] * xhat[j];
-                    pb[j] += gr[j];
-                }
-                let m_gy = (s_gy / d as f64) as f32;
-                let m_gyx = (s_gyx / d as f64) as f32;
-                for j in 0..d {
-                    let v = rs * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
-                    if accumulate {
-                        dxr[j] += v;
-                    } else {
-                        dxr[j] = v;
-                    }
-                }
-            }
-            (pw, pb)
-        })
+        .map(|(((dxc, xc), gc), stats)| ln_backward_rows(dxc, xc, gc, stats, w, accumulate))
         .collect();
     dw.fill(0.0);
     db.fill(0.0);
@@ -321,6 +305,54 @@ pub(crate) fn ln_backward(
         }
     }
     Ok(())
+}
+
+crate::wide_fn! {
+    /// [`ln_backward`] of a chunk of rows (width `w.len()`): their input gradients to `dx`
+    /// (written, or added to when `accumulate`), and their partial weight and bias gradients
+    /// returned.
+    pub(crate) fn ln_backward_rows(
+        dx: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        stats: (&[f32], &[f32]),
+        w: &[f32],
+        accumulate: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let d = w.len();
+        let mut pw = vec![0f32; d];
+        let mut pb = vec![0f32; d];
+        let mut xhat = vec![0f32; d];
+        for ((((dxr, xr), gr), &mu), &rs) in dx
+            .chunks_mut(d.max(1))
+            .zip(x.chunks(d.max(1)))
+            .zip(g.chunks(d.max(1)))
+            .zip(stats.0)
+            .zip(stats.1)
+        {
+            let mut s_gy = 0f64;
+            let mut s_gyx = 0f64;
+            for j in 0..d {
+                xhat[j] = (xr[j] - mu) * rs;
+                let gy = gr[j] * w[j];
+                s_gy += gy as f64;
+                s_gyx += (gy * xhat[j]) as f64;
+                pw[j] += gr[j] * xhat[j];
+                pb[j] += gr[j];
+            }
+            let m_gy = (s_gy / d as f64) as f32;
+            let m_gyx = (s_gyx / d as f64) as f32;
+            for j in 0..d {
+                let v = rs * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
+                if accumulate {
+                    dxr[j] += v;
+                } else {
+                    dxr[j] = v;
+                }
+            }
+        }
+        (pw, pb)
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -447,6 +479,24 @@ pub(crate) fn gelu_slope(x: f32) -> f32 {
     cdf + x * pdf
 }
 
+crate::wide_fn! {
+    /// `out[i] = gelu(x[i])`.
+    pub(crate) fn gelu_values(out: &mut [f32], x: &[f32]) {
+        for (ov, &xv) in out.iter_mut().zip(x) {
+            *ov = gelu_value(xv);
+        }
+    }
+}
+
+crate::wide_fn! {
+    /// `g[i] *= gelu'(x[i])`: a gradient through the GELU, in place.
+    pub(crate) fn gelu_backward_in_place(g: &mut [f32], x: &[f32]) {
+        for (gv, &xv) in g.iter_mut().zip(x) {
+            *gv *= gelu_slope(xv);
+        }
+    }
+}
+
 struct GeluOp;
 
 impl CustomOp1 for GeluOp {
@@ -459,11 +509,7 @@ impl CustomOp1 for GeluOp {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(ELEM_CHUNK)
             .zip(x.par_chunks(ELEM_CHUNK))
-            .for_each(|(o, xi)| {
-                for (ov, &xv) in o.iter_mut().zip(xi) {
-                    *ov = gelu_value(xv);
-                }
-            });
+            .for_each(|(o, xi)| gelu_values(o, xi));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -494,9 +540,8 @@ impl CustomOp2 for GeluBwdOp {
             .zip(x.par_chunks(ELEM_CHUNK))
             .zip(g.par_chunks(ELEM_CHUNK))
             .for_each(|((o, xi), gi)| {
-                for ((ov, &xv), &gv) in o.iter_mut().zip(xi).zip(gi) {
-                    *ov = gv * gelu_slope(xv);
-                }
+                o.copy_from_slice(gi);
+                gelu_backward_in_place(o, xi);
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -535,7 +580,7 @@ pub fn softmax_backward(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// Softmax of one row in place.
-#[inline]
+#[inline(always)]
 pub(crate) fn softmax_row(row: &mut [f32]) {
     let m = math::max(row);
     for v in row.iter_mut() {
@@ -548,11 +593,30 @@ pub(crate) fn softmax_row(row: &mut [f32]) {
 }
 
 /// The softmax backward of one row in place: `g <- y * (g - sum(g * y))`.
-#[inline]
+#[inline(always)]
 pub(crate) fn softmax_backward_row(y: &[f32], g: &mut [f32]) {
     let dot = math::dot(y, g);
     for (gv, &yv) in g.iter_mut().zip(y) {
         *gv = yv * (*gv - dot);
+    }
+}
+
+crate::wide_fn! {
+    /// [`softmax_row`] of each row (of `n` values) of `rows`, in place.
+    pub(crate) fn softmax_rows(rows: &mut [f32], n: usize) {
+        for row in rows.chunks_mut(n.max(1)) {
+            softmax_row(row);
+        }
+    }
+}
+
+crate::wide_fn! {
+    /// [`softmax_backward_row`] of each row (of `n` values) of `g`, in place, from the
+    /// softmax output `y`.
+    pub(crate) fn softmax_backward_rows(y: &[f32], g: &mut [f32], n: usize) {
+        for (yr, gr) in y.chunks(n.max(1)).zip(g.chunks_mut(n.max(1))) {
+            softmax_backward_row(yr, gr);
+        }
     }
 }
 
@@ -570,10 +634,8 @@ impl CustomOp1 for SoftmaxOp {
         out.par_chunks_mut(n * ROW_CHUNK)
             .zip(x.par_chunks(n * ROW_CHUNK))
             .for_each(|(o, xi)| {
-                for (orow, xrow) in o.chunks_mut(n).zip(xi.chunks(n)) {
-                    orow.copy_from_slice(xrow);
-                    softmax_row(orow);
-                }
+                o.copy_from_slice(xi);
+                softmax_rows(o, n);
             });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
@@ -606,10 +668,8 @@ impl CustomOp2 for SoftmaxBwdOp {
             .zip(y.par_chunks(n * ROW_CHUNK))
             .zip(g.par_chunks(n * ROW_CHUNK))
             .for_each(|((o, yc), gc)| {
-                for ((orow, yr), gr) in o.chunks_mut(n).zip(yc.chunks(n)).zip(gc.chunks(n)) {
-                    orow.copy_from_slice(gr);
-                    softmax_backward_row(yr, orow);
-                }
+                o.copy_from_slice(gc);
+                softmax_backward_rows(yc, o, n);
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
