@@ -6,8 +6,9 @@
 //! - [`ops`]: custom ops with analytic backward passes: LayerNorm, softmax and GELU
 //!   (candle's lack backward passes), the fused Linear and the fused transformer-block
 //!   branches of the CPU (`f32`) path over bounds-checked matrix views ([`ops::gemm`]: the
-//!   project's own AVX2/FMA product where the CPU has it, else the `gemm` crate's), and
-//!   [`ops::on_pool`].
+//!   project's own AVX2/FMA product where the CPU has it, else the `gemm` crate's), their
+//!   element-wise loops compiled a second time for AVX2 and FMA ([`wide_fn!`], chosen at run
+//!   time, same results), and [`ops::on_pool`].
 //! - [`Linear`], [`LayerNorm`], [`Mlp`], [`Block`] (pre-norm, drop path), the four
 //!   [`attention`] kinds, [`PatchEmbed`], [`patchify`] / [`unpatchify`] for any channel
 //!   count, and the 2-D sin-cos tables of [`pos_embed`].
