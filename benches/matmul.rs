@@ -4,8 +4,8 @@
 //! (`miram bench` counted them): the 2x decoder's per-head attention (197 tokens, 32-wide
 //! heads; on one thread, as inside the attention kernels), the encoder's 13-token attention,
 //! the encoder's Linear layers on 104 rows (forward, input gradient, weight gradient) and the
-//! decoders' on 1576 rows, on the pool; and three Linear products of the `small` encoder on
-//! 104 rows.
+//! decoders' on 1576 rows, on the pool; three Linear products of the `small` encoder on
+//! 104 rows; and two of `tiny`'s fine-tuning step at batch 16 (800 rows).
 //!
 //! `cargo bench --bench matmul` (`MIRAM_BENCH_QUICK=1`: the first two shapes only; with `--
 //! --test` every function runs once). Throughput is reported in elements of the output; the
@@ -21,7 +21,7 @@ use miram_core::rand::Rng;
 /// `(name, m, k, n, a read transposed, b read transposed, on the pool)`.
 type Shape = (&'static str, usize, usize, usize, bool, bool, bool);
 
-const SHAPES: [Shape; 12] = [
+const SHAPES: [Shape; 14] = [
     ("attn_scores_197", 197, 32, 197, false, true, false),
     ("attn_values_197", 197, 197, 32, false, false, false),
     ("attn_grad_t_197", 197, 197, 32, true, false, false),
@@ -34,6 +34,8 @@ const SHAPES: [Shape; 12] = [
     ("small_enc_qkv_fwd", 104, 384, 1152, false, true, true),
     ("small_enc_fc2_fwd", 104, 1536, 384, false, true, true),
     ("small_enc_fc1_dx", 104, 1536, 384, false, false, true),
+    ("ft_fc1_fwd", 800, 192, 768, false, true, true),
+    ("ft_fc2_fwd", 800, 768, 192, false, true, true),
 ];
 
 fn bench(c: &mut Criterion) {

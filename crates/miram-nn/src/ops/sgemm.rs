@@ -36,6 +36,9 @@ pub(crate) const KC: usize = 256;
 pub(crate) const MC: usize = 144;
 /// Columns of `b` packed at once: `KC x NC` floats (2 MiB) stay in L3.
 pub(crate) const NC: usize = 2048;
+/// Parts per pool thread of a product whose columns are split and whose `a` is read in place
+/// (see `gemm`).
+const PARTS_PER_THREAD: usize = 4;
 
 /// Packs depths (rows) `d0..d0 + depth` and columns `w0..w0 + width` of `x` into panels of
 /// `W` columns: panel `q`, depth `kk`, column `j` at `out[q * depth * W + kk * W + j]`, zeros
@@ -96,7 +99,7 @@ fn pack<const W: usize>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::gemm::{MatMut, MatRef};
-    use super::{pack, KC, MC, MR, NC, NR};
+    use super::{pack, KC, MC, MR, NC, NR, PARTS_PER_THREAD};
     use rayon::prelude::*;
     use std::arch::x86_64::*;
     use std::cell::RefCell;
@@ -168,16 +171,30 @@ mod x86 {
             rs: dst.rs,
             cs: dst.cs,
         };
-        // Split the rows when `b` is the cheaper operand to pack once per part, else the
-        // columns; parts start at multiples of the tile so that tiles are the same as on
-        // one thread.
-        let split_rows = m * k >= k * n;
+        // Every part packs its share of `b`, and all of `b` when the rows are split; and, when
+        // `a` is packed at all (see `seq`), its share of `a`, all of it when the columns
+        // are split. Split where less is packed twice (the columns when `a` is read in
+        // place), the rows when there are too few column tiles to share. Parts start at
+        // multiples of the tile so that tiles are the same as on one thread.
+        let packs_a = a.cs != 1 && !(a.rs == 1 && n < 4 * NR);
+        let repeated_a = if packs_a { m * k } else { 0 };
+        let split_rows = repeated_a >= k * n || n.div_ceil(NR) < 2 * threads.max(1);
         let (tiles, tile) = if split_rows {
             (m.div_ceil(MR), MR)
         } else {
             (n.div_ceil(NR), NR)
         };
-        let parts = threads.clamp(1, tiles);
+        // With the columns split and `a` read in place, a part packs only its own columns of
+        // `b`, so more parts cost nothing: `PARTS_PER_THREAD` per thread then, so that a
+        // worker that wakes late (a sleeping thread takes tens of microseconds to start on
+        // this kind of machine) still takes its share of the parts left, instead of the
+        // calling thread running the other half alone.
+        let per_thread = if split_rows || packs_a {
+            1
+        } else {
+            PARTS_PER_THREAD
+        };
+        let parts = (threads * per_thread).clamp(1, tiles);
         let job = Job {
             k,
             d,
