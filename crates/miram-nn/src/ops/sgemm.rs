@@ -8,9 +8,10 @@
 //! small (a 13-token encoder attention, 32-wide heads, 104-row activations), `gemm`'s
 //! per-call dispatch and its split over threads cost more still. This kernel packs both
 //! operands into thread-local buffers that live across calls (no allocation, no page
-//! zeroing after the first call), splits a product between threads once, along the output
-//! dimension whose other operand is cheaper to pack twice, and runs each part
-//! sequentially. Measured figures: `docs/performance.md`.
+//! zeroing after the first call), splits a product between threads along the output
+//! dimension that packs less twice (the columns when `a` is read in place, then into four
+//! parts per thread, so that a worker that wakes late still takes its share), and runs each
+//! part sequentially. Measured figures: `docs/performance.md`.
 //!
 //! Determinism: every output element is `sum_k a_ik b_kj` accumulated in `k` order in
 //! blocks of [`KC`] (fused multiply-adds in one lane), then merged into the destination with
