@@ -67,13 +67,13 @@ struct PackedAttention {
     heads: usize,
 }
 
-/// `(N, n, head_dim)` of a packed `[N, n, 3 c]` layout of `heads` heads.
-fn packed_dims(l: &Layout, heads: usize) -> candle_core::Result<(usize, usize, usize)> {
-    let (b, n, c3) = l.shape().dims3()?;
+/// The sizes of a packed `[N, n, 3 c]` layout of `heads` heads.
+fn packed_dims(l: &Layout, heads: usize) -> candle_core::Result<AttnDims> {
+    let (bsz, n, c3) = l.shape().dims3()?;
     if heads == 0 || c3 % (3 * heads) != 0 {
         candle_core::bail!("attention: qkv width {c3} for {heads} heads");
     }
-    Ok((b, n, c3 / (3 * heads)))
+    Ok(AttnDims::new(bsz, n, heads, c3 / 3))
 }
 
 impl CustomOp1 for PackedAttention {
@@ -82,17 +82,12 @@ impl CustomOp1 for PackedAttention {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, n, dh) = packed_dims(l, self.heads)?;
+        let dims = packed_dims(l, self.heads)?;
         let qkv = slice(s, l, "attention qkv")?;
-        let mut out = vec![0f32; b * n * self.heads * dh];
-        let dims = AttnDims {
-            bsz: b,
-            n,
-            heads: self.heads,
-            dh,
-        };
+        let (b, n, c) = (dims.bsz, dims.n, dims.heads * dims.dh);
+        let mut out = vec![0f32; b * n * c];
         attention_core(qkv, dims, &mut out, None)?;
-        Ok((CpuStorage::F32(out), Shape::from((b, n, self.heads * dh))))
+        Ok((CpuStorage::F32(out), Shape::from((b, n, c))))
     }
 
     fn bwd(
@@ -123,16 +118,10 @@ impl CustomOp2 for PackedAttentionBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, n, dh) = packed_dims(l1, self.heads)?;
+        let dims = packed_dims(l1, self.heads)?;
         let qkv = slice(s1, l1, "attention_bwd qkv")?;
         let g = slice(s2, l2, "attention_bwd grad")?;
         let mut d_qkv = vec![0f32; qkv.len()];
-        let dims = AttnDims {
-            bsz: b,
-            n,
-            heads: self.heads,
-            dh,
-        };
         attention_core_backward(qkv, g, dims, &mut d_qkv, None)?;
         Ok((CpuStorage::F32(d_qkv), l1.shape().clone()))
     }
@@ -161,6 +150,17 @@ pub(crate) struct AttnDims {
 pub(crate) const KEEP_PROBS_BYTES: usize = 64 << 20;
 
 impl AttnDims {
+    /// The sizes of attention over `[bsz, n, width]` activations in `heads` heads (`heads`
+    /// divides `width`; the callers check it).
+    pub(crate) fn new(bsz: usize, n: usize, heads: usize, width: usize) -> Self {
+        Self {
+            bsz,
+            n,
+            heads,
+            dh: width / heads.max(1),
+        }
+    }
+
     /// Values of the attention probabilities of all samples and heads.
     pub(crate) fn probs_len(&self) -> usize {
         self.bsz * self.heads * self.n * self.n
@@ -363,12 +363,7 @@ mod tests {
     #[test]
     fn kept_probabilities_give_the_recomputed_gradients() -> candle_core::Result<()> {
         let mut r = miram_rand::Rng::new(5);
-        let dims = AttnDims {
-            bsz: 3,
-            n: 37,
-            heads: 2,
-            dh: 5,
-        };
+        let dims = AttnDims::new(3, 37, 2, 10);
         let d = dims.heads * dims.dh;
         let rows = dims.bsz * dims.n;
         let qkv = r.normal_vec(rows * 3 * d, 0.0, 1.0);

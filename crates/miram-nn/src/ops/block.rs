@@ -425,12 +425,7 @@ impl CustomOp3 for MixProjOp {
         let mut probs = None;
         match self.kind {
             Kind::Attention { heads } => {
-                let dims = AttnDims {
-                    bsz,
-                    n,
-                    heads,
-                    dh: d / heads,
-                };
+                let dims = AttnDims::new(bsz, n, heads, d);
                 let mut kept = dims.keeps_probs().then(|| vec![0f32; dims.probs_len()]);
                 attention_core(hidden, dims, &mut act, kept.as_deref_mut())?;
                 probs = kept;
@@ -540,12 +535,7 @@ impl CustomOp3 for MixProjBwdOp {
         linear::backward(act, w, dy, dims, Some((d_act, false)), dw, Some(db))?;
         match self.kind {
             Kind::Attention { heads } => {
-                let dims = AttnDims {
-                    bsz,
-                    n,
-                    heads,
-                    dh: d / heads,
-                };
+                let dims = AttnDims::new(bsz, n, heads, d);
                 let kept = self.saved.probs.as_deref();
                 attention_core_backward(hidden, &d_attention, dims, d_hidden, kept)?;
             }
