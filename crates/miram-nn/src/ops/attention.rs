@@ -142,11 +142,11 @@ pub(crate) struct AttnDims {
 
 /// The most bytes of attention probabilities that one fused attention keeps from its forward
 /// pass for its backward pass; above it the backward pass recomputes them per head (two
-/// matrices per worker thread at any length). 64 MiB keeps them for every preset's
-/// pre-training and fine-tuning steps at batch 8 to 32 (`tiny`'s 2x decoder at batch 8:
-/// 5 MiB per block; `micro`'s at batch 32: 32 MiB), where keeping saves the backward pass a
-/// product and a softmax per head, and leaves 785 tokens and up at the paper's sizes to the
-/// recomputation.
+/// matrices per worker thread at any length). 64 MiB keeps them for the `micro`, `tiny` and
+/// `small` presets' steps at batch 8 to 32 (`tiny`'s 2x decoder at batch 8: 5 MiB per block;
+/// `micro`'s at batch 32: 32 MiB), where keeping saves the backward pass a product and a
+/// softmax per head, and leaves the `paper` presets' 2x decoder (785 tokens, 16 heads: 38 MiB
+/// per sample) and longer sequences to the recomputation.
 pub(crate) const KEEP_PROBS_BYTES: usize = 64 << 20;
 
 impl AttnDims {
@@ -169,6 +169,14 @@ impl AttnDims {
     /// Whether the forward pass keeps the probabilities ([`KEEP_PROBS_BYTES`]).
     pub(crate) fn keeps_probs(&self) -> bool {
         self.probs_len() * size_of::<f32>() <= KEEP_PROBS_BYTES
+    }
+
+    /// An error unless `len` is [`Self::probs_len`] (a kept-probability buffer for `what`).
+    fn check_probs(&self, len: usize, what: &str) -> candle_core::Result<()> {
+        if len != self.probs_len() {
+            candle_core::bail!("{what}: {len} kept probabilities for {self:?}");
+        }
+        Ok(())
     }
 }
 
@@ -213,9 +221,7 @@ pub(crate) fn attention_core(
     let (per_task, per_probs) = ((n * dh).max(1), (n * n).max(1));
     timed_region(|| match keep {
         Some(probs) => {
-            if probs.len() != dims.probs_len() {
-                candle_core::bail!("attention: {} kept probabilities for {dims:?}", probs.len());
-            }
+            dims.check_probs(probs.len(), "attention")?;
             per_head
                 .par_chunks_mut(per_task)
                 .zip(probs.par_chunks_mut(per_probs))
@@ -255,9 +261,7 @@ pub(crate) fn attention_core_backward(
     let d = heads * dh;
     let scale = (dh as f64).powf(-0.5) as f32;
     if let Some(p) = kept {
-        if p.len() != dims.probs_len() {
-            candle_core::bail!("attention_bwd: {} kept probabilities for {dims:?}", p.len());
-        }
+        dims.check_probs(p.len(), "attention_bwd")?;
     }
     // Per (sample, head): [dq; dk; dv], each [n, dh].
     let mut per_head = vec![0f32; bsz * heads * 3 * n * dh];

@@ -422,13 +422,12 @@ impl CustomOp3 for MixProjOp {
         let b = slice(s3, l3, "mix_proj bias")?;
         let rows = bsz * n;
         let mut act = vec![0f32; rows * width];
-        let mut probs = None;
-        match self.kind {
+        let probs = match self.kind {
             Kind::Attention { heads } => {
                 let dims = AttnDims::new(bsz, n, heads, d);
                 let mut kept = dims.keeps_probs().then(|| vec![0f32; dims.probs_len()]);
                 attention_core(hidden, dims, &mut act, kept.as_deref_mut())?;
-                probs = kept;
+                kept
             }
             Kind::Mlp => {
                 if width != inner {
@@ -436,9 +435,10 @@ impl CustomOp3 for MixProjOp {
                 }
                 act.par_chunks_mut(ELEM_CHUNK)
                     .zip(hidden.par_chunks(ELEM_CHUNK))
-                    .for_each(|(a, h)| gelu_values(a, h))
+                    .for_each(|(a, h)| gelu_values(a, h));
+                None
             }
-        }
+        };
         let mut out = vec![0f32; rows * d];
         let dims = LinearDims {
             rows,

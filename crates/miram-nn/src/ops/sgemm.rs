@@ -177,7 +177,7 @@ mod x86 {
         // are split. Split where less is packed twice (the columns when `a` is read in
         // place), the rows when there are too few column tiles to share. Parts start at
         // multiples of the tile so that tiles are the same as on one thread.
-        let packs_a = a.cs != 1 && !(a.rs == 1 && n < 4 * NR);
+        let packs_a = packs_a(&a, n);
         let repeated_a = if packs_a { m * k } else { 0 };
         let split_rows = repeated_a >= k * n || n.div_ceil(NR) < 2 * threads.max(1);
         let (tiles, tile) = if split_rows {
@@ -220,6 +220,12 @@ mod x86 {
         });
     }
 
+    /// Whether a part `width` columns wide packs `a` (see `seq`): unless its rows are
+    /// contiguous, or its columns are and there are few column panels to reuse a copy.
+    fn packs_a(a: &MatRef<'_>, width: usize) -> bool {
+        a.cs != 1 && !(a.rs == 1 && width < 4 * NR)
+    }
+
     /// One part of a product, on the calling thread: rows `rows` and columns `cols` of the
     /// destination.
     ///
@@ -237,7 +243,7 @@ mod x86 {
             b,
             alpha,
         } = job;
-        let pack_a_too = a.cs != 1 && !(a.rs == 1 && cols.len() < 4 * NR);
+        let pack_a_too = packs_a(&a, cols.len());
         PACKS.with(|packs| {
             let mut packs = packs.borrow_mut();
             let (pa, pb) = &mut *packs;
