@@ -142,11 +142,11 @@ pub(crate) struct AttnDims {
 
 /// The most bytes of attention probabilities that one fused attention keeps from its forward
 /// pass for its backward pass; above it the backward pass recomputes them per head (two
-/// matrices per worker thread at any length). 64 MiB keeps them for the `micro`, `tiny` and
-/// `small` presets' steps at batch 8 to 32 (`tiny`'s 2x decoder at batch 8: 5 MiB per block;
-/// `micro`'s at batch 32: 32 MiB), where keeping saves the backward pass a product and a
-/// softmax per head, and leaves the `paper` presets' 2x decoder (785 tokens, 16 heads: 38 MiB
-/// per sample) and longer sequences to the recomputation.
+/// matrices per worker thread at any length). Keeping saves the backward pass a product and
+/// a softmax per head. 64 MiB keeps them in every preset's steps up to batch 27: the largest
+/// per sample is the `paper` presets' 2x softmax decoder (197 tokens, 16 heads: 2.4 MiB);
+/// `tiny`'s at batch 8 takes 5 MiB per block, `micro`'s (257 tokens) at batch 32 32 MiB. A
+/// one-sample 785-token, 16-head decoder still fits (38 MiB); 3137 tokens do not.
 pub(crate) const KEEP_PROBS_BYTES: usize = 64 << 20;
 
 impl AttnDims {
