@@ -284,13 +284,12 @@ impl CustomOp3 for NormProjOp {
         let mut stats = RowStats::zeros(rows);
         let mut normed = vec![0f32; rows * d];
         ln_forward(x, nw, nb, d, self.eps, &mut normed, &mut stats)?;
-        let mut hidden = vec![0f32; rows * inner];
         let dims = LinearDims {
             rows,
             din: d,
             dout: inner,
         };
-        linear::forward(&normed, w, Some(b_in), dims, &mut hidden)?;
+        let hidden = linear::forward(&normed, w, Some(b_in), dims)?;
         keep(&self.saved, NormSaved { stats, normed });
         Ok((CpuStorage::F32(hidden), Shape::from((bsz, n, inner))))
     }
@@ -439,13 +438,12 @@ impl CustomOp3 for MixProjOp {
                 None
             }
         };
-        let mut out = vec![0f32; rows * d];
         let dims = LinearDims {
             rows,
             din: width,
             dout: d,
         };
-        linear::forward(&act, w, Some(b), dims, &mut out)?;
+        let mut out = linear::forward(&act, w, Some(b), dims)?;
         if let Some(m) = &self.mask {
             scale_samples(&mut out, n * d, m);
         }

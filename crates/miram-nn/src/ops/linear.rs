@@ -27,40 +27,40 @@ pub(crate) struct LinearDims {
     pub(crate) dout: usize,
 }
 
-/// `y = x W^T (+ b)`, writing all of `y`.
+/// `y = x W^T (+ b)`, a new `[rows, dout]` buffer. With a bias the buffer is built from
+/// copies of the bias, which the product then adds to (no pass that zeroes it first).
 ///
 /// # Shapes
-/// - `x`: `[rows, din]`, `w`: `[dout, din]`, `b`: `[dout]`, `y`: `[rows, dout]`
+/// - `x`: `[rows, din]`, `w`: `[dout, din]`, `b`: `[dout]`; returns `[rows, dout]`
 pub(crate) fn forward(
     x: &[f32],
     w: &[f32],
     b: Option<&[f32]>,
     dims: LinearDims,
-    y: &mut [f32],
-) -> candle_core::Result<()> {
+) -> candle_core::Result<Vec<f32>> {
     let LinearDims { rows, din, dout } = dims;
-    let accumulate = match b {
+    let (mut y, accumulate) = match b {
         Some(b) => {
             if b.len() != dout {
                 candle_core::bail!("linear: bias of {} for {dout} outputs", b.len());
             }
-            y.par_chunks_mut(dout.max(1) * 64).for_each(|c| {
-                for row in c.chunks_mut(dout.max(1)) {
-                    row.copy_from_slice(b);
-                }
-            });
-            true
+            let mut y = Vec::with_capacity(rows * dout);
+            for _ in 0..rows {
+                y.extend_from_slice(b);
+            }
+            (y, true)
         }
-        None => false,
+        None => (vec![0f32; rows * dout], false),
     };
     matmul(
-        MatMut::rows(y, rows, dout)?,
+        MatMut::rows(&mut y, rows, dout)?,
         MatRef::rows(x, rows, din)?,
         MatRef::rows(w, dout, din)?.t(),
         1.0,
         accumulate,
         Par::Pool,
-    )
+    )?;
+    Ok(y)
 }
 
 /// The gradients of [`forward`]: `dx (+)= dy W`, `dw = dy^T x`, `db = sum over rows of dy`.
@@ -185,8 +185,7 @@ impl CustomOp3 for LinearOp {
         let x = slice(s1, l1, "linear x")?;
         let w = slice(s2, l2, "linear weight")?;
         let b = slice(s3, l3, "linear bias")?;
-        let mut y = vec![0f32; rows * dout];
-        forward(x, w, Some(b), LinearDims { rows, din, dout }, &mut y)?;
+        let y = forward(x, w, Some(b), LinearDims { rows, din, dout })?;
         Ok((CpuStorage::F32(y), Shape::from((rows, dout))))
     }
 

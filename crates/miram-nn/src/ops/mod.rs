@@ -136,18 +136,37 @@ struct LayerNormOp {
     eps: f64,
 }
 
+/// Partial sums of [`sum_lanes`]: eight independent chains of additions (one chain would
+/// wait for each addition before the next; these fill a vector unit's lanes).
+const SUM_LANES: usize = 8;
+const _: () = assert!(SUM_LANES == 8, "sum_lanes adds eight partial sums pairwise");
+
+/// `sum_j f(j)` over `0..n` in `f64`, added in [`SUM_LANES`] partial sums (term `j` into sum
+/// `j % SUM_LANES`) that are then added pairwise: a fixed order for a given `n`, whatever the
+/// caller's thread, so results stay reproducible.
+#[inline(always)]
+fn sum_lanes(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0f64; SUM_LANES];
+    let full = n - n % SUM_LANES;
+    for j0 in (0..full).step_by(SUM_LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j0 + l);
+        }
+    }
+    for (a, j) in acc.iter_mut().zip(full..n) {
+        *a += f(j);
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
 #[inline(always)]
 fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     let d = row.len() as f64;
-    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / d;
-    let var = row
-        .iter()
-        .map(|&v| {
-            let c = v as f64 - mean;
-            c * c
-        })
-        .sum::<f64>()
-        / d;
+    let mean = sum_lanes(row.len(), |j| row[j] as f64) / d;
+    let var = sum_lanes(row.len(), |j| {
+        let c = row[j] as f64 - mean;
+        c * c
+    }) / d;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
 }
 
@@ -330,16 +349,13 @@ crate::wide_fn! {
             .zip(stats.0)
             .zip(stats.1)
         {
-            let mut s_gy = 0f64;
-            let mut s_gyx = 0f64;
             for j in 0..d {
                 xhat[j] = (xr[j] - mu) * rs;
-                let gy = gr[j] * w[j];
-                s_gy += gy as f64;
-                s_gyx += (gy * xhat[j]) as f64;
                 pw[j] += gr[j] * xhat[j];
                 pb[j] += gr[j];
             }
+            let s_gy = sum_lanes(d, |j| (gr[j] * w[j]) as f64);
+            let s_gyx = sum_lanes(d, |j| (gr[j] * w[j] * xhat[j]) as f64);
             let m_gy = (s_gy / d as f64) as f32;
             let m_gyx = (s_gyx / d as f64) as f32;
             for j in 0..d {
