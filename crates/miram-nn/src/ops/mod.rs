@@ -136,19 +136,15 @@ struct LayerNormOp {
     eps: f64,
 }
 
-/// Partial sums of [`sum_lanes`]: eight independent chains of additions (one chain would
-/// wait for each addition before the next; these fill a vector unit's lanes).
-const SUM_LANES: usize = 8;
-const _: () = assert!(SUM_LANES == 8, "sum_lanes adds eight partial sums pairwise");
-
-/// `sum_j f(j)` over `0..n` in `f64`, added in [`SUM_LANES`] partial sums (term `j` into sum
-/// `j % SUM_LANES`) that are then added pairwise: a fixed order for a given `n`, whatever the
-/// caller's thread, so results stay reproducible.
+/// `sum_j f(j)` over `0..n` in `f64`, in eight partial sums (term `j` into sum `j % 8`)
+/// that are then added pairwise: eight independent chains of additions where one chain
+/// would wait for each addition before the next, in a fixed order for a given `n` whatever
+/// the caller's thread, so results stay reproducible.
 #[inline(always)]
 fn sum_lanes(n: usize, f: impl Fn(usize) -> f64) -> f64 {
-    let mut acc = [0f64; SUM_LANES];
-    let full = n - n % SUM_LANES;
-    for j0 in (0..full).step_by(SUM_LANES) {
+    let mut acc = [0f64; 8];
+    let full = n - n % acc.len();
+    for j0 in (0..full).step_by(acc.len()) {
         for (l, a) in acc.iter_mut().enumerate() {
             *a += f(j0 + l);
         }
@@ -342,6 +338,7 @@ crate::wide_fn! {
         let mut pw = vec![0f32; d];
         let mut pb = vec![0f32; d];
         let mut xhat = vec![0f32; d];
+        let mut gy = vec![0f32; d];
         for ((((dxr, xr), gr), &mu), &rs) in dx
             .chunks_mut(d.max(1))
             .zip(x.chunks(d.max(1)))
@@ -351,15 +348,16 @@ crate::wide_fn! {
         {
             for j in 0..d {
                 xhat[j] = (xr[j] - mu) * rs;
+                gy[j] = gr[j] * w[j];
                 pw[j] += gr[j] * xhat[j];
                 pb[j] += gr[j];
             }
-            let s_gy = sum_lanes(d, |j| (gr[j] * w[j]) as f64);
-            let s_gyx = sum_lanes(d, |j| (gr[j] * w[j] * xhat[j]) as f64);
+            let s_gy = sum_lanes(d, |j| gy[j] as f64);
+            let s_gyx = sum_lanes(d, |j| (gy[j] * xhat[j]) as f64);
             let m_gy = (s_gy / d as f64) as f32;
             let m_gyx = (s_gyx / d as f64) as f32;
             for j in 0..d {
-                let v = rs * (gr[j] * w[j] - m_gy - xhat[j] * m_gyx);
+                let v = rs * (gy[j] - m_gy - xhat[j] * m_gyx);
                 if accumulate {
                     dxr[j] += v;
                 } else {
