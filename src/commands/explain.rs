@@ -357,7 +357,7 @@ fn batch_maps(
     let x = Tensor::from_vec(x, (items.len(), c, s, s), dev)?;
     Ok(match model {
         Encoder::Pretrained(m) => attention_maps(m.encoder(), &x)?,
-        Encoder::Classifier(m) => attention_maps(m, &x)?,
+        Encoder::Classifier(m) => attention_maps(m.as_ref(), &x)?,
     })
 }
 

@@ -89,11 +89,14 @@ pub struct ProbeArgs {
 }
 
 /// The encoder of `--model`: what it is and the loaded model.
+///
+/// Both are boxed: their sizes differ by hundreds of bytes, and by more in the CUDA build,
+/// whose devices are larger (clippy's `large_enum_variant`).
 pub enum Encoder {
     /// A pre-trained MIRAM or MAE model.
-    Pretrained(Miram),
+    Pretrained(Box<Miram>),
     /// A fine-tuned classifier.
-    Classifier(miram_core::encoder::VitClassifier),
+    Classifier(Box<miram_core::encoder::VitClassifier>),
 }
 
 impl Encoder {
@@ -103,8 +106,11 @@ impl Encoder {
         let weights = read_checkpoint(&ck, &Device::Cpu)?;
         runs::check_finite_weights(&weights)?;
         Ok(match runs::checkpoint_kind(&weights) {
-            Some(RunKind::Finetune) => (Self::Classifier(load_classifier(&ck, device)?.0), ck),
-            _ => (Self::Pretrained(Miram::load(&ck, device)?), ck),
+            Some(RunKind::Finetune) => (
+                Self::Classifier(Box::new(load_classifier(&ck, device)?.0)),
+                ck,
+            ),
+            _ => (Self::Pretrained(Box::new(Miram::load(&ck, device)?)), ck),
         })
     }
 
