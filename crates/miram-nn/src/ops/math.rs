@@ -56,6 +56,26 @@ pub fn sum(xs: &[f32]) -> f32 {
     s
 }
 
+/// `sum_j f(j)` over `0..n` in `f64` (the LayerNorm statistics; [`sum`] is the `f32` sum of
+/// a slice), in eight partial sums (term `j` into sum `j % 8`) that are then added pairwise:
+/// eight independent chains of additions where one chain would wait for each addition before
+/// the next, in a fixed order for a given `n` whatever the caller's thread, so results stay
+/// reproducible.
+#[inline(always)]
+pub(crate) fn sum_lanes(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0f64; 8];
+    let full = n - n % acc.len();
+    for j0 in (0..full).step_by(acc.len()) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j0 + l);
+        }
+    }
+    for (a, j) in acc.iter_mut().zip(full..n) {
+        *a += f(j);
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
 /// Dot product of two slices of equal length, vectorised like [`sum`].
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -119,6 +139,16 @@ pub fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_lanes_adds_every_term_once() {
+        // Integers sum exactly in f64: any term missed or added twice (a full group of eight
+        // or the tail) changes the result.
+        for n in 0..40usize {
+            let got = sum_lanes(n, |j| (j + 1) as f64);
+            assert_eq!(got, (n * (n + 1) / 2) as f64, "n = {n}");
+        }
+    }
 
     #[test]
     fn exp_is_accurate() {

@@ -136,30 +136,11 @@ struct LayerNormOp {
     eps: f64,
 }
 
-/// `sum_j f(j)` over `0..n` in `f64`, in eight partial sums (term `j` into sum `j % 8`)
-/// that are then added pairwise: eight independent chains of additions where one chain
-/// would wait for each addition before the next, in a fixed order for a given `n` whatever
-/// the caller's thread, so results stay reproducible.
-#[inline(always)]
-fn sum_lanes(n: usize, f: impl Fn(usize) -> f64) -> f64 {
-    let mut acc = [0f64; 8];
-    let full = n - n % acc.len();
-    for j0 in (0..full).step_by(acc.len()) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(j0 + l);
-        }
-    }
-    for (a, j) in acc.iter_mut().zip(full..n) {
-        *a += f(j);
-    }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-}
-
 #[inline(always)]
 fn ln_row_stats(row: &[f32], eps: f64) -> (f32, f32) {
     let d = row.len() as f64;
-    let mean = sum_lanes(row.len(), |j| row[j] as f64) / d;
-    let var = sum_lanes(row.len(), |j| {
+    let mean = math::sum_lanes(row.len(), |j| row[j] as f64) / d;
+    let var = math::sum_lanes(row.len(), |j| {
         let c = row[j] as f64 - mean;
         c * c
     }) / d;
@@ -352,8 +333,8 @@ crate::wide_fn! {
                 pw[j] += gr[j] * xhat[j];
                 pb[j] += gr[j];
             }
-            let s_gy = sum_lanes(d, |j| gy[j] as f64);
-            let s_gyx = sum_lanes(d, |j| (gy[j] * xhat[j]) as f64);
+            let s_gy = math::sum_lanes(d, |j| gy[j] as f64);
+            let s_gyx = math::sum_lanes(d, |j| (gy[j] * xhat[j]) as f64);
             let m_gy = (s_gy / d as f64) as f32;
             let m_gyx = (s_gyx / d as f64) as f32;
             for j in 0..d {
