@@ -389,6 +389,44 @@ pub(crate) fn timed_region<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Rounds of the probe loop per thread in one measurement of [`fma_peak_gflops`]: about
+/// 8 ms at two 8-lane fused multiply-adds per cycle and 3 GHz.
+#[cfg(target_arch = "x86_64")]
+const PEAK_ITERS: usize = 1 << 22;
+
+/// The machine's peak rate of fused multiply-adds on the threads of the current rayon pool,
+/// in GFLOP/s (2 FLOPs per multiply-add and lane): the yardstick of `matmul_gflops` and
+/// `step_gflops` in `miram bench`, measured rather than read from a data sheet, since a
+/// virtual machine's clock and its share of the cores are what the products actually get.
+///
+/// Every thread of the pool runs the own kernel's register-only loop at once (twelve
+/// independent 8-lane accumulators, no memory traffic: an upper bound for any product on
+/// this machine), and the rate is the sum of the threads' rates; the best of three such
+/// rounds (about 25 ms in all). `None` where the own kernel cannot run (other
+/// architectures, or no AVX2 and FMA), whether or not [`set_own_kernel`] chose it.
+pub fn fma_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        let per_iter = (super::sgemm::PROBE_CHAINS * 8 * 2) as f64;
+        let round = || -> f64 {
+            rayon::broadcast(|_| {
+                let t = Instant::now();
+                let r = super::sgemm::fma_probe(
+                    std::hint::black_box(PEAK_ITERS),
+                    std::hint::black_box(1.0),
+                    std::hint::black_box(0.5),
+                );
+                std::hint::black_box(r);
+                per_iter * PEAK_ITERS as f64 / t.elapsed().as_secs_f64().max(1e-9) * 1e-9
+            })
+            .iter()
+            .sum()
+        };
+        return Some((0..3).map(|_| round()).fold(0.0, f64::max));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

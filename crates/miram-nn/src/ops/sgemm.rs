@@ -23,7 +23,7 @@
 //! ([`super::gemm::matmul`] chooses).
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86::{available, gemm};
+pub(crate) use x86::{available, fma_probe, gemm, PROBE_CHAINS};
 
 use super::gemm::MatRef;
 
@@ -423,6 +423,44 @@ mod x86 {
         }
     }
 
+    /// Independent 8-lane accumulators of [`fma_probe`]: the micro-kernel's twelve.
+    pub(crate) const PROBE_CHAINS: usize = 2 * MR;
+
+    /// `iters` rounds of `acc = acc * x + y` (one fused multiply-add) on [`PROBE_CHAINS`]
+    /// independent 8-lane accumulators, lane values starting at the chain's index, all in
+    /// registers: the machine's fused multiply-add throughput with no memory traffic, as
+    /// the micro-kernel's inner loop would run if its loads were free. Returns the sum of
+    /// the chains' first lanes (in chain order), so that the loop is not removed and its
+    /// result can be checked against scalar `mul_add`s.
+    ///
+    /// # Panics
+    /// When [`available`] is false.
+    pub(crate) fn fma_probe(iters: usize, x: f32, y: f32) -> f32 {
+        assert!(available(), "fma_probe without AVX2 and FMA");
+        // SAFETY: AVX2 and FMA are present (asserted above); the probe touches no memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            probe(iters, x, y)
+        }
+    }
+
+    /// The loop of [`fma_probe`].
+    ///
+    /// # Safety
+    /// AVX2 and FMA are present.
+    #[allow(unsafe_code)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn probe(iters: usize, x: f32, y: f32) -> f32 {
+        let (xv, yv) = (_mm256_set1_ps(x), _mm256_set1_ps(y));
+        let mut acc: [__m256; PROBE_CHAINS] = std::array::from_fn(|c| _mm256_set1_ps(c as f32));
+        for _ in 0..iters {
+            for a in &mut acc {
+                *a = _mm256_fmadd_ps(*a, xv, yv);
+            }
+        }
+        acc.iter().map(|a| _mm256_cvtss_f32(*a)).sum()
+    }
+
     /// `c[r, col] = (add ? c[r, col] : 0) + alpha * tile[r, col]` for `r < mr`, `col < nr`,
     /// with the kernel's rounding (one fused multiply-add, or one multiply).
     ///
@@ -651,6 +689,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_peak_probe_runs_every_multiply_add_it_counts() {
+        if !available() {
+            return;
+        }
+        // x, y chosen so that every round changes the value (no fixed point is reached),
+        // and one round more or less, or a chain left out, gives another sum.
+        let (x, y) = (1.0001f32, 0.37f32);
+        for iters in [0, 1, 2, 7, 1000] {
+            let want: f32 = (0..PROBE_CHAINS)
+                .map(|c| (0..iters).fold(c as f32, |a, _| a.mul_add(x, y)))
+                .sum();
+            assert_eq!(
+                fma_probe(iters, x, y).to_bits(),
+                want.to_bits(),
+                "{iters} rounds"
+            );
+        }
+        assert_ne!(fma_probe(1000, x, y), fma_probe(999, x, y));
     }
 
     #[test]
