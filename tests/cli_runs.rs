@@ -287,6 +287,13 @@ fn bench_times_each_mode_with_its_matrix_product_figures() {
                 let v = r[key].as_f64().unwrap_or(f64::NAN);
                 assert!(v > 0.0, "{mode}: {key} = {}", r[key]);
             }
+            // The peak is measured on every CPU that has AVX2 and FMA, and only there.
+            let peak = &r["fma_peak_gflops"];
+            if miram_test_support::cpu_has_avx2_fma() {
+                assert!(peak.as_f64().unwrap_or(0.0) > 0.0, "{mode}: peak {peak}");
+            } else {
+                assert!(peak.is_null(), "{mode}: peak {peak}");
+            }
             let scales = r["config"]["scales"].as_array().map_or(0, Vec::len);
             match mode {
                 "finetune" => {

@@ -16,8 +16,10 @@ Columns: the median step of each side and their ratio; the masked-encoder forwar
 ratio (`-` for finetune, which has no masking); the peak resident memory of each process
 (MiB); and miram's matrix products over its timed steps: their share of the step time, their
 own rate (GFLOP/s) and the rate over the whole step (the products of the fused CPU kernels;
-see `miram bench --help`). A finetune row times the head of as many classes as `miram bench`
-reports (`--classes` of `bench_step.py`).
+see `miram bench --help`), beside the machine's fused multiply-add peak on the same threads
+that `miram bench` measured (`peak GF/s`, the limit both rates are read against). A finetune
+row times the head of as many classes as `miram bench` reports (`--classes` of
+`bench_step.py`).
 """
 import argparse
 import json
@@ -110,7 +112,7 @@ def main():
         return statistics.median(vals) if vals else None
 
     print(f"{'row':<26} {'miram ms':>9} {'torch ms':>9} {'ratio':>6}   {'enc miram':>9} {'enc torch':>9} {'ratio':>6}"
-          f"   {'RSS miram':>9} {'RSS torch':>9}   {'mm share':>8} {'mm GF/s':>8} {'step GF/s':>9}")
+          f"   {'RSS miram':>9} {'RSS torch':>9}   {'mm share':>8} {'mm GF/s':>8} {'step GF/s':>9} {'peak GF/s':>9}")
     for row in rows:
         preset, batch, mode = row
         res = results[row]
@@ -123,10 +125,11 @@ def main():
         m_rss, t_rss = med(res["miram"], "peak_rss_mib"), med(res["torch"], "peak_rss_mib")
         share = med(res["miram"], "matmul_share")
         mm_gf, step_gf = med(res["miram"], "matmul_gflops"), med(res["miram"], "step_gflops")
+        peak = med(res["miram"], "fma_peak_gflops")
         print(f"{name:<26} {fmt(m_step, 1):>9} {fmt(t_step, 1):>9} {fmt(ratio(m_step, t_step)):>6}   "
               f"{fmt(m_enc, 1):>9} {fmt(t_enc, 1):>9} {fmt(ratio(m_enc, t_enc)):>6}   {fmt(m_rss, 0):>9} {fmt(t_rss, 0):>9}   "
               f"{fmt(None if share is None else 100 * share, 1) + ('%' if share is not None else ''):>8} "
-              f"{fmt(mm_gf, 1):>8} {fmt(step_gf, 1):>9}")
+              f"{fmt(mm_gf, 1):>8} {fmt(step_gf, 1):>9} {fmt(peak, 1):>9}")
         if a.json:
             print(json.dumps({"row": name, "miram_step_ms": m_step, "torch_step_ms": t_step,
                               "step_ratio": ratio(m_step, t_step), "miram_encoder_ms": m_enc,
@@ -134,6 +137,7 @@ def main():
                               "miram_peak_rss_mib": m_rss, "torch_peak_rss_mib": t_rss,
                               "miram_matmul_share": share, "miram_matmul_gflops": mm_gf,
                               "miram_step_gflops": step_gf,
+                              "miram_fma_peak_gflops": peak,
                               "miram_gflop_per_step": med(res["miram"], "gflop_per_step"),
                               "torch_impl": res["torch"][0]["impl"], "miram_impl": res["miram"][0]["impl"]}))
 

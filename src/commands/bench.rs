@@ -28,16 +28,19 @@ masked_encoder_ms_median is null.
 
 Output: one JSON line on standard output (impl, mode, preset, precision, batch, threads, step_ms_median,
 masked_encoder_ms_median, classes, params, peak_rss_mib, matmul_share, matmul_gflops,
-step_gflops, gflop_per_step, matmul_kernel, config), and a table of the figures on standard error (not with
+step_gflops, gflop_per_step, matmul_kernel, fma_peak_gflops, config), and a table of the figures on standard error (not with
 --quiet); with --json-lines, one `result` event with the same fields instead.
 
 Matrix products: over the timed steps, matmul_share is the time spent in matrix products over
 the step time, matmul_gflops their FLOPs over their own time (the rate of the products),
 step_gflops the same FLOPs over the step time (the rate achieved over the whole step), and
-gflop_per_step their FLOPs per step. Counted are the products of the project's fused CPU
+gflop_per_step their FLOPs per step; fma_peak_gflops is the machine's fused multiply-add peak
+on the pool's threads, measured after the timed steps (a register-only loop on every thread
+at once, best of three rounds of about 8 ms), the limit the two rates are read against (null
+on a CPU without AVX2 and FMA, where the probe cannot run; measured with --matmul gemm too). Counted are the products of the project's fused CPU
 kernels (every Linear layer and the softmax attention blocks, forward and backward); candle's
 own products (e.g. inside the Linformer, Nystrom and Performer attention kinds) are not, and
-on a GPU nothing is counted: there the four fields are null.
+on a GPU nothing is counted: there the four fields and the peak are null.
 
 Before anything is allocated, the memory of one step of the mode (input images, weights with
 their gradients and AdamW moments, and the activations the backward pass keeps, times a
@@ -144,6 +147,21 @@ pub fn run(a: &BenchArgs, g: &GlobalArgs, ui: &Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The machine's FMA peak of `r`, with the share of it that the products and the whole step
+/// reached.
+fn peak(r: &BenchReport) -> String {
+    let Some(p) = r.fma_peak_gflops.filter(|p| *p > 0.0) else {
+        return "- (not measured on this device or CPU)".to_string();
+    };
+    let of =
+        |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{:.0}%", 100.0 * v / p));
+    format!(
+        "{p:.1} GFLOP/s (the products ran at {} of it, the step at {})",
+        of(r.matmul_gflops),
+        of(r.step_gflops)
+    )
+}
+
 /// The figures of `r` as a short table for a person.
 fn table(r: &BenchReport) -> String {
     let ms =
@@ -175,6 +193,7 @@ fn table(r: &BenchReport) -> String {
         ("matrix products rate", num(r.matmul_gflops, 1, " GFLOP/s")),
         ("rate over the step", num(r.step_gflops, 1, " GFLOP/s")),
         ("product FLOPs / step", num(r.gflop_per_step, 3, " GFLOP")),
+        ("machine FMA peak", peak(r)),
         (
             "product kernel",
             r.matmul_kernel

@@ -122,6 +122,11 @@ pub struct BenchReport {
     /// The CPU matrix-product kernel of those products (`miram avx2+fma` or `gemm crate`,
     /// [`miram_nn::ops::gemm::kernel_name`]); `None` off the CPU.
     pub matmul_kernel: Option<String>,
+    /// The machine's fused multiply-add peak on the pool's threads, in GFLOP/s, measured
+    /// after the timed steps ([`miram_nn::ops::gemm::fma_peak_gflops`]): the limit that
+    /// `matmul_gflops` and `step_gflops` are to be read against (whichever kernel ran the
+    /// products). `None` off the CPU and on CPUs without AVX2 and FMA.
+    pub fma_peak_gflops: Option<f64>,
     /// The model configuration that was timed (what `benches/torch/bench_step.py` builds;
     /// for [`BenchMode::SingleScale`] the one-scale configuration, for
     /// [`BenchMode::Finetune`] the configuration whose encoder the classifier uses).
@@ -474,6 +479,7 @@ fn report(
         step_gflops: figures.map(|f| f.step_gflops),
         gflop_per_step: figures.map(|f| f.gflop_per_step),
         matmul_kernel: figures.map(|_| miram_nn::ops::gemm::kernel_name().to_string()),
+        fma_peak_gflops: figures.and_then(|_| miram_nn::ops::gemm::fma_peak_gflops()),
         config: cfg,
     }
 }

@@ -66,6 +66,10 @@ fn check_figures(r: &BenchReport) {
     // share = step rate / product rate (both are the same FLOPs).
     assert!((share - step / mm).abs() <= 1e-9 * share.max(1.0), "{what}");
     assert!(r.step_ms_median > 0.0, "{what}");
+    // The yardstick is measured on every CPU that has AVX2 and FMA (the probe's).
+    let probe = miram_test_support::cpu_has_avx2_fma();
+    assert_eq!(r.fma_peak_gflops.is_some(), probe, "{what}: {r:?}");
+    assert!(r.fma_peak_gflops.is_none_or(|p| p > 0.0), "{what}");
     let json = serde_json::to_value(r).unwrap();
     assert_eq!(json["mode"], r.mode.name(), "{what}");
 }

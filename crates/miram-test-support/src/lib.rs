@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of the MIRAM workspace: where the fixture folders are (with
 //! the environment variable each test reads to point elsewhere), the sorted list of a
-//! folder's fixture files, and, with the `candle` feature, tensor comparisons.
+//! folder's fixture files, whether the CPU has AVX2 and FMA, and, with the `candle` feature,
+//! tensor comparisons.
 //!
 //! A dev-dependency only (`publish = false`). The helpers panic with a message naming the
 //! path or value at fault: they are assertions of the tests that call them.
@@ -53,6 +54,16 @@ pub fn fixture_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 mod tensors;
 #[cfg(feature = "candle")]
 pub use tensors::{f32s, max_abs_diff};
+
+/// Whether this CPU has AVX2 and FMA, detected here independently of the code under test:
+/// where the project's own matrix-product kernel and its FMA peak probe can run.
+pub fn cpu_has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 #[cfg(test)]
 mod tests {
